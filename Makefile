@@ -1,0 +1,155 @@
+# Strata - one non-recursive Makefile.  `make help` lists the targets.
+
+CC = gcc
+CFLAGS ?= -O2 -g
+LDFLAGS ?=
+BUILD ?= build
+
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter \
+	-fopenmp -I. -MMD -MP
+override LDLIBS += -fopenmp -luring -lnuma -lpcre2-8 -lm \
+	-L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas
+BLAS_CFLAGS = -I/usr/include/x86_64-linux-gnu/openblas-pthread
+
+# per-file ISA flags
+AVX2_FLAGS = -mavx2 -mfma -mf16c
+AVX512_FLAGS = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl \
+	-mavx512dq -mavx512vnni
+
+CACHE ?= $(HOME)/.cache/strata
+SMOLLM2 = $(CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
+PYTHON ?= python3
+
+ifeq ($(V),1)
+Q =
+else
+Q = @
+endif
+
+LIB_SRCS = \
+	kernels/kern.c \
+	kernels/kern_ref.c \
+	kernels/kern_ref_k.c \
+	kernels/kern_avx2.c \
+	kernels/kern_avx512.c \
+	kernels/kern_avx2_k.c \
+	kernels/kern_avx512_k.c \
+	kernels/ops.c \
+	models/gguf.c \
+	models/gguf_write.c \
+	models/llama_model.c \
+	models/tokenizer.c \
+	models/chat.c \
+	memtier/memtier.c \
+	engine/forward.c \
+	engine/sampler.c \
+	engine/stats.c \
+	engine/util.c
+
+LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB = $(BUILD)/libstrata.a
+
+TEST_NAMES = \
+	test_kernels \
+	test_gguf \
+	test_tokenizer \
+	test_sampler \
+	test_decode
+
+TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
+
+PROGS = decode models/mkmodel bench/kbench
+
+ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o)
+
+.PHONY: all deps demo test test-c test-py asan help clean models bench
+
+all: $(PROGS)
+
+help:
+	@echo "make deps    install missing Debian/PyPI packages"
+	@echo "make         build ./decode, models/mkmodel, bench/kbench"
+	@echo "make demo    deps, build, fetch SmolLM2, decode on the flash tier"
+	@echo "make test    deps, build, model, every test"
+	@echo "make asan    the C tests under ASan+UBSan"
+	@echo "make bench   decode speed side by side with llama.cpp"
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/kernels/kern_avx2.o $(BUILD)/kernels/kern_avx2_k.o: override CFLAGS += $(AVX2_FLAGS)
+$(BUILD)/kernels/kern_avx512.o $(BUILD)/kernels/kern_avx512_k.o: override CFLAGS += $(AVX512_FLAGS)
+$(BUILD)/engine/forward.o: override CFLAGS += $(BLAS_CFLAGS)
+$(BUILD)/kernels/ops.o: override CFLAGS += -O3
+
+$(LIB): $(LIB_OBJS)
+	@$(if $(Q),echo "  AR $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+decode: $(BUILD)/decode.o $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+models/mkmodel: $(BUILD)/models/mkmodel.o $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench/kbench: $(BUILD)/bench/kbench.o $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/decode: $(BUILD)/decode.o $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/decode.o: engine/decode.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+deps:
+	$(Q)tests/deps.sh
+
+models: $(SMOLLM2)
+
+$(SMOLLM2):
+	models/fetch-smollm2.sh
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all models
+	./decode -m $(SMOLLM2) --tier dram -p "Once upon a time" -n 64 --stats
+
+# Every test: the cmocka programs (under a timeout each), then the
+# independent numpy reference and the llama.cpp fixtures.
+test: deps
+	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS) models
+	$(Q)STRATA_MODEL=$(SMOLLM2) tests/run.sh $(TEST_BINS)
+	$(Q)STRATA_MODEL=$(SMOLLM2) tests/test_cli.sh ./decode
+	$(Q)STRATA_MODEL=$(SMOLLM2) $(PYTHON) tests/ref_check.py
+
+asan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \
+		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+		LDFLAGS="-fsanitize=address,undefined" \
+		build-asan/tests/test_gguf build-asan/tests/test_kernels \
+		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
+		build-asan/decode models
+	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) tests/run.sh \
+		build-asan/tests/test_gguf build-asan/tests/test_kernels \
+		build-asan/tests/test_tokenizer build-asan/tests/test_sampler
+	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) \
+		tests/test_cli.sh build-asan/decode
+
+bench: all
+	bench/vs-llamacpp.sh
+
+clean:
+	rm -rf build build-asan $(PROGS)
+
+-include $(ALL_OBJS:.o=.d)

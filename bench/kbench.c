@@ -1,0 +1,305 @@
+/*
+ * kbench - matvec throughput of every weight type on every ISA this CPU
+ * runs, on the two matrix shapes of a TinyLlama FFN (2048 rows of 5632 and
+ * 5632 rows of 2048), with 1 and 2 OpenMP threads splitting the rows.
+ *
+ * Decode reads each weight once per token, so the figure that matters is
+ * weights streamed from DRAM: each call reads the next of several copies
+ * of the matrix laid out in an arena far larger than L3 (32 MiB), so no
+ * call finds its matrix in cache. Reported: the median of N calls in
+ * microseconds, and the weight bytes of one call over that time in GB/s.
+ * The activation is quantized once, outside the timing.
+ */
+#include <errno.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernels/kern.h"
+
+struct bench_opts {
+	int iters;          /* calls timed per measurement */
+	double max_s;       /* ... or fewer once this much time is spent */
+	size_t arena_bytes; /* where the copies of a matrix live */
+	uint32_t types[KT_COUNT];
+	int n_types;
+	int isa_on[KERN_ISA_COUNT];
+};
+
+static const int64_t shapes[][2] = { { 2048, 5632 }, { 5632, 2048 } };
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: kbench [-t TYPES] [-i ISAS] [-n ITERS] [-m MIB] [-h]\n"
+		"  matvec GB/s and us/call of each weight type and ISA, 1 and 2 threads,\n"
+		"  on 2048x5632 and 5632x2048 (rows x columns) random matrices\n"
+		"  -t TYPES  comma list of types (default: every weight type), e.g. q4_0,q8_0\n"
+		"  -i ISAS   comma list of ref,avx2,avx512 (default: all this CPU runs)\n"
+		"  -n ITERS  timed calls per figure, median reported (default 30; ref\n"
+		"            stops early after 0.25 s)\n"
+		"  -m MIB    arena the matrix copies rotate through (default 256, >> L3)\n");
+}
+
+static uint32_t type_by_name(const char *name)
+{
+	for (uint32_t t = 0; t < KT_COUNT; t++) {
+		const struct kern_type_info *ti = kern_type_info(t);
+
+		if (ti && ti->is_weight && !strcmp(ti->name, name))
+			return t;
+	}
+	return KT_COUNT;
+}
+
+static int parse_args(int argc, char **argv, struct bench_opts *o)
+{
+	char *list = NULL, *isas = NULL, *tok, *save;
+	int c;
+
+	*o = (struct bench_opts){ .iters = 30, .max_s = 0.25,
+				  .arena_bytes = 256u << 20 };
+	while ((c = getopt(argc, argv, "t:i:n:m:h")) != -1) {
+		switch (c) {
+		case 't': list = optarg; break;
+		case 'i': isas = optarg; break;
+		case 'n': o->iters = atoi(optarg); break;
+		case 'm': o->arena_bytes = (size_t)atoi(optarg) << 20; break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -EINVAL;
+		}
+	}
+	if (o->iters < 1 || o->arena_bytes < (64u << 20)) {
+		fprintf(stderr, "kbench: need -n >= 1 and -m >= 64\n");
+		return -EINVAL;
+	}
+	for (uint32_t t = 0; !list && t < KT_COUNT; t++)
+		if (kern_type_info(t) && kern_type_info(t)->is_weight)
+			o->types[o->n_types++] = t;
+	for (tok = list ? strtok_r(list, ",", &save) : NULL; tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		uint32_t t = type_by_name(tok);
+
+		if (t == KT_COUNT) {
+			fprintf(stderr, "kbench: unknown weight type '%s'\n", tok);
+			return -EINVAL;
+		}
+		o->types[o->n_types++] = t;
+	}
+	for (int i = 0; i < KERN_ISA_COUNT; i++)
+		o->isa_on[i] = !isas;
+	for (tok = isas ? strtok_r(isas, ",", &save) : NULL; tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		int i = 0;
+
+		while (i < KERN_ISA_COUNT && strcmp(kern_isa_name(i), tok))
+			i++;
+		if (i == KERN_ISA_COUNT) {
+			fprintf(stderr, "kbench: unknown ISA '%s'\n", tok);
+			return -EINVAL;
+		}
+		o->isa_on[i] = 1;
+	}
+	return 0;
+}
+
+/* Fill the first matrix of the arena (16 distinct random rows repeated:
+ * speed does not depend on the values) and copy it over the rest. Returns
+ * the number of copies. */
+static int64_t fill_arena(uint8_t *arena, size_t arena_bytes, uint32_t type,
+			  int64_t rows, int64_t n, size_t rb)
+{
+	size_t mat = (size_t)rows * rb, stride = (mat + 4095) & ~(size_t)4095;
+	float *x = malloc((size_t)n * sizeof(float));
+	int64_t copies = (int64_t)(arena_bytes / stride);
+
+	if (!x)
+		return -ENOMEM;
+	srand(1);
+	for (int64_t r = 0; r < rows; r++) {
+		if (r < 16) {
+			for (int64_t i = 0; i < n; i++)
+				x[i] = (float)rand() / RAND_MAX - 0.5f;
+			if (kern_quantize_row(type, x, arena + r * rb, n) < 0) {
+				free(x);
+				return -EINVAL;
+			}
+		} else {
+			memcpy(arena + r * rb, arena + (r % 16) * rb, rb);
+		}
+	}
+	for (int64_t c = 1; c < copies; c++)
+		memcpy(arena + c * stride, arena, mat);
+	free(x);
+	return copies;
+}
+
+/* Median seconds per call of ops->matvec over all rows with nth threads,
+ * each call on the next copy of the matrix. */
+static double time_matvec(const struct kern_ops *ops, const uint8_t *arena,
+			  size_t stride, int64_t copies, size_t rb, int64_t rows,
+			  int64_t n, const void *act, float *y, int nth,
+			  const struct bench_opts *o)
+{
+	double *t = malloc(sizeof(double) * (size_t)o->iters), start, med;
+	int done = 0;
+
+	if (!t)
+		return -1;
+	start = now_s();
+	for (int it = -2; it < o->iters; it++) {
+		const uint8_t *w = arena + (size_t)((it + 2) % copies) * stride;
+		double t0 = now_s();
+
+#pragma omp parallel num_threads(nth)
+		{
+			int ith = omp_get_thread_num(), nt = omp_get_num_threads();
+			int64_t r0 = rows * ith / nt, r1 = rows * (ith + 1) / nt;
+
+			ops->matvec(w, rb, act, y, n, r0, r1);
+		}
+		if (it < 0)
+			continue; /* warm-up */
+		t[done++] = now_s() - t0;
+		if (done >= 5 && now_s() - start > o->max_s)
+			break;
+	}
+	qsort(t, (size_t)done, sizeof(double), cmp_double);
+	med = t[done / 2];
+	free(t);
+	return med;
+}
+
+/* One type on every ISA: one output line per ISA. */
+static int bench_type(uint32_t type, uint8_t *arena, const struct bench_opts *o)
+{
+	const struct kern_type_info *ti = kern_type_info(type);
+	double us[KERN_ISA_COUNT][2][2] = { { { 0 } } };
+	size_t rb[2];
+
+	for (int s = 0; s < 2; s++) {
+		int64_t rows = shapes[s][0], n = shapes[s][1];
+		size_t mat, stride;
+		int64_t copies;
+		float *x = malloc((size_t)n * sizeof(float));
+		float *y = malloc((size_t)rows * sizeof(float));
+		void *act = malloc(kern_act_bytes(ti->act_type, n));
+
+		if (!x || !y || !act)
+			return -ENOMEM;
+		rb[s] = (size_t)kern_row_bytes(type, n);
+		mat = (size_t)rows * rb[s];
+		stride = (mat + 4095) & ~(size_t)4095;
+		copies = fill_arena(arena, o->arena_bytes, type, rows, n, rb[s]);
+		if (copies < 0)
+			return (int)copies;
+		for (int64_t i = 0; i < n; i++)
+			x[i] = (float)rand() / RAND_MAX - 0.5f;
+		for (int isa = 0; isa < KERN_ISA_COUNT; isa++) {
+			const struct kern_ops *ops = kern_ops_isa(isa, type);
+			kern_quantize_act_fn qa =
+				kern_quantize_act_isa(isa, ti->act_type);
+
+			if (!o->isa_on[isa] || !ops)
+				continue;
+			if (qa)
+				qa(x, act, n);
+			else
+				memcpy(act, x, (size_t)n * sizeof(float));
+			for (int th = 0; th < 2; th++)
+				us[isa][s][th] = 1e6 * time_matvec(
+					ops, arena, stride, copies, rb[s], rows,
+					n, act, y, th + 1, o);
+		}
+		free(x);
+		free(y);
+		free(act);
+	}
+	for (int isa = 0; isa < KERN_ISA_COUNT; isa++) {
+		if (!us[isa][0][0]) {
+			if (o->isa_on[isa] && kern_isa_supported(isa))
+				printf("%-5s %-6s  no kernels linked\n", ti->name,
+				       kern_isa_name(isa));
+			continue;
+		}
+		printf("%-5s %-6s", ti->name, kern_isa_name(isa));
+		for (int s = 0; s < 2; s++)
+			for (int th = 0; th < 2; th++)
+				printf(" %8.1f %6.1f", us[isa][s][th],
+				       (double)shapes[s][0] * rb[s] /
+					       (us[isa][s][th] * 1e3));
+		printf("\n");
+	}
+	fflush(stdout);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct bench_opts o;
+	uint8_t *arena;
+	int rc = kern_init();
+
+	if (rc < 0) {
+		fprintf(stderr, "kbench: kern_init: STRATA_KERNELS names an ISA "
+				"this CPU cannot run\n");
+		return 1;
+	}
+	if (parse_args(argc, argv, &o) < 0)
+		return 2;
+	for (int i = 0; i < KERN_ISA_COUNT; i++) {
+		if (o.isa_on[i] && !kern_isa_supported(i)) {
+			printf("skipping %s: not supported by this CPU\n",
+			       kern_isa_name(i));
+			o.isa_on[i] = 0;
+		}
+	}
+	arena = aligned_alloc(2u << 20, o.arena_bytes);
+	if (!arena) {
+		fprintf(stderr, "kbench: cannot allocate %zu MiB\n",
+			o.arena_bytes >> 20);
+		return 1;
+	}
+	madvise(arena, o.arena_bytes, MADV_HUGEPAGE);
+	memset(arena, 0, o.arena_bytes); /* first touch, outside timing */
+
+	printf("kbench: median of %d calls (ref: >= 5, <= %.2f s), matrix "
+	       "copies rotating through %zu MiB\n",
+	       o.iters, o.max_s, o.arena_bytes >> 20);
+	printf("%-12s %-31s %-31s\n", "", "2048 rows x 5632", "5632 rows x 2048");
+	printf("%-12s %-15s %-15s %-15s %-15s\n", "type  isa", "  1 thread",
+	       "  2 threads", "  1 thread", "  2 threads");
+	printf("%-12s", "");
+	for (int i = 0; i < 4; i++)
+		printf(" %8s %6s", "us", "GB/s");
+	printf("\n");
+	for (int i = 0; i < o.n_types; i++) {
+		rc = bench_type(o.types[i], arena, &o);
+		if (rc < 0) {
+			fprintf(stderr, "kbench: %s: %s\n",
+				kern_type_info(o.types[i])->name, strerror(-rc));
+			break;
+		}
+	}
+	free(arena);
+	return rc < 0;
+}

@@ -1,0 +1,658 @@
+/*
+ * decode.c - the `decode` command: llama.cpp-style flags, text generation,
+ * perplexity, tokenization, logits dumps and measured statistics.
+ * Generated text goes to stdout as it is produced; everything else to
+ * stderr. Exit status: 0 ok, 1 runtime failure, 2 bad usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/forward.h"
+#include "engine/sampler.h"
+#include "engine/stats.h"
+#include "engine/util.h"
+#include "kernels/kern.h"
+#include "models/chat.h"
+#include "models/tokenizer.h"
+
+struct options {
+	const char *model;
+	const char *prompt;
+	const char *prompt_file;
+	int32_t n_predict;
+	int32_t n_ctx;
+	int32_t n_batch;
+	int n_threads;
+	struct sampler_config samp;
+	bool chat;
+	const char *system;
+	bool ignore_eos;
+	int32_t prompt_tokens; /* > 0: synthetic prompt of this many ids */
+	bool stats;
+	const char *stats_json;
+	const char *perplexity_file;
+	const char *dump_logits;
+	bool tokenize_only;
+	enum memtier_kind tier;
+	bool no_display_prompt;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: decode -m MODEL.gguf [options]\n"
+"\n"
+"  -m, --model FILE         GGUF model (arch llama)\n"
+"  -p, --prompt TEXT        prompt\n"
+"  -f, --file FILE          read the prompt from FILE\n"
+"  -n, --n-predict N        tokens to generate (default 128; -1: until EOS\n"
+"                           or the context is full)\n"
+"  -c, --ctx-size N         context size (default min(model, 4096))\n"
+"  -b, --batch-size N       prompt tokens per prefill step (default 128)\n"
+"  -t, --threads N          threads (default: all CPUs)\n"
+"  -s, --seed N             sampling seed (default 42)\n"
+"      --temp X             temperature (default 0.8; 0 = greedy)\n"
+"      --top-k N            top-k (default 40; 0 = off)\n"
+"      --top-p X            top-p (default 0.95; 1 = off)\n"
+"      --min-p X            min-p (default 0.05; 0 = off)\n"
+"      --repeat-penalty X   repetition penalty (default 1.0 = off)\n"
+"      --repeat-last-n N    tokens the penalty looks back (default 64)\n"
+"      --chat               wrap the prompt in the model's chat template\n"
+"      --system TEXT        system message for --chat\n"
+"      --ignore-eos         keep generating past end-of-sequence\n"
+"      --prompt-tokens N    use N fixed token ids as the prompt (benchmarks)\n"
+"      --tier dram          where the weights live (flash, mmap: coming)\n"
+"      --stats              print measured statistics to stderr\n"
+"      --stats-json FILE    write them as JSON\n"
+"      --perplexity FILE    perplexity of FILE over chunks of -c tokens\n"
+"      --dump-logits FILE   write float32 logits of every evaluated position\n"
+"      --tokenize           print the prompt's token ids and exit\n"
+"  -h, --help               this text\n");
+}
+
+/* strict integer in [lo, hi] */
+static int parse_int(const char *flag, const char *s, long lo, long hi,
+		     long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi) {
+		fprintf(stderr, "error: %s: '%s' is not an integer in [%ld, %ld]\n",
+			flag, s, lo, hi);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_float(const char *flag, const char *s, double lo, double hi,
+		       float *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+		fprintf(stderr, "error: %s: '%s' is not a number in [%g, %g]\n",
+			flag, s, lo, hi);
+		return -EINVAL;
+	}
+	*out = (float)v;
+	return 0;
+}
+
+enum {
+	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT_PENALTY,
+	OPT_REPEAT_LAST_N, OPT_CHAT, OPT_SYSTEM, OPT_IGNORE_EOS,
+	OPT_PROMPT_TOKENS, OPT_TIER, OPT_STATS, OPT_STATS_JSON,
+	OPT_PERPLEXITY, OPT_DUMP_LOGITS, OPT_TOKENIZE,
+};
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	static const struct option longs[] = {
+		{"model", required_argument, 0, 'm'},
+		{"prompt", required_argument, 0, 'p'},
+		{"file", required_argument, 0, 'f'},
+		{"n-predict", required_argument, 0, 'n'},
+		{"ctx-size", required_argument, 0, 'c'},
+		{"batch-size", required_argument, 0, 'b'},
+		{"threads", required_argument, 0, 't'},
+		{"seed", required_argument, 0, 's'},
+		{"temp", required_argument, 0, OPT_TEMP},
+		{"top-k", required_argument, 0, OPT_TOP_K},
+		{"top-p", required_argument, 0, OPT_TOP_P},
+		{"min-p", required_argument, 0, OPT_MIN_P},
+		{"repeat-penalty", required_argument, 0, OPT_REPEAT_PENALTY},
+		{"repeat-last-n", required_argument, 0, OPT_REPEAT_LAST_N},
+		{"chat", no_argument, 0, OPT_CHAT},
+		{"system", required_argument, 0, OPT_SYSTEM},
+		{"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
+		{"prompt-tokens", required_argument, 0, OPT_PROMPT_TOKENS},
+		{"tier", required_argument, 0, OPT_TIER},
+		{"stats", no_argument, 0, OPT_STATS},
+		{"stats-json", required_argument, 0, OPT_STATS_JSON},
+		{"perplexity", required_argument, 0, OPT_PERPLEXITY},
+		{"dump-logits", required_argument, 0, OPT_DUMP_LOGITS},
+		{"tokenize", no_argument, 0, OPT_TOKENIZE},
+		{"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
+	};
+	long v;
+	int c, rc = 0;
+
+	*o = (struct options){
+		.n_predict = 128,
+		.samp = {.temp = 0.8f, .top_k = 40, .top_p = 0.95f,
+			 .min_p = 0.05f, .repeat_penalty = 1.0f,
+			 .repeat_last_n = 64, .seed = 42},
+		.tier = MEMTIER_DRAM,
+	};
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":m:p:f:n:c:b:t:s:h", longs, NULL)) != -1) {
+		switch (c) {
+		case 'm': o->model = optarg; break;
+		case 'p': o->prompt = optarg; break;
+		case 'f': o->prompt_file = optarg; break;
+		case 'n':
+			rc = parse_int("--n-predict", optarg, -1, INT_MAX, &v);
+			o->n_predict = (int32_t)v;
+			break;
+		case 'c':
+			rc = parse_int("--ctx-size", optarg, 1, 1 << 24, &v);
+			o->n_ctx = (int32_t)v;
+			break;
+		case 'b':
+			rc = parse_int("--batch-size", optarg, 1, 4096, &v);
+			o->n_batch = (int32_t)v;
+			break;
+		case 't':
+			rc = parse_int("--threads", optarg, 1, 1024, &v);
+			o->n_threads = (int)v;
+			break;
+		case 's':
+			rc = parse_int("--seed", optarg, 0, LONG_MAX, &v);
+			o->samp.seed = (uint64_t)v;
+			break;
+		case OPT_TEMP: rc = parse_float("--temp", optarg, 0, 100, &o->samp.temp); break;
+		case OPT_TOP_K:
+			rc = parse_int("--top-k", optarg, 0, INT_MAX, &v);
+			o->samp.top_k = (int32_t)v;
+			break;
+		case OPT_TOP_P: rc = parse_float("--top-p", optarg, 0, 1, &o->samp.top_p); break;
+		case OPT_MIN_P: rc = parse_float("--min-p", optarg, 0, 1, &o->samp.min_p); break;
+		case OPT_REPEAT_PENALTY:
+			rc = parse_float("--repeat-penalty", optarg, 1e-3, 100,
+					 &o->samp.repeat_penalty);
+			break;
+		case OPT_REPEAT_LAST_N:
+			rc = parse_int("--repeat-last-n", optarg, 0, 1 << 20, &v);
+			o->samp.repeat_last_n = (int32_t)v;
+			break;
+		case OPT_CHAT: o->chat = true; break;
+		case OPT_SYSTEM: o->system = optarg; break;
+		case OPT_IGNORE_EOS: o->ignore_eos = true; break;
+		case OPT_PROMPT_TOKENS:
+			rc = parse_int("--prompt-tokens", optarg, 1, 1 << 20, &v);
+			o->prompt_tokens = (int32_t)v;
+			break;
+		case OPT_TIER:
+			if (memtier_kind_parse(optarg, &o->tier)) {
+				fprintf(stderr, "error: --tier: unknown tier '%s' "
+					"(dram, flash, mmap)\n", optarg);
+				rc = -EINVAL;
+			}
+			break;
+		case OPT_STATS: o->stats = true; break;
+		case OPT_STATS_JSON: o->stats_json = optarg; break;
+		case OPT_PERPLEXITY: o->perplexity_file = optarg; break;
+		case OPT_DUMP_LOGITS: o->dump_logits = optarg; break;
+		case OPT_TOKENIZE: o->tokenize_only = true; break;
+		case 'h': usage(stdout); exit(0);
+		case ':':
+			fprintf(stderr, "error: %s needs a value\n", argv[optind - 1]);
+			return -EINVAL;
+		default:
+			fprintf(stderr, "error: unknown option '%s' (see --help)\n",
+				argv[optind - 1]);
+			return -EINVAL;
+		}
+		if (rc)
+			return rc;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "error: unexpected argument '%s'\n", argv[optind]);
+		return -EINVAL;
+	}
+	if (!o->model) {
+		fprintf(stderr, "error: no model given (-m FILE.gguf)\n");
+		return -EINVAL;
+	}
+	if (o->prompt && o->prompt_file) {
+		fprintf(stderr, "error: give -p or -f, not both\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* whole file into a NUL-terminated buffer; NULL with a message on error */
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t cap = 0, n = 0;
+
+	if (!f) {
+		fprintf(stderr, "error: %s: %s\n", path, strerror(errno));
+		return NULL;
+	}
+	for (;;) {
+		if (n + 65536 + 1 > cap) {
+			cap = cap ? 2 * cap : 131072;
+			buf = xrealloc(buf, cap);
+		}
+		size_t r = fread(buf + n, 1, cap - n - 1, f);
+		n += r;
+		if (r == 0)
+			break;
+	}
+	if (ferror(f)) {
+		fprintf(stderr, "error: %s: read error\n", path);
+		free(buf);
+		fclose(f);
+		return NULL;
+	}
+	fclose(f);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+/*
+ * Streams token pieces to stdout as valid UTF-8: bytes of a sequence that
+ * is not complete yet are held back until the next piece completes it.
+ */
+struct utf8_out {
+	char pend[8];
+	int n_pend;
+};
+
+static int utf8_len(unsigned char c)
+{
+	if (c < 0x80) return 1;
+	if ((c & 0xE0) == 0xC0) return 2;
+	if ((c & 0xF0) == 0xE0) return 3;
+	if ((c & 0xF8) == 0xF0) return 4;
+	return 1; /* stray continuation byte: pass through */
+}
+
+static void utf8_put(struct utf8_out *u, const char *s, int n)
+{
+	for (int i = 0; i < n; i++) {
+		u->pend[u->n_pend++] = s[i];
+		if (u->n_pend >= utf8_len((unsigned char)u->pend[0])) {
+			fwrite(u->pend, 1, (size_t)u->n_pend, stdout);
+			u->n_pend = 0;
+		}
+	}
+	fflush(stdout);
+}
+
+static void utf8_flush(struct utf8_out *u)
+{
+	fwrite(u->pend, 1, (size_t)u->n_pend, stdout);
+	u->n_pend = 0;
+	fflush(stdout);
+}
+
+/* the prompt text, through the chat template if asked */
+static char *build_prompt(const struct options *o, const struct engine *e,
+			  const struct tokenizer *tok, size_t *len)
+{
+	char *text;
+
+	if (o->prompt_file) {
+		text = read_file(o->prompt_file, len);
+		if (!text)
+			return NULL;
+	} else {
+		text = xstrdup(o->prompt ? o->prompt : "");
+		*len = strlen(text);
+	}
+	if (*len == 0) {
+		fprintf(stderr, "error: empty prompt (give -p TEXT, -f FILE or "
+			"--prompt-tokens N)\n");
+		free(text);
+		return NULL;
+	}
+	if (!o->chat)
+		return text;
+
+	const struct gguf_str *tmpl = NULL;
+	struct chat_template ct;
+	char err[256];
+	gguf_get_str(&e->gguf, "tokenizer.chat_template", &tmpl);
+	int r = chat_template_init(&ct, tmpl ? tmpl->s : "chatml",
+				   tokenizer_token_text(tok, tok->eos_id), err,
+				   sizeof(err));
+	if (r) {
+		fprintf(stderr, "error: --chat: %s\n", err);
+		free(text);
+		return NULL;
+	}
+	struct chat_msg msgs[2];
+	size_t n = 0;
+	if (o->system)
+		msgs[n++] = (struct chat_msg){"system", o->system};
+	msgs[n++] = (struct chat_msg){"user", text};
+	size_t cap = *len + 2 * CHAT_MAX_SYSTEM + 256 +
+		     (o->system ? strlen(o->system) : 0);
+	char *out = xmalloc(cap);
+	r = chat_apply(&ct, msgs, n, true, out, cap);
+	free(text);
+	if (r < 0) {
+		fprintf(stderr, "error: --chat: %s\n", strerror(-r));
+		free(out);
+		return NULL;
+	}
+	*len = (size_t)r;
+	return out;
+}
+
+static int write_logits(FILE *f, const float *logits, int64_t n)
+{
+	return fwrite(logits, sizeof(float), (size_t)n, f) == (size_t)n ? 0 : -EIO;
+}
+
+/* llama.cpp's perplexity: chunks of n_ctx tokens, BOS replacing the first
+ * token of each chunk if the vocab adds BOS, scoring the second half */
+static int run_perplexity(struct engine *e, const struct tokenizer *tok,
+			  const struct options *o, struct run_stats *rs)
+{
+	size_t len;
+	char *text = read_file(o->perplexity_file, &len);
+	int32_t n_ctx = e->st.n_ctx, n_vocab = e->model.hp.n_vocab;
+	int rc = 0;
+
+	if (!text)
+		return -ENOENT;
+	int32_t cap = (int32_t)(len + 16);
+	int32_t *ids = xmalloc((size_t)cap * sizeof(*ids));
+	int32_t n = tokenizer_encode(tok, text, len, tok->add_bos, false, ids, cap);
+	free(text);
+	if (n < 0) {
+		fprintf(stderr, "error: %s: cannot tokenize: %s\n",
+			o->perplexity_file, strerror(-n));
+		free(ids);
+		return n;
+	}
+	if (n < 2 * n_ctx) {
+		fprintf(stderr, "error: %s: %d tokens, need at least 2 * ctx = %d\n",
+			o->perplexity_file, n, 2 * n_ctx);
+		free(ids);
+		return -EINVAL;
+	}
+	int32_t n_chunk = n / n_ctx, first = n_ctx / 2;
+	float *logits = xmalloc((size_t)n_ctx * (size_t)n_vocab * sizeof(float));
+	int32_t *chunk = xmalloc((size_t)n_ctx * sizeof(*chunk));
+	double nll = 0.0;
+	int64_t count = 0;
+
+	fprintf(stderr, "perplexity: %d tokens, %d chunks of %d\n", n, n_chunk, n_ctx);
+	for (int32_t c = 0; c < n_chunk && !rc; c++) {
+		memcpy(chunk, ids + (int64_t)c * n_ctx, (size_t)n_ctx * sizeof(*chunk));
+		if (tok->add_bos && tok->bos_id >= 0)
+			chunk[0] = tok->bos_id;
+		rc = engine_prefill(e, chunk, n_ctx, 0, logits, true);
+		if (rc)
+			break;
+		for (int32_t j = first; j < n_ctx - 1; j++) {
+			const float *lg = logits + (int64_t)j * n_vocab;
+			float mx = lg[0];
+			double sum = 0.0;
+			for (int32_t v = 1; v < n_vocab; v++)
+				mx = lg[v] > mx ? lg[v] : mx;
+			for (int32_t v = 0; v < n_vocab; v++)
+				sum += exp((double)(lg[v] - mx));
+			int32_t next = ids[(int64_t)c * n_ctx + j + 1];
+			nll += -((double)(lg[next] - mx) - log(sum));
+			count++;
+		}
+		fprintf(stderr, "[%d]%.4f,", c + 1, exp(nll / (double)count));
+	}
+	fprintf(stderr, "\n");
+	if (!rc) {
+		rs->perplexity = exp(nll / (double)count);
+		printf("perplexity: %.4f\n", rs->perplexity);
+	}
+	free(chunk);
+	free(logits);
+	free(ids);
+	return rc;
+}
+
+static int run_generate(struct engine *e, const struct tokenizer *tok,
+			const struct options *o, const int32_t *prompt,
+			int32_t n_prompt, struct run_stats *rs,
+			int32_t **gen_out, int32_t *n_gen_out)
+{
+	const int64_t n_vocab = e->model.hp.n_vocab;
+	int32_t n_ctx = e->st.n_ctx;
+	int32_t budget = o->n_predict < 0 ? n_ctx - n_prompt : o->n_predict;
+	bool all = o->dump_logits != NULL;
+	FILE *dump = NULL;
+	struct sampler smp;
+	struct utf8_out u8 = {0};
+	int rc;
+
+	if (n_prompt >= n_ctx) {
+		fprintf(stderr, "error: prompt of %d tokens does not fit the "
+			"context of %d\n", n_prompt, n_ctx);
+		return -ENOSPC;
+	}
+	if (n_prompt + budget > n_ctx) {
+		fprintf(stderr, "warning: generation stops at the context size "
+			"%d\n", n_ctx);
+		budget = n_ctx - n_prompt;
+	}
+	if ((rc = sampler_init(&smp, &o->samp, (int32_t)n_vocab))) {
+		fprintf(stderr, "error: bad sampler settings\n");
+		return rc;
+	}
+	if (all && !(dump = fopen(o->dump_logits, "wb"))) {
+		rc = -errno;
+		fprintf(stderr, "error: %s: %s\n", o->dump_logits, strerror(-rc));
+		sampler_destroy(&smp);
+		return rc;
+	}
+	float *logits = xmalloc((size_t)(all ? n_prompt : 1) * n_vocab * sizeof(float));
+	int32_t *gen = xmalloc((size_t)(budget + 1) * sizeof(*gen));
+	double *step_ms = xmalloc((size_t)(budget + 1) * sizeof(*step_ms));
+	int32_t n_gen = 0;
+	uint64_t bytes0[MEMTIER_KIND_COUNT];
+
+	int32_t *eog = xmalloc(64 * sizeof(*eog)), n_eog = 0;
+	for (int32_t i = 0; i < (int32_t)n_vocab && n_eog < 64; i++)
+		if (tokenizer_is_eog(tok, i))
+			eog[n_eog++] = i;
+	for (int32_t i = 0; i < n_prompt; i++)
+		sampler_accept(&smp, prompt[i]);
+	rc = engine_prefill(e, prompt, n_prompt, 0, logits, all);
+	if (rc)
+		goto out;
+	if (dump && (rc = write_logits(dump, logits, (int64_t)n_prompt * n_vocab)))
+		goto out;
+	float *last = logits + (all ? (int64_t)(n_prompt - 1) * n_vocab : 0);
+	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
+		bytes0[k] = e->mt.stats[k].bytes_read;
+	int64_t t_dec = now_ns();
+	int32_t pos = n_prompt;
+	char piece[256];
+	while (n_gen < budget) {
+		/* --ignore-eos as llama.cpp: end-of-generation tokens are
+		 * never sampled */
+		for (int32_t i = 0; o->ignore_eos && i < n_eog; i++)
+			last[eog[i]] = -INFINITY;
+		int32_t next = sampler_sample(&smp, last);
+		if (!o->ignore_eos && tokenizer_is_eog(tok, next))
+			break;
+		gen[n_gen++] = next;
+		sampler_accept(&smp, next);
+		int pn = tokenizer_piece(tok, next, false, piece, sizeof(piece));
+		if (pn > 0)
+			utf8_put(&u8, piece, pn);
+		if (n_gen == budget)
+			break;
+		int64_t t0 = now_ns();
+		rc = engine_decode(e, next, pos++, logits);
+		if (rc)
+			break;
+		step_ms[n_gen - 1] = (double)(now_ns() - t0) / 1e6;
+		last = logits;
+		if (dump && (rc = write_logits(dump, logits, n_vocab)))
+			break;
+	}
+	utf8_flush(&u8);
+	printf("\n");
+	(void)t_dec;
+	/* decode figures: only the engine_decode steps, not sampling */
+	rs->decode_tokens = e->stats.n_decode_tokens;
+	rs->decode_s = (double)e->stats.decode_ns / 1e9;
+	rs->median_step_ms = stats_median(step_ms, e->stats.n_decode_tokens);
+	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
+		rs->decode_bytes[k] = e->mt.stats[k].bytes_read - bytes0[k];
+out:
+	if (dump && fclose(dump) && !rc)
+		rc = -EIO;
+	if (rc)
+		fprintf(stderr, "error: evaluation failed: %s\n", strerror(-rc));
+	free(eog);
+	free(step_ms);
+	free(logits);
+	sampler_destroy(&smp);
+	*gen_out = gen;
+	*n_gen_out = n_gen;
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	struct engine e;
+	struct tokenizer tok = {0};
+	struct run_stats rs = {.perplexity = -1};
+	char err[512];
+	int32_t *prompt = NULL, *gen = NULL;
+	int32_t n_prompt = 0, n_gen = 0;
+	char *text = NULL;
+	size_t len = 0;
+	int rc, isa;
+
+	if (parse_args(argc, argv, &o))
+		return 2;
+	if ((isa = kern_init()) < 0) {
+		fprintf(stderr, "error: STRATA_KERNELS='%s' is not an ISA this "
+			"CPU runs (ref, avx2, avx512)\n", getenv("STRATA_KERNELS"));
+		return 2;
+	}
+	if (access(o.model, R_OK) != 0) {
+		fprintf(stderr, "error: %s: %s\n", o.model, strerror(errno));
+		return 1;
+	}
+	struct engine_config cfg = {
+		.n_threads = o.n_threads, .n_ctx = o.n_ctx, .n_batch = o.n_batch,
+		.mt = {.kind = o.tier, .dram_budget_bytes = UINT64_MAX,
+		       .huge_pages = true},
+	};
+	if ((rc = engine_init(&e, o.model, &cfg, err, sizeof(err)))) {
+		fprintf(stderr, "error: %s\n", err);
+		return 1;
+	}
+	if ((rc = tokenizer_init(&tok, &e.gguf, err, sizeof(err)))) {
+		fprintf(stderr, "error: %s\n", err);
+		goto out;
+	}
+
+	if (o.perplexity_file) {
+		rc = run_perplexity(&e, &tok, &o, &rs);
+		goto report;
+	}
+	if (o.prompt_tokens > 0) {
+		n_prompt = o.prompt_tokens;
+		prompt = xmalloc((size_t)n_prompt * sizeof(*prompt));
+		for (int32_t i = 0; i < n_prompt; i++) /* arbitrary valid ids */
+			prompt[i] = (int32_t)((i * 7919 + 13) % e.model.hp.n_vocab);
+	} else {
+		if (!(text = build_prompt(&o, &e, &tok, &len))) {
+			rc = -EINVAL;
+			goto out;
+		}
+		int32_t cap = (int32_t)len + 8;
+		prompt = xmalloc((size_t)cap * sizeof(*prompt));
+		n_prompt = tokenizer_encode(&tok, text, len, tok.add_bos, o.chat,
+					    prompt, cap);
+		if (n_prompt < 0) {
+			fprintf(stderr, "error: cannot tokenize the prompt: %s\n",
+				n_prompt == -EINVAL ? "not valid UTF-8"
+						    : strerror(-n_prompt));
+			rc = n_prompt;
+			goto out;
+		}
+	}
+	if (o.tokenize_only) {
+		printf("[");
+		for (int32_t i = 0; i < n_prompt; i++)
+			printf("%s%d", i ? ", " : "", prompt[i]);
+		printf("]\n");
+		rc = 0;
+		goto out;
+	}
+	rc = run_generate(&e, &tok, &o, prompt, n_prompt, &rs, &gen, &n_gen);
+
+report:
+	rs.model_path = o.model;
+	rs.model_name = e.model.name;
+	rs.ftype = e.model.ftype_name;
+	rs.tier = memtier_kind_name(o.tier);
+	rs.isa = kern_isa_name((enum kern_isa)isa);
+	rs.n_threads = e.n_threads;
+	rs.n_ctx = e.st.n_ctx;
+	rs.load_s = (double)e.load_ns / 1e9;
+	rs.prefill_tokens = e.stats.n_prefill_tokens;
+	rs.prefill_s = (double)e.stats.prefill_ns / 1e9;
+	rs.weight_bytes = e.model.weight_bytes;
+	rs.kv_bytes_alloc = 2 * e.st.kv_bytes;
+	rs.peak_rss_bytes = stats_peak_rss();
+	rs.prompt = prompt;
+	rs.n_prompt = n_prompt;
+	rs.generated = gen;
+	rs.n_generated = n_gen;
+	if (o.stats)
+		stats_print_table(stderr, &rs);
+	if (o.stats_json) {
+		int r = stats_write_json(o.stats_json, &rs);
+		if (r) {
+			fprintf(stderr, "error: %s: %s\n", o.stats_json, strerror(-r));
+			if (!rc)
+				rc = r;
+		}
+	}
+out:
+	free(text);
+	free(prompt);
+	free(gen);
+	tokenizer_destroy(&tok);
+	engine_destroy(&e);
+	return rc ? 1 : 0;
+}

@@ -1,0 +1,146 @@
+/* stats.c - run report as a table and as JSON, see stats.h */
+#include "engine/stats.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+double stats_median(double *v, int64_t n)
+{
+	if (n <= 0)
+		return 0.0;
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+uint64_t stats_peak_rss(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru))
+		return 0;
+	return (uint64_t)ru.ru_maxrss * 1024;
+}
+
+static double per_s(double n, double s)
+{
+	return s > 0 ? n / s : 0.0;
+}
+
+void stats_print_table(FILE *f, const struct run_stats *r)
+{
+	fprintf(f, "\n--- strata stats (measured in this run) ---\n");
+	fprintf(f, "model           %s (%s, %.1f MiB of weights)\n", r->model_name,
+		r->ftype, (double)r->weight_bytes / (1 << 20));
+	fprintf(f, "tier            %s   kernels %s   threads %d   ctx %d\n",
+		r->tier, r->isa, r->n_threads, r->n_ctx);
+	fprintf(f, "load            %8.3f s\n", r->load_s);
+	fprintf(f, "prefill         %8lld tokens  %8.3f s  %8.2f tok/s\n",
+		(long long)r->prefill_tokens, r->prefill_s,
+		per_s((double)r->prefill_tokens, r->prefill_s));
+	fprintf(f, "decode          %8lld tokens  %8.3f s  %8.2f tok/s  "
+		"(median step %.2f ms = %.2f tok/s)\n",
+		(long long)r->decode_tokens, r->decode_s,
+		per_s((double)r->decode_tokens, r->decode_s), r->median_step_ms,
+		r->median_step_ms > 0 ? 1000.0 / r->median_step_ms : 0.0);
+	for (int k = 0; k < MEMTIER_KIND_COUNT; k++) {
+		if (!r->decode_bytes[k])
+			continue;
+		double bpt = per_s((double)r->decode_bytes[k], (double)r->decode_tokens);
+		fprintf(f, "%-5s read      %8.1f MiB/token  %8.2f GB/s achieved\n",
+			memtier_kind_name((enum memtier_kind)k), bpt / (1 << 20),
+			per_s((double)r->decode_bytes[k], r->decode_s) / 1e9);
+	}
+	fprintf(f, "peak RSS        %8.1f MiB   (KV cache reserved %.1f MiB)\n",
+		(double)r->peak_rss_bytes / (1 << 20),
+		(double)r->kv_bytes_alloc / (1 << 20));
+	if (r->perplexity >= 0)
+		fprintf(f, "perplexity      %8.4f\n", r->perplexity);
+}
+
+/* JSON string with the escapes JSON needs */
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p < 0x20)
+			fprintf(f, "\\u%04x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+static void json_ids(FILE *f, const int32_t *ids, int32_t n)
+{
+	fputc('[', f);
+	for (int32_t i = 0; i < n; i++)
+		fprintf(f, "%s%d", i ? "," : "", ids[i]);
+	fputc(']', f);
+}
+
+int stats_write_json(const char *path, const struct run_stats *r)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f)
+		return -errno;
+	fprintf(f, "{\"model\":");
+	json_str(f, r->model_path);
+	fprintf(f, ",\"model_name\":");
+	json_str(f, r->model_name);
+	fprintf(f, ",\"ftype\":");
+	json_str(f, r->ftype);
+	fprintf(f, ",\"tier\":");
+	json_str(f, r->tier);
+	fprintf(f, ",\"kernels\":");
+	json_str(f, r->isa);
+	fprintf(f, ",\"threads\":%d,\"n_ctx\":%d,\"load_seconds\":%.6f",
+		r->n_threads, r->n_ctx, r->load_s);
+	fprintf(f, ",\"weight_bytes\":%llu,\"peak_rss_bytes\":%llu",
+		(unsigned long long)r->weight_bytes,
+		(unsigned long long)r->peak_rss_bytes);
+	fprintf(f, ",\"prefill\":{\"tokens\":%lld,\"seconds\":%.6f,"
+		"\"tok_per_s\":%.4f}",
+		(long long)r->prefill_tokens, r->prefill_s,
+		per_s((double)r->prefill_tokens, r->prefill_s));
+	fprintf(f, ",\"decode\":{\"tokens\":%lld,\"seconds\":%.6f,"
+		"\"tok_per_s\":%.4f,\"median_step_ms\":%.4f}",
+		(long long)r->decode_tokens, r->decode_s,
+		per_s((double)r->decode_tokens, r->decode_s), r->median_step_ms);
+	fprintf(f, ",\"tiers\":{");
+	int first = 1;
+	for (int k = 0; k < MEMTIER_KIND_COUNT; k++) {
+		if (!r->decode_bytes[k] && k != MEMTIER_DRAM)
+			continue;
+		fprintf(f, "%s\"%s\":{\"bytes_read\":%llu,\"bytes_per_token\":%.1f,"
+			"\"gbps\":%.4f}", first ? "" : ",",
+			memtier_kind_name((enum memtier_kind)k),
+			(unsigned long long)r->decode_bytes[k],
+			per_s((double)r->decode_bytes[k], (double)r->decode_tokens),
+			per_s((double)r->decode_bytes[k], r->decode_s) / 1e9);
+		first = 0;
+	}
+	fprintf(f, "}");
+	if (r->perplexity >= 0)
+		fprintf(f, ",\"perplexity\":%.6f", r->perplexity);
+	fprintf(f, ",\"tokens\":{\"prompt\":");
+	json_ids(f, r->prompt, r->n_prompt);
+	fprintf(f, ",\"generated\":");
+	json_ids(f, r->generated, r->n_generated);
+	fprintf(f, "}}\n");
+	if (ferror(f)) {
+		fclose(f);
+		return -EIO;
+	}
+	return fclose(f) ? -errno : 0;
+}

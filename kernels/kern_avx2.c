@@ -1,0 +1,533 @@
+/*
+ * kern_avx2.c - AVX2/FMA/F16C matvec for the float types and the
+ * 32-element formats, f16/bf16 dequantization, and the Q8_A activation
+ * quantizer.
+ *
+ * The fallback below AVX-512, same plan as kern_avx512.c in ymm registers.
+ * The weights of a block become unsigned bytes u in element order;
+ * pmaddubsw multiplies them by the activation quants (signed) and pmaddwd
+ * sums pairs into int32 lanes:
+ *   q4_0, q5_0: u = q + 8 (+ 16), the nibble as stored; off * a (one
+ *               pmaddubsw, shared by the rows) is taken off the int16
+ *               pair sums, so the dot is ggml's exact sum(q a);
+ *   q4_1, q5_1: u = q, plus m_w * s_a eight blocks at a time;
+ *   q8_0:       |q| times the activation with q's sign (pmaddubsw would
+ *               saturate on q + 128).
+ * q4_0 and q4_1 take two blocks a ymm (q32_pairs), the others one
+ * (q32_singles). Block scales are read 8 at a time per row with scalar
+ * loads (AVX2 gathers are slow on Zen), multiplied by the activation
+ * scales into a small stack array and broadcast from there, which costs a
+ * load rather than an ALU op. Four rows share each activation load; each
+ * row is prefetched PF_BYTES ahead.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/kern_impl.h"
+
+#define MV_ROWS 4 /* rows computed together */
+#define PF_BYTES 1024 /* software prefetch distance along each row */
+
+/* ---- float types ------------------------------------------------------- */
+
+/* 8 weights at p as floats */
+static inline __attribute__((always_inline)) __m256
+load_w8(uint32_t type, const uint8_t *p)
+{
+	switch (type) {
+	case KT_F32:
+		return _mm256_loadu_ps((const float *)p);
+	case KT_F16:
+		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+	default: /* KT_BF16 */
+		return _mm256_castsi256_ps(_mm256_slli_epi32(
+			_mm256_cvtepu16_epi32(
+				_mm_loadu_si128((const __m128i *)p)), 16));
+	}
+}
+
+static inline __attribute__((always_inline)) float hsum8(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
+			      _mm256_extractf128_ps(v, 1));
+
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+static inline __attribute__((always_inline)) void
+mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+	      const float *x, float *y, int64_t n)
+{
+	const size_t es = type == KT_F32 ? 4 : 2;
+	__m256 acc[MV_ROWS][2];
+	int64_t i = 0;
+
+	#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+		acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+	for (; i + 16 <= n; i += 16) {
+		__m256 x0 = _mm256_loadu_ps(x + i);
+		__m256 x1 = _mm256_loadu_ps(x + i + 8);
+
+		#pragma GCC unroll 4
+		for (int r = 0; r < R; r++) {
+			const uint8_t *p = w + r * row_bytes + i * es;
+
+			_mm_prefetch((const char *)p + PF_BYTES, _MM_HINT_T0);
+			acc[r][0] = _mm256_fmadd_ps(load_w8(type, p), x0,
+						    acc[r][0]);
+			acc[r][1] = _mm256_fmadd_ps(load_w8(type, p + 8 * es),
+						    x1, acc[r][1]);
+		}
+	}
+	for (; i < n; i += 8) {
+		/* the tail through zero-padded copies: no read past the row */
+		int m = n - i >= 8 ? 8 : (int)(n - i);
+		float xt[8] = { 0 };
+		uint8_t wt[32] = { 0 };
+
+		memcpy(xt, x + i, m * sizeof(float));
+		#pragma GCC unroll 4
+		for (int r = 0; r < R; r++) {
+			memcpy(wt, w + r * row_bytes + i * es, m * es);
+			acc[r][0] = _mm256_fmadd_ps(load_w8(type, wt),
+						    _mm256_loadu_ps(xt),
+						    acc[r][0]);
+		}
+	}
+	#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+		y[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+static inline __attribute__((always_inline)) void
+matvec_float(uint32_t type, const void *w, size_t row_bytes, const void *act,
+	     float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	const uint8_t *wb = w;
+	int64_t r = r0;
+
+	for (; r + MV_ROWS <= r1; r += MV_ROWS)
+		mv_float_rows(type, MV_ROWS, wb + r * row_bytes, row_bytes,
+			      act, y + r, n);
+	for (; r < r1; r++)
+		mv_float_rows(type, 1, wb + r * row_bytes, row_bytes, act,
+			      y + r, n);
+}
+
+static void matvec_f32(const void *w, size_t row_bytes, const void *act,
+		       float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_float(KT_F32, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_f16(const void *w, size_t row_bytes, const void *act,
+		       float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_float(KT_F16, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_bf16(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_float(KT_BF16, w, row_bytes, act, y, n, r0, r1);
+}
+
+/* f16 and bf16 rows to floats, 8 at a time, the tail scalar */
+static void dequant_f16(const void *src, float *dst, int64_t n)
+{
+	const uint8_t *p = src;
+	int64_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(dst + i, load_w8(KT_F16, p + 2 * i));
+	for (; i < n; i++) {
+		kern_f16 h;
+
+		memcpy(&h, p + 2 * i, sizeof(h));
+		dst[i] = kern_f16_to_f32(h);
+	}
+}
+
+static void dequant_bf16(const void *src, float *dst, int64_t n)
+{
+	const uint8_t *p = src;
+	int64_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(dst + i, load_w8(KT_BF16, p + 2 * i));
+	for (; i < n; i++) {
+		kern_bf16 h;
+
+		memcpy(&h, p + 2 * i, sizeof(h));
+		dst[i] = kern_bf16_to_f32(h);
+	}
+}
+
+/* ---- 32-element formats ------------------------------------------------ */
+
+static inline __attribute__((always_inline)) int qs_off(uint32_t type)
+{
+	switch (type) {
+	case KT_Q4_1: return 4;
+	case KT_Q5_0: return 6;
+	case KT_Q5_1: return 8;
+	default: return 2; /* q4_0, q8_0 */
+	}
+}
+
+static inline __attribute__((always_inline)) size_t type_size(uint32_t type)
+{
+	switch (type) {
+	case KT_Q4_0: return sizeof(struct block_q4_0);
+	case KT_Q4_1: return sizeof(struct block_q4_1);
+	case KT_Q5_0: return sizeof(struct block_q5_0);
+	case KT_Q5_1: return sizeof(struct block_q5_1);
+	default: return sizeof(struct block_q8_0);
+	}
+}
+
+static inline __attribute__((always_inline)) int quant_off(uint32_t type)
+{
+	return type == KT_Q4_0 ? 8 : type == KT_Q5_0 ? 16 : 0;
+}
+
+static inline __attribute__((always_inline)) int has_min(uint32_t type)
+{
+	return type == KT_Q4_1 || type == KT_Q5_1;
+}
+
+static inline __attribute__((always_inline)) int has_qh(uint32_t type)
+{
+	return type == KT_Q5_0 || type == KT_Q5_1;
+}
+
+/* 0x10 in byte j where bit j of the little-endian qh at p is set */
+static inline __attribute__((always_inline)) __m256i
+qh_bytes(const uint8_t *p)
+{
+	const __m256i shuf = _mm256_set_epi64x(
+		0x0303030303030303, 0x0202020202020202,
+		0x0101010101010101, 0x0000000000000000);
+	const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201);
+	uint32_t h;
+	__m256i v;
+
+	memcpy(&h, p, sizeof(h));
+	v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), shuf);
+	v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+	return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* Dot of one block's 32 quants with the activation quants A: eight int32
+ * partial sums of q * a; corr holds the int16 pair sums of off * a. */
+static inline __attribute__((always_inline)) __m256i
+block_dot(uint32_t type, const uint8_t *p, __m256i A, __m256i corr)
+{
+	const __m256i ones = _mm256_set1_epi16(1);
+	__m256i P;
+
+	if (type == KT_Q8_0) {
+		__m256i q = _mm256_loadu_si256((const __m256i *)(p + 2));
+
+		P = _mm256_maddubs_epi16(_mm256_abs_epi8(q),
+					 _mm256_sign_epi8(A, q));
+	} else {
+		__m128i x = _mm_loadu_si128((const __m128i *)(p + qs_off(type)));
+		__m256i u = _mm256_and_si256(
+			_mm256_set_m128i(_mm_srli_epi16(x, 4), x),
+			_mm256_set1_epi8(0x0f));
+
+		if (has_qh(type))
+			u = _mm256_or_si256(u, qh_bytes(p + (type == KT_Q5_1 ? 4 : 2)));
+		P = _mm256_maddubs_epi16(u, A);
+		if (quant_off(type))
+			P = _mm256_sub_epi16(P, corr);
+	}
+	return _mm256_madd_epi16(P, ones);
+}
+
+/* The first four bytes of each of the nblk <= 8 blocks of stride bytes
+ * at p, one block a dword, zero past nblk. Scalar loads: AVX2 gathers are
+ * slower on Zen, and the integer ports are idle here anyway. */
+static inline __attribute__((always_inline)) __m256i
+load_heads(const uint8_t *p, int stride, int nblk)
+{
+	uint64_t q[4];
+
+	#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		uint32_t lo = 0, hi = 0;
+
+		if (2 * i < nblk)
+			memcpy(&lo, p + 2 * i * stride, 4);
+		if (2 * i + 1 < nblk)
+			memcpy(&hi, p + (2 * i + 1) * stride, 4);
+		q[i] = lo | (uint64_t)hi << 32;
+	}
+	return _mm256_set_epi64x((long long)q[3], (long long)q[2],
+				 (long long)q[1], (long long)q[0]);
+}
+
+/* The qs of activation block i of ag */
+static inline const __m256i *act_qs(const uint8_t *ag, int i)
+{
+	return (const __m256i *)(ag + i * sizeof(struct block_q8_a) +
+				 offsetof(struct block_q8_a, qs));
+}
+
+/* One block a step: acc[r] += d_w d_a sum(q a), sc[r][j] = d_w d_a */
+static inline __attribute__((always_inline)) void
+q32_singles(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+	    const uint8_t *ag, int64_t b0, int nblk, float sc[][8],
+	    __m256 *acc)
+{
+	const size_t ts = type_size(type);
+
+	for (int j = 0; j < nblk; j++) {
+		__m256i A = _mm256_loadu_si256(act_qs(ag, j));
+		__m256i corr = _mm256_maddubs_epi16(
+			_mm256_set1_epi8((char)quant_off(type)), A);
+
+		#pragma GCC unroll 4
+		for (int r = 0; r < R; r++) {
+			const uint8_t *p = w + r * row_bytes + (b0 + j) * ts;
+			__m256i D;
+
+			_mm_prefetch((const char *)p + PF_BYTES, _MM_HINT_T0);
+			D = block_dot(type, p, A, corr);
+
+			acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D),
+						 _mm256_broadcast_ss(&sc[r][j]),
+						 acc[r]);
+		}
+	}
+}
+
+/* q4_0 and q4_1, two blocks a step: one ymm holds the qs of both, its low
+ * nibbles (elements 0..15 of each) and high nibbles (16..31) meet the two
+ * activations rearranged the same way; four lanes a block. */
+static inline __attribute__((always_inline)) void
+q32_pairs(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+	  const uint8_t *ag, int64_t b0, int nblk, float sc[][8],
+	  __m256 *acc)
+{
+	const size_t ts = type_size(type);
+	const int qo = qs_off(type);
+	const __m256i nib = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+	const __m256i off = _mm256_set1_epi8((char)quant_off(type));
+
+	for (int j = 0; j < nblk; j += 2) {
+		/* an odd tail repeats the block */
+		const int j1 = j + 1 < nblk ? j + 1 : j;
+		__m256i a0 = _mm256_loadu_si256(act_qs(ag, j));
+		__m256i a1 = _mm256_loadu_si256(act_qs(ag, j1));
+		__m256i alo = _mm256_permute2x128_si256(a0, a1, 0x20);
+		__m256i ahi = _mm256_permute2x128_si256(a0, a1, 0x31);
+		/* off * a in int16 pairs, both halves summed */
+		__m256i corr = _mm256_add_epi16(_mm256_maddubs_epi16(off, alo),
+						_mm256_maddubs_epi16(off, ahi));
+
+		#pragma GCC unroll 4
+		for (int r = 0; r < R; r++) {
+			const uint8_t *wq = w + r * row_bytes + b0 * ts + qo;
+			__m256i v, P;
+			__m256 S;
+
+			_mm_prefetch((const char *)wq + j * ts + PF_BYTES, _MM_HINT_T0);
+			v = _mm256_loadu2_m128i((const __m128i *)(wq + j1 * ts),
+						(const __m128i *)(wq + j * ts));
+			/* |sum of 4 (u - off) a| <= 4 * 15 * 127: no overflow */
+			P = _mm256_add_epi16(
+				_mm256_maddubs_epi16(_mm256_and_si256(v, nib), alo),
+				_mm256_maddubs_epi16(
+					_mm256_and_si256(_mm256_srli_epi16(v, 4), nib),
+					ahi));
+			/* past nblk, sc is 0: an odd tail's copy counts 0 */
+			S = _mm256_set_m128(_mm_broadcast_ss(&sc[r][j + 1]),
+					    _mm_broadcast_ss(&sc[r][j]));
+
+			if (quant_off(type))
+				P = _mm256_sub_epi16(P, corr);
+			acc[r] = _mm256_fmadd_ps(
+				_mm256_cvtepi32_ps(_mm256_madd_epi16(P, ones)),
+				S, acc[r]);
+		}
+	}
+}
+
+/* One group of nblk <= 8 blocks from block b0 for R rows into acc[r]. */
+static inline __attribute__((always_inline)) void
+q32_group(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+	  const uint8_t *act, int64_t b0, int nblk, __m256 *acc)
+{
+	const size_t ts = type_size(type);
+	const int as = sizeof(struct block_q8_a);
+	const uint8_t *ag = act + b0 * as;
+	__m256 da, sa = _mm256_setzero_ps();
+	float sc[MV_ROWS][8] __attribute__((aligned(32)));
+
+	da = _mm256_castsi256_ps(load_heads(ag, as, nblk));
+	if (has_min(type))
+		sa = _mm256_castsi256_ps(load_heads(
+			ag + offsetof(struct block_q8_a, s), as, nblk));
+	#pragma GCC unroll 4
+	for (int r = 0; r < R; r++) {
+		/* d (and m beside it) of 8 blocks; lanes past nblk are 0 */
+		__m256i g = load_heads(w + r * row_bytes + b0 * ts, (int)ts, nblk);
+		__m128i lo = _mm256_castsi256_si128(g);
+		__m128i hi = _mm256_extracti128_si256(g, 1);
+		const __m128i low16 = _mm_set1_epi32(0xffff);
+		__m256 dw = _mm256_cvtph_ps(_mm_packus_epi32(
+			_mm_and_si128(lo, low16), _mm_and_si128(hi, low16)));
+
+		if (has_min(type))
+			acc[r] = _mm256_fmadd_ps(
+				_mm256_cvtph_ps(_mm_packus_epi32(
+					_mm_srli_epi32(lo, 16),
+					_mm_srli_epi32(hi, 16))),
+				sa, acc[r]);
+		_mm256_store_ps(sc[r], _mm256_mul_ps(dw, da));
+	}
+	if (type == KT_Q4_0 || type == KT_Q4_1)
+		q32_pairs(type, R, w, row_bytes, ag, b0, nblk, sc, acc);
+	else
+		q32_singles(type, R, w, row_bytes, ag, b0, nblk, sc, acc);
+}
+
+static inline __attribute__((always_inline)) void
+mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+	    const uint8_t *act, float *y, int64_t nb)
+{
+	__m256 acc[MV_ROWS];
+	int64_t b0 = 0;
+
+	#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+		acc[r] = _mm256_setzero_ps();
+	for (; b0 + 8 <= nb; b0 += 8)
+		q32_group(type, R, w, row_bytes, act, b0, 8, acc);
+	if (b0 < nb)
+		q32_group(type, R, w, row_bytes, act, b0, (int)(nb - b0), acc);
+	#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+		y[r] = hsum8(acc[r]);
+}
+
+static inline __attribute__((always_inline)) void
+matvec_q32(uint32_t type, const void *w, size_t row_bytes, const void *act,
+	   float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	const uint8_t *wb = w;
+	int64_t r = r0;
+
+	for (; r + MV_ROWS <= r1; r += MV_ROWS)
+		mv_q32_rows(type, MV_ROWS, wb + r * row_bytes, row_bytes, act,
+			    y + r, n / 32);
+	for (; r < r1; r++)
+		mv_q32_rows(type, 1, wb + r * row_bytes, row_bytes, act, y + r,
+			    n / 32);
+}
+
+static void matvec_q4_0(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_q32(KT_Q4_0, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_q4_1(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_q32(KT_Q4_1, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_q5_0(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_q32(KT_Q5_0, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_q5_1(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_q32(KT_Q5_1, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_q8_0(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_q32(KT_Q8_0, w, row_bytes, act, y, n, r0, r1);
+}
+
+/* ---- Q8_A activation quantizer ------------------------------------------ */
+
+/* roundf(): halfway cases away from zero, as the reference does */
+static inline __m256 round_away(__m256 v)
+{
+	__m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+	__m256 frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(v, t));
+	__m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f),
+				  _mm256_and_ps(v, _mm256_set1_ps(-0.0f)));
+	__m256 up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+
+	return _mm256_add_ps(t, _mm256_and_ps(up, one));
+}
+
+static void quantize_q8_a(const float *x, void *dst, int64_t n)
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	uint8_t *out = dst;
+
+	for (int64_t b = 0; b < n / QK8_A; b++, x += QK8_A) {
+		__m256 v[4], m;
+		__m256i q[4], p;
+		__m128 m4;
+		float amax, d, id, s;
+		uint8_t *o = out + b * sizeof(struct block_q8_a);
+
+		for (int i = 0; i < 4; i++)
+			v[i] = _mm256_loadu_ps(x + 8 * i);
+		m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]),
+						_mm256_andnot_ps(sign, v[1])),
+				  _mm256_max_ps(_mm256_andnot_ps(sign, v[2]),
+						_mm256_andnot_ps(sign, v[3])));
+		m4 = _mm_max_ps(_mm256_castps256_ps128(m),
+				_mm256_extractf128_ps(m, 1));
+		m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+		m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+		amax = _mm_cvtss_f32(m4);
+		d = amax / 127;
+		id = d != 0 ? 1.0f / d : 0.0f;
+		for (int i = 0; i < 4; i++)
+			q[i] = _mm256_cvtps_epi32(round_away(
+				_mm256_mul_ps(v[i], _mm256_set1_ps(id))));
+		s = d * hsum8(_mm256_cvtepi32_ps(_mm256_add_epi32(
+			    _mm256_add_epi32(q[0], q[1]),
+			    _mm256_add_epi32(q[2], q[3]))));
+		/* int32 -> int8 through two packs, then undo their lane
+		 * interleave */
+		p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]),
+				       _mm256_packs_epi32(q[2], q[3]));
+		p = _mm256_permutevar8x32_epi32(
+			p, _mm256_set_epi32(7, 3, 6, 2, 5, 1, 4, 0));
+		memcpy(o + offsetof(struct block_q8_a, d), &d, sizeof(d));
+		memcpy(o + offsetof(struct block_q8_a, s), &s, sizeof(s));
+		_mm256_storeu_si256(
+			(__m256i *)(o + offsetof(struct block_q8_a, qs)), p);
+	}
+}
+
+void kern_fill_avx2(struct kern_table *t)
+{
+	t->ops[KT_F32].matvec = matvec_f32;
+	t->ops[KT_F16] = (struct kern_ops){ dequant_f16, matvec_f16 };
+	t->ops[KT_BF16] = (struct kern_ops){ dequant_bf16, matvec_bf16 };
+	t->ops[KT_Q4_0].matvec = matvec_q4_0;
+	t->ops[KT_Q4_1].matvec = matvec_q4_1;
+	t->ops[KT_Q5_0].matvec = matvec_q5_0;
+	t->ops[KT_Q5_1].matvec = matvec_q5_1;
+	t->ops[KT_Q8_0].matvec = matvec_q8_0;
+	t->quantize_act[KT_Q8_A] = quantize_q8_a;
+}

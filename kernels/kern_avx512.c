@@ -1,0 +1,598 @@
+/*
+ * kern_avx512.c - AVX-512 (F/BW/VL/DQ/VNNI) matvec for the float types
+ * and the 32-element formats, f16/bf16 dequantization, and the Q8_A
+ * activation quantizer.
+ *
+ * Decode streams every weight once per token, so these kernels are built
+ * to keep up with DRAM (~37 GB/s a core, ~11 bytes a cycle): a Q4_0 block
+ * (18 bytes) has to cost under two cycles, and does about one.
+ *
+ * 32-element formats. vpdpbusd multiplies unsigned weight bytes u by the
+ * signed activation quants, four products into each int32 lane:
+ *   q4_0, q5_0: u = q + 8 (+ 16), the nibble as stored;
+ *   q8_0:       u = q + 128, the byte with its top bit flipped;
+ *   q4_1, q5_1: u = q, with the min added as m_w * s_a.
+ * The offset is taken out in integers, exactly: the accumulator starts at
+ * -off * sum(a) per lane (vpdpbusd on the activation, shared by the
+ * rows), so the int32 sums are ggml's sum(q a).
+ * Layouts: q4_0/q4_1 put four blocks in a zmm (q32_quads: the 16 qs bytes
+ * of each, low and high nibbles in turn); q5 and q8_0 put two blocks in a
+ * zmm as [b lo, b hi, b+1 lo, b+1 hi] 128-bit lanes, lo holding elements
+ * 0..15 and hi 16..31, the order of the activation's qs (q32_pairs).
+ * Block scales are read 16 at a time (d, and m beside it; load_heads) and
+ * multiplied by the activation scales once; each step's int32 lanes are
+ * converted and scaled (vpermps picks each lane's block scale) into one
+ * float accumulator per row. Four rows run together so each activation
+ * load is shared; rows are reduced once at the end and prefetched
+ * PF_BYTES ahead.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/kern_impl.h"
+
+#define MV_ROWS 4 /* rows computed together */
+#define PF_BYTES 1024 /* software prefetch distance along each row */
+
+/* ---- float types: f32, f16, bf16 weights against f32 activations ----- */
+
+/* 16 weights at p as floats; k selects the elements to load (the rest
+ * are zero and never touched, so a tail cannot fault). */
+static inline __attribute__((always_inline)) __m512
+load_w16(uint32_t type, const uint8_t *p, __mmask16 k)
+{
+	switch (type) {
+	case KT_F32:
+		return _mm512_maskz_loadu_ps(k, p);
+	case KT_F16:
+		return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
+	default: /* KT_BF16: the high half of a float */
+		return _mm512_castsi512_ps(_mm512_slli_epi32(
+			_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)),
+			16));
+	}
+}
+
+/* y[0..R) for R rows starting at w; two accumulators a row hide the FMA
+ * latency. */
+static inline __attribute__((always_inline)) void
+mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+	      const float *x, float *y, int64_t n)
+{
+	const size_t es = type == KT_F32 ? 4 : 2;
+	__m512 acc[MV_ROWS][2];
+	int64_t i = 0;
+
+	#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+		acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+	for (; i + 32 <= n; i += 32) {
+		__m512 x0 = _mm512_loadu_ps(x + i);
+		__m512 x1 = _mm512_loadu_ps(x + i + 16);
+
+		#pragma GCC unroll 4
+		for (int r = 0; r < R; r++) {
+			const uint8_t *p = w + r * row_bytes + i * es;
+
+			/* the same bytes of the next pass's rows */
+			_mm_prefetch((const char *)p + R * row_bytes, _MM_HINT_T0);
+			if (es == 4)
+				_mm_prefetch((const char *)p + R * row_bytes + 64,
+					     _MM_HINT_T0);
+			acc[r][0] = _mm512_fmadd_ps(load_w16(type, p, 0xffff),
+						    x0, acc[r][0]);
+			acc[r][1] = _mm512_fmadd_ps(
+				load_w16(type, p + 16 * es, 0xffff), x1,
+				acc[r][1]);
+		}
+	}
+	for (; i < n; i += 16) {
+		__mmask16 k = n - i >= 16 ? 0xffff : (1u << (n - i)) - 1;
+		__m512 x0 = _mm512_maskz_loadu_ps(k, x + i);
+
+		#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			acc[r][0] = _mm512_fmadd_ps(
+				load_w16(type, w + r * row_bytes + i * es, k),
+				x0, acc[r][0]);
+	}
+	#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+		y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+}
+
+static inline __attribute__((always_inline)) void
+matvec_float(uint32_t type, const void *w, size_t row_bytes, const void *act,
+	     float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	const uint8_t *wb = w;
+	int64_t r = r0;
+
+	for (; r + MV_ROWS <= r1; r += MV_ROWS)
+		mv_float_rows(type, MV_ROWS, wb + r * row_bytes, row_bytes,
+			      act, y + r, n);
+	for (; r < r1; r++)
+		mv_float_rows(type, 1, wb + r * row_bytes, row_bytes, act,
+			      y + r, n);
+}
+
+static void matvec_f32(const void *w, size_t row_bytes, const void *act,
+		       float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_float(KT_F32, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_f16(const void *w, size_t row_bytes, const void *act,
+		       float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_float(KT_F16, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_bf16(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_float(KT_BF16, w, row_bytes, act, y, n, r0, r1);
+}
+
+/* f16 and bf16 rows to floats, 16 at a time, the tail masked */
+static inline __attribute__((always_inline)) void
+dequant_half(uint32_t type, const void *src, float *dst, int64_t n)
+{
+	const uint8_t *p = src;
+
+	for (int64_t i = 0; i < n; i += 16) {
+		__mmask16 k = n - i >= 16 ? 0xffff : (1u << (n - i)) - 1;
+
+		_mm512_mask_storeu_ps(dst + i, k, load_w16(type, p + 2 * i, k));
+	}
+}
+
+static void dequant_f16(const void *src, float *dst, int64_t n)
+{
+	dequant_half(KT_F16, src, dst, n);
+}
+
+static void dequant_bf16(const void *src, float *dst, int64_t n)
+{
+	dequant_half(KT_BF16, src, dst, n);
+}
+
+/* ---- 32-element formats ------------------------------------------------ */
+
+/* Where a block keeps its quants (qs), its fifth bits (qh), the offset
+ * its unsigned quants carry, and whether it has a min. */
+static inline __attribute__((always_inline)) int qs_off(uint32_t type)
+{
+	switch (type) {
+	case KT_Q4_1: return 4;
+	case KT_Q5_0: return 6;
+	case KT_Q5_1: return 8;
+	default: return 2; /* q4_0, q8_0 */
+	}
+}
+
+static inline __attribute__((always_inline)) int qh_off(uint32_t type)
+{
+	return type == KT_Q5_1 ? 4 : 2;
+}
+
+static inline __attribute__((always_inline)) int quant_off(uint32_t type)
+{
+	switch (type) {
+	case KT_Q4_0: return 8;
+	case KT_Q5_0: return 16;
+	case KT_Q8_0: return 128;
+	default: return 0;
+	}
+}
+
+static inline __attribute__((always_inline)) size_t type_size(uint32_t type)
+{
+	switch (type) {
+	case KT_Q4_0: return sizeof(struct block_q4_0);
+	case KT_Q4_1: return sizeof(struct block_q4_1);
+	case KT_Q5_0: return sizeof(struct block_q5_0);
+	case KT_Q5_1: return sizeof(struct block_q5_1);
+	default: return sizeof(struct block_q8_0);
+	}
+}
+
+static inline __attribute__((always_inline)) int has_min(uint32_t type)
+{
+	return type == KT_Q4_1 || type == KT_Q5_1;
+}
+
+static inline __attribute__((always_inline)) int has_qh(uint32_t type)
+{
+	return type == KT_Q5_0 || type == KT_Q5_1;
+}
+
+/* The 64 unsigned quants of blocks p0, p1 in [p0 lo, p0 hi, p1 lo, p1 hi]
+ * order (see the file comment). */
+static inline __attribute__((always_inline)) __m512i
+load_pair(uint32_t type, const uint8_t *p0, const uint8_t *p1)
+{
+	const long long four = 0x0004000400040004; /* 16-bit shift counts */
+	const int qo = qs_off(type);
+	__m512i v;
+
+	if (type == KT_Q8_0) {
+		v = _mm512_inserti64x4(
+			_mm512_castsi256_si512(
+				_mm256_loadu_si256((const __m256i *)(p0 + qo))),
+			_mm256_loadu_si256((const __m256i *)(p1 + qo)), 1);
+		return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+	}
+	/* [qs0, qs0, qs1, qs1], then the high nibble in lanes 1 and 3 */
+	v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p0 + qo)));
+	v = _mm512_mask_broadcast_i32x4(
+		v, 0xff00, _mm_loadu_si128((const __m128i *)(p1 + qo)));
+	v = _mm512_srlv_epi16(v, _mm512_set_epi64(four, four, 0, 0, four, four,
+						  0, 0));
+	v = _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
+	if (has_qh(type)) {
+		/* bit j of qh is element j: the same order, 32 bits a block */
+		uint32_t h0, h1;
+
+		memcpy(&h0, p0 + qh_off(type), sizeof(h0));
+		memcpy(&h1, p1 + qh_off(type), sizeof(h1));
+		v = _mm512_mask_add_epi8(v, _cvtu64_mask64(h0 | (uint64_t)h1 << 32),
+					 v, _mm512_set1_epi8(16));
+	}
+	return v;
+}
+
+/* All-ones for the first bytes (<= 64) of a load that may end at a row's
+ * end; a masked load does not fault on the bytes it leaves out. */
+static inline __mmask64 bytes_mask(int64_t bytes)
+{
+	if (bytes <= 0)
+		return 0;
+	return bytes >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << bytes) - 1;
+}
+
+/* Four bytes at byte offset off (even) of each of the nblk <= 16 blocks
+ * of stride (16..40) bytes at p, one block a dword: a weight block's d
+ * (and m or qh beside it), an activation block's d or s. Gathers are slow
+ * on Zen, so: four 128-byte windows of four blocks each, every one picked
+ * apart by one vpermt2w. A full group (nblk = 16) reads only its own
+ * 16 * stride bytes: a window that would run past them starts earlier.
+ * A short group's loads stop at the avail bytes from p, and its dwords
+ * past nblk are zero. */
+static inline __attribute__((always_inline)) __m512i
+load_heads(const uint8_t *p, int stride, int off, int nblk, int64_t avail)
+{
+	const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8,
+					      7, 6, 5, 4, 3, 2, 1, 0);
+	/* dword i = words w, w + 1 of block i % 4 of its window */
+	const __m512i word = _mm512_add_epi32(
+		_mm512_mullo_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(3)),
+				   _mm512_set1_epi32(stride / 2)),
+		_mm512_set1_epi32(off / 2));
+	const __m512i idx = _mm512_or_si512(
+		word, _mm512_slli_epi32(_mm512_add_epi32(word, _mm512_set1_epi32(1)), 16));
+	__m512i h = _mm512_setzero_si512();
+
+	#pragma GCC unroll 4
+	for (int j = 0; j < 4; j++) {
+		int start = 4 * j * stride, back = 0;
+		__m512i t0, t1, ix = idx;
+
+		if (4 * j >= nblk)
+			continue;
+		if (nblk == 16) {
+			/* stay inside the group, indices shifted to match */
+			back = start + 128 - 16 * stride;
+			back = back > 0 ? back : 0;
+			ix = _mm512_add_epi32(idx, _mm512_set1_epi32(back / 2 * 0x10001));
+			t0 = _mm512_loadu_si512(p + start - back);
+			t1 = _mm512_loadu_si512(p + start - back + 64);
+		} else {
+			t0 = _mm512_maskz_loadu_epi8(bytes_mask(avail - start),
+						     p + start);
+			t1 = _mm512_maskz_loadu_epi8(
+				bytes_mask(avail - start - 64), p + start + 64);
+		}
+		h = _mm512_or_si512(h, _mm512_maskz_permutex2var_epi16(
+					       (__mmask32)0xff << (8 * j), t0,
+					       ix, t1));
+	}
+	if (nblk < 16)
+		h = _mm512_maskz_mov_epi32((__mmask16)((1u << nblk) - 1), h);
+	return h;
+}
+
+/* The qs of activation block i of ag */
+static inline const __m256i *act_qs(const uint8_t *ag, int i)
+{
+	return (const __m256i *)(ag + i * sizeof(struct block_q8_a) +
+				 offsetof(struct block_q8_a, qs));
+}
+
+/* Blocks b0 + p, b0 + p + 1 of R rows a zmm (see the file comment), for
+ * nblk blocks: acc[r] += d_w d_a sum(q a), with sc[r] holding d_w d_a of
+ * the group's blocks by lane. */
+static inline __attribute__((always_inline)) void
+q32_pairs(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+	  const uint8_t *ag, int64_t b0, int nblk, const __m512 *sc,
+	  __m512 *acc)
+{
+	const size_t ts = type_size(type);
+	/* scale index of a pair: lanes 0-7 block 0, lanes 8-15 block 1 */
+	__m512i sidx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1,
+					0, 0, 0, 0, 0, 0, 0, 0);
+
+	#pragma GCC unroll 8
+	for (int p = 0; p < nblk; p += 2) {
+		/* an odd tail pairs the last block with itself; its second
+		 * half meets a zero scale */
+		const int p1 = p + 1 < nblk ? p + 1 : p;
+		__m512i A = _mm512_inserti64x4(
+			_mm512_castsi256_si512(_mm256_loadu_si256(act_qs(ag, p))),
+			_mm256_loadu_si256(act_qs(ag, p1)), 1);
+		__m512i base = _mm512_setzero_si512();
+
+		/* -off * sum(a) per lane, so the dot comes out exact */
+		if (quant_off(type))
+			base = _mm512_sub_epi32(
+				base, _mm512_dpbusd_epi32(
+					      base,
+					      _mm512_set1_epi8((char)quant_off(type)),
+					      A));
+		#pragma GCC unroll 4
+		for (int r = 0; r < R; r++) {
+			const uint8_t *wr = w + r * row_bytes;
+			__m512i D;
+
+			D = _mm512_dpbusd_epi32(
+				base,
+				load_pair(type, wr + (b0 + p) * ts, wr + (b0 + p1) * ts),
+				A);
+			acc[r] = _mm512_fmadd_ps(
+				_mm512_cvtepi32_ps(D),
+				_mm512_permutexvar_ps(sidx, sc[r]), acc[r]);
+		}
+		sidx = _mm512_add_epi32(sidx, _mm512_set1_epi32(2));
+	}
+}
+
+/* 16 bytes at p */
+static inline __m128i qs16(const uint8_t *p)
+{
+	return _mm_loadu_si128((const __m128i *)p);
+}
+
+/* q4_0 and q4_1, four blocks a step: the qs of blocks p..p+3 fill one zmm
+ * [qs0, qs1, qs2, qs3]; its low nibbles (elements 0..15 of each) and high
+ * nibbles (16..31) meet the activation rearranged the same way, and two
+ * vpdpbusd leave four int32 lanes a block. Fewer ops a block than pairs,
+ * which need a variable shift and a masked load each. */
+static inline __attribute__((always_inline)) void
+q32_quads(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+	  const uint8_t *ag, int64_t b0, int nblk, const __m512 *sc,
+	  __m512 *acc)
+{
+	const size_t ts = type_size(type);
+	const int qo = qs_off(type);
+	const __m512i nib = _mm512_set1_epi8(0x0f);
+	/* scale index: lanes 4i..4i+3 are block i of the quad */
+	__m512i sidx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2,
+					1, 1, 1, 1, 0, 0, 0, 0);
+
+	#pragma GCC unroll 4
+	for (int p = 0; p < nblk; p += 4) {
+		/* a short tail repeats the quad's first block; the copies
+		 * meet zero scales */
+		int q[4];
+		__m512i x01, x23, alo, ahi, base = _mm512_setzero_si512();
+
+		#pragma GCC unroll 4
+		for (int i = 0; i < 4; i++)
+			q[i] = p + i < nblk ? p + i : p;
+		/* [a0 lo, a0 hi, a1 lo, a1 hi] -> lo halves, hi halves */
+		x01 = _mm512_inserti64x4(
+			_mm512_castsi256_si512(_mm256_loadu_si256(act_qs(ag, q[0]))),
+			_mm256_loadu_si256(act_qs(ag, q[1])), 1);
+		x23 = _mm512_inserti64x4(
+			_mm512_castsi256_si512(_mm256_loadu_si256(act_qs(ag, q[2]))),
+			_mm256_loadu_si256(act_qs(ag, q[3])), 1);
+		alo = _mm512_shuffle_i64x2(x01, x23, 0x88);
+		ahi = _mm512_shuffle_i64x2(x01, x23, 0xdd);
+		if (quant_off(type)) {
+			const __m512i off = _mm512_set1_epi8((char)quant_off(type));
+
+			base = _mm512_sub_epi32(
+				base, _mm512_dpbusd_epi32(
+					      _mm512_dpbusd_epi32(base, off, alo),
+					      off, ahi));
+		}
+		#pragma GCC unroll 4
+		for (int r = 0; r < R; r++) {
+			const uint8_t *wq = w + r * row_bytes + b0 * ts + qo;
+			__m512i v, D;
+
+			__m512i lo, hi;
+
+			v = _mm512_castsi128_si512(qs16(wq + q[0] * ts));
+			v = _mm512_inserti32x4(v, qs16(wq + q[1] * ts), 1);
+			v = _mm512_inserti32x4(v, qs16(wq + q[2] * ts), 2);
+			v = _mm512_inserti32x4(v, qs16(wq + q[3] * ts), 3);
+			lo = _mm512_and_si512(v, nib);
+			hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+			D = _mm512_dpbusd_epi32(base, lo, alo);
+			D = _mm512_dpbusd_epi32(D, hi, ahi);
+			acc[r] = _mm512_fmadd_ps(
+				_mm512_cvtepi32_ps(D),
+				_mm512_permutexvar_ps(sidx, sc[r]), acc[r]);
+		}
+		sidx = _mm512_add_epi32(sidx, _mm512_set1_epi32(4));
+	}
+}
+
+/* One group of nblk <= 16 blocks starting at block b0 of nb for R rows,
+ * accumulated into acc[r]. */
+static inline __attribute__((always_inline)) void
+q32_group(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+	  const uint8_t *act, int64_t b0, int nblk, int64_t nb, __m512 *acc)
+{
+	const size_t ts = type_size(type);
+	const int as = sizeof(struct block_q8_a);
+	const uint8_t *ag = act + b0 * as;
+	__m512 da, sa = _mm512_setzero_ps(), sc[MV_ROWS];
+
+	/* activation scales once for all R rows */
+	da = _mm512_castsi512_ps(load_heads(ag, as, offsetof(struct block_q8_a, d),
+					    nblk, (nb - b0) * as));
+	if (has_min(type))
+		sa = _mm512_castsi512_ps(load_heads(
+			ag, as, offsetof(struct block_q8_a, s), nblk,
+			(nb - b0) * as));
+	#pragma GCC unroll 4
+	for (int r = 0; r < R; r++) {
+		const uint8_t *wr = w + r * row_bytes;
+		/* the group's lines in the next pass's rows: the rows of a pass
+		 * are separate short streams, which the hardware prefetcher
+		 * alone follows poorly (the address past the matrix end is
+		 * formed as an integer; a prefetch never faults) */
+		uintptr_t pf = (uintptr_t)wr + R * row_bytes + b0 * ts;
+		__m512i g;
+
+		for (size_t o = 0; o < nblk * ts; o += 64)
+			_mm_prefetch((const char *)(pf + o), _MM_HINT_T0);
+		_mm_prefetch((const char *)(pf + nblk * ts - 1), _MM_HINT_T0);
+		g = load_heads(wr + b0 * ts, (int)ts, 0, nblk,
+				       (nb - b0) * (int64_t)ts);
+		__m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+
+		if (has_min(type))
+			acc[r] = _mm512_fmadd_ps(
+				_mm512_cvtph_ps(_mm512_cvtepi32_epi16(
+					_mm512_srli_epi32(g, 16))),
+				sa, acc[r]);
+		sc[r] = _mm512_mul_ps(dw, da);
+	}
+	if (type == KT_Q4_0 || type == KT_Q4_1)
+		q32_quads(type, R, w, row_bytes, ag, b0, nblk, sc, acc);
+	else
+		q32_pairs(type, R, w, row_bytes, ag, b0, nblk, sc, acc);
+}
+
+static inline __attribute__((always_inline)) void
+mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+	    const uint8_t *act, float *y, int64_t nb)
+{
+	__m512 acc[MV_ROWS];
+	int64_t b0 = 0;
+
+	#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+		acc[r] = _mm512_setzero_ps();
+	for (; b0 + 16 <= nb; b0 += 16)
+		q32_group(type, R, w, row_bytes, act, b0, 16, nb, acc);
+	if (b0 < nb)
+		q32_group(type, R, w, row_bytes, act, b0, (int)(nb - b0), nb,
+			  acc);
+	#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+		y[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+static inline __attribute__((always_inline)) void
+matvec_q32(uint32_t type, const void *w, size_t row_bytes, const void *act,
+	   float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	const uint8_t *wb = w;
+	int64_t r = r0;
+
+	for (; r + MV_ROWS <= r1; r += MV_ROWS)
+		mv_q32_rows(type, MV_ROWS, wb + r * row_bytes, row_bytes, act,
+			    y + r, n / 32);
+	for (; r < r1; r++)
+		mv_q32_rows(type, 1, wb + r * row_bytes, row_bytes, act, y + r,
+			    n / 32);
+}
+
+static void matvec_q4_0(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_q32(KT_Q4_0, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_q4_1(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_q32(KT_Q4_1, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_q5_0(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_q32(KT_Q5_0, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_q5_1(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_q32(KT_Q5_1, w, row_bytes, act, y, n, r0, r1);
+}
+
+static void matvec_q8_0(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_q32(KT_Q8_0, w, row_bytes, act, y, n, r0, r1);
+}
+
+/* ---- Q8_A activation quantizer ------------------------------------------ */
+
+/* roundf(): to nearest, halfway cases away from zero (not the even
+ * rounding of vroundps), so the result matches the reference bit for bit. */
+static inline __m512 round_away(__m512 v)
+{
+	__m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+	__m512 frac = _mm512_abs_ps(_mm512_sub_ps(v, t));
+	__m512 one = _mm512_or_ps(_mm512_set1_ps(1.0f),
+				  _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
+	__mmask16 up = _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+
+	return _mm512_mask_add_ps(t, up, t, one);
+}
+
+static void quantize_q8_a(const float *x, void *dst, int64_t n)
+{
+	uint8_t *out = dst;
+
+	for (int64_t b = 0; b < n / QK8_A; b++, x += QK8_A) {
+		__m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+		float amax = _mm512_reduce_max_ps(
+			_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+		float d = amax / 127, id = d != 0 ? 1.0f / d : 0.0f;
+		__m512i q0 = _mm512_cvtps_epi32(
+			round_away(_mm512_mul_ps(v0, _mm512_set1_ps(id))));
+		__m512i q1 = _mm512_cvtps_epi32(
+			round_away(_mm512_mul_ps(v1, _mm512_set1_ps(id))));
+		float s = d * (float)_mm512_reduce_add_epi32(
+				      _mm512_add_epi32(q0, q1));
+		uint8_t *o = out + b * sizeof(struct block_q8_a);
+
+		memcpy(o + offsetof(struct block_q8_a, d), &d, sizeof(d));
+		memcpy(o + offsetof(struct block_q8_a, s), &s, sizeof(s));
+		_mm_storeu_si128((__m128i *)(o + offsetof(struct block_q8_a, qs)),
+				 _mm512_cvtepi32_epi8(q0));
+		_mm_storeu_si128(
+			(__m128i *)(o + offsetof(struct block_q8_a, qs) + 16),
+			_mm512_cvtepi32_epi8(q1));
+	}
+}
+
+void kern_fill_avx512(struct kern_table *t)
+{
+	t->ops[KT_F32].matvec = matvec_f32;
+	t->ops[KT_F16] = (struct kern_ops){ dequant_f16, matvec_f16 };
+	t->ops[KT_BF16] = (struct kern_ops){ dequant_bf16, matvec_bf16 };
+	t->ops[KT_Q4_0].matvec = matvec_q4_0;
+	t->ops[KT_Q4_1].matvec = matvec_q4_1;
+	t->ops[KT_Q5_0].matvec = matvec_q5_0;
+	t->ops[KT_Q5_1].matvec = matvec_q5_1;
+	t->ops[KT_Q8_0].matvec = matvec_q8_0;
+	t->quantize_act[KT_Q8_A] = quantize_q8_a;
+}

@@ -1,0 +1,54 @@
+/*
+ * kern_impl.h - private to kernels/: how the ISA files plug into dispatch.
+ *
+ * kern.c builds one table per ISA: it starts as a copy of the reference
+ * table and each ISA file's fill function overwrites the slots it
+ * implements. A slot an ISA file leaves alone stays the reference kernel.
+ */
+#ifndef STRATA_KERN_IMPL_H
+#define STRATA_KERN_IMPL_H
+
+#include "kern.h"
+
+struct kern_table {
+	struct kern_ops ops[KT_COUNT];              /* by weight type */
+	kern_quantize_act_fn quantize_act[KT_COUNT]; /* by act type */
+};
+
+/* kern_ref.c: the specification (32-element formats, float types);
+ * kern_ref_k.c: the K-quants. kern_fill_ref calls kern_fill_ref_k. */
+void kern_fill_ref(struct kern_table *t);
+void kern_fill_ref_k(struct kern_table *t);
+
+/* Reference quantizers f32 -> weight type behind kern_quantize_row():
+ * kern_ref.c handles the float types and the 32-element formats,
+ * kern_ref_k.c the K-quants. n is a multiple of the block size. Each
+ * returns 0, or -EINVAL for a type it does not produce. */
+int kern_quantize_row_ref(uint32_t type, const float *src, void *dst,
+			  int64_t n);
+int kern_quantize_row_k(uint32_t type, const float *src, void *dst,
+			int64_t n);
+
+/* kern_avx2.c / kern_avx512.c: 32-element formats and float types */
+void kern_fill_avx2(struct kern_table *t);
+void kern_fill_avx512(struct kern_table *t);
+
+/* kern_avx2_k.c / kern_avx512_k.c: K-quants (Q4_K, Q5_K, Q6_K, Q8_K) */
+void kern_fill_avx2_k(struct kern_table *t);
+void kern_fill_avx512_k(struct kern_table *t);
+
+/* Unpack the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K
+ * block's scales[12] (shared by all ISA files). */
+static inline void kern_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d,
+					 uint8_t *m)
+{
+	if (j < 4) {
+		*d = q[j] & 63;
+		*m = q[j + 4] & 63;
+	} else {
+		*d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+		*m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
+	}
+}
+
+#endif

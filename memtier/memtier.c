@@ -1,0 +1,242 @@
+/*
+ * memtier.c - the dram tier: every tensor resident in one arena.
+ *
+ * The arena is one anonymous mapping, 2 MiB aligned and advised for huge
+ * pages, filled with large pread()s at open (so the first-touch cost that
+ * MACHINE.md measures is paid once, at load, and counted as load time).
+ */
+#include "memtier/memtier.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "engine/util.h"
+
+#define ARENA_ALIGN (2u << 20)
+#define TENSOR_ALIGN 64u
+#define READ_CHUNK (8u << 20)
+
+static const char *const kind_names[MEMTIER_KIND_COUNT] = {"dram", "flash",
+							    "mmap"};
+
+const char *memtier_kind_name(enum memtier_kind k)
+{
+	return (unsigned)k < MEMTIER_KIND_COUNT ? kind_names[k] : "?";
+}
+
+int memtier_kind_parse(const char *s, enum memtier_kind *out)
+{
+	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
+		if (!strcmp(s, kind_names[k])) {
+			*out = (enum memtier_kind)k;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+static int read_full(int fd, void *dst, uint64_t n, uint64_t off)
+{
+	unsigned char *d = dst;
+
+	while (n > 0) {
+		size_t want = n > READ_CHUNK ? READ_CHUNK : (size_t)n;
+		ssize_t r = pread(fd, d, want, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			return -EIO; /* file shrank under us */
+		d += r;
+		off += (uint64_t)r;
+		n -= (uint64_t)r;
+	}
+	return 0;
+}
+
+/* index of an earlier tensor with the same file range, or -1 */
+static int64_t find_shared(const struct memtier *m, uint32_t i)
+{
+	for (uint32_t j = 0; j < i; j++)
+		if (m->tensors[j].file_offset == m->tensors[i].file_offset &&
+		    m->tensors[j].n_bytes == m->tensors[i].n_bytes)
+			return j;
+	return -1;
+}
+
+static int dram_load(struct memtier *m, const char *path, char *err,
+		     size_t errlen)
+{
+	uint64_t total = 0;
+	uint64_t *at = xcalloc(m->n_tensors, sizeof(*at));
+	int64_t t0 = now_ns();
+	int rc = 0;
+
+	for (uint32_t i = 0; i < m->n_tensors; i++) {
+		if (find_shared(m, i) >= 0)
+			continue;
+		at[i] = total;
+		total += (m->tensors[i].n_bytes + TENSOR_ALIGN - 1) /
+			 TENSOR_ALIGN * TENSOR_ALIGN;
+	}
+	m->arena_bytes = (total + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+	if (m->arena_bytes == 0)
+		m->arena_bytes = ARENA_ALIGN;
+	void *p = mmap(NULL, m->arena_bytes + ARENA_ALIGN, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		snprintf(err, errlen, "dram tier: cannot map %zu bytes for the "
+			 "weights", m->arena_bytes);
+		free(at);
+		return -ENOMEM;
+	}
+	/* trim to a 2 MiB aligned window so huge pages can back it */
+	uintptr_t a = ((uintptr_t)p + ARENA_ALIGN - 1) & ~(uintptr_t)(ARENA_ALIGN - 1);
+	size_t head = a - (uintptr_t)p;
+	if (head)
+		munmap(p, head);
+	munmap((void *)(a + m->arena_bytes), ARENA_ALIGN - head);
+	m->arena = (void *)a;
+	if (m->cfg.huge_pages)
+		madvise(m->arena, m->arena_bytes, MADV_HUGEPAGE);
+
+	for (uint32_t i = 0; i < m->n_tensors; i++) {
+		int64_t s = find_shared(m, i);
+		if (s >= 0) {
+			m->ptr[i] = m->ptr[s];
+			continue;
+		}
+		m->ptr[i] = (char *)m->arena + at[i];
+		rc = read_full(m->fd, m->ptr[i], m->tensors[i].n_bytes,
+			       m->tensors[i].file_offset);
+		if (rc) {
+			snprintf(err, errlen, "%s: reading %" PRIu64 " bytes at "
+				 "offset %" PRIu64 ": %s", path,
+				 m->tensors[i].n_bytes, m->tensors[i].file_offset,
+				 strerror(-rc));
+			break;
+		}
+		m->stats[MEMTIER_DRAM].bytes_loaded += m->tensors[i].n_bytes;
+	}
+	m->stats[MEMTIER_DRAM].load_ns += now_ns() - t0;
+	free(at);
+	return rc;
+}
+
+int memtier_open(struct memtier *m, const struct memtier_config *cfg,
+		 const char *path, const struct memtier_tensor *tensors,
+		 uint32_t n_tensors, const struct memtier_segment *segs,
+		 uint32_t n_segs, char *err, size_t errlen)
+{
+	int rc;
+
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	m->cfg = *cfg;
+	if (cfg->kind != MEMTIER_DRAM) {
+		snprintf(err, errlen, "tier '%s' is not available yet (only "
+			 "'dram')", memtier_kind_name(cfg->kind));
+		return -ENOTSUP;
+	}
+	m->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (m->fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(-rc));
+		return rc;
+	}
+	m->n_tensors = n_tensors;
+	m->tensors = xmalloc(n_tensors * sizeof(*tensors));
+	memcpy(m->tensors, tensors, n_tensors * sizeof(*tensors));
+	m->ptr = xcalloc(n_tensors, sizeof(*m->ptr));
+	m->n_segs = n_segs;
+	m->segs = xcalloc(n_segs, sizeof(*m->segs));
+	m->seg_bytes = xcalloc(n_segs, sizeof(*m->seg_bytes));
+	for (uint32_t s = 0; s < n_segs; s++) {
+		uint32_t *ids = xmalloc((segs[s].n ? segs[s].n : 1) * sizeof(*ids));
+		for (uint32_t i = 0; i < segs[s].n; i++) {
+			if (segs[s].ids[i] >= n_tensors) {
+				free(ids);
+				snprintf(err, errlen, "memtier: segment %u names "
+					 "tensor %u of %u", s, segs[s].ids[i],
+					 n_tensors);
+				rc = -EINVAL;
+				goto err_close;
+			}
+			ids[i] = segs[s].ids[i];
+			m->seg_bytes[s] += tensors[ids[i]].n_bytes;
+		}
+		m->segs[s].n = segs[s].n;
+		m->segs[s].ids = ids;
+	}
+	rc = dram_load(m, path, err, errlen);
+	if (rc)
+		goto err_close;
+	return 0;
+
+err_close:
+	memtier_close(m);
+	return rc;
+}
+
+void memtier_close(struct memtier *m)
+{
+	if (m->arena)
+		munmap(m->arena, m->arena_bytes);
+	if (m->fd >= 0)
+		close(m->fd);
+	for (uint32_t s = 0; m->segs && s < m->n_segs; s++)
+		free((void *)m->segs[s].ids);
+	free(m->segs);
+	free(m->seg_bytes);
+	free(m->tensors);
+	free(m->ptr);
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+}
+
+int memtier_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
+{
+	if (seg >= m->n_segs)
+		return -EINVAL;
+	for (uint32_t i = 0; i < m->segs[seg].n; i++)
+		ptrs[i] = m->ptr[m->segs[seg].ids[i]];
+	m->stats[MEMTIER_DRAM].bytes_read += m->seg_bytes[seg];
+	m->stats[MEMTIER_DRAM].n_acquire++;
+	return 0;
+}
+
+void memtier_release(struct memtier *m, uint32_t seg)
+{
+	(void)m;
+	(void)seg;
+}
+
+int memtier_read_row(struct memtier *m, uint32_t id, int64_t row, void *dst)
+{
+	const struct memtier_tensor *t;
+
+	if (id >= m->n_tensors)
+		return -EINVAL;
+	t = &m->tensors[id];
+	if (row < 0 || (uint64_t)(row + 1) * t->row_bytes > t->n_bytes)
+		return -ERANGE;
+	memcpy(dst, (const char *)m->ptr[id] + (uint64_t)row * t->row_bytes,
+	       t->row_bytes);
+	m->stats[MEMTIER_DRAM].bytes_read += t->row_bytes;
+	return 0;
+}
+
+const void *memtier_tensor_ptr(struct memtier *m, uint32_t id)
+{
+	if (id >= m->n_tensors)
+		return NULL;
+	m->stats[MEMTIER_DRAM].bytes_read += m->tensors[id].n_bytes;
+	return m->ptr[id];
+}

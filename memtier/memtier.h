@@ -1,0 +1,100 @@
+/*
+ * memtier.h - where model bytes live and how they move.
+ *
+ * The engine never holds a pointer to weights it did not acquire here. A
+ * model is described to memtier as tensors (file ranges) grouped into
+ * segments: one per transformer layer plus the global ones. The engine
+ * calls memtier_acquire(seg) before computing with a segment and
+ * memtier_release(seg) after; a tier that streams (flash, next) uses the
+ * pair to keep reads of later segments in flight while one is computed.
+ * Today the dram tier holds every byte resident and acquire only accounts.
+ *
+ * Every acquire counts the bytes the compute will read from the tier that
+ * holds them; single rows (an embedding lookup) are read with
+ * memtier_read_row and counted as the row's bytes.
+ */
+#ifndef STRATA_MEMTIER_H
+#define STRATA_MEMTIER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum memtier_kind {
+	MEMTIER_DRAM = 0,
+	MEMTIER_FLASH = 1, /* not built yet: refused by memtier_open */
+	MEMTIER_MMAP = 2,  /* not built yet: refused by memtier_open */
+	MEMTIER_KIND_COUNT,
+};
+
+struct memtier_tensor {
+	uint64_t file_offset;
+	uint64_t n_bytes;
+	uint64_t row_bytes;
+};
+
+/* a segment lists tensor ids (indices into the tensor array) */
+struct memtier_segment {
+	uint32_t n;
+	const uint32_t *ids;
+};
+
+struct memtier_config {
+	enum memtier_kind kind;
+	uint64_t dram_budget_bytes; /* UINT64_MAX: no limit */
+	int prefetch;               /* segments in flight (streaming tiers) */
+	bool huge_pages;            /* back DRAM copies with huge pages */
+};
+
+struct memtier_tier_stats {
+	uint64_t bytes_read;    /* bytes handed to compute (acquire/read_row) */
+	uint64_t bytes_loaded;  /* bytes moved from the file into the tier */
+	uint64_t bytes_written;
+	int64_t load_ns;        /* time spent moving them */
+	int64_t stall_ns;       /* time acquire waited */
+	uint64_t n_acquire;
+};
+
+struct memtier {
+	struct memtier_config cfg;
+	int fd;
+	uint32_t n_tensors;
+	struct memtier_tensor *tensors;
+	uint32_t n_segs;
+	struct memtier_segment *segs; /* copies of the id lists */
+	void **ptr;                   /* [n_tensors] resident address */
+	void *arena;                  /* dram: one mapping for all tensors */
+	size_t arena_bytes;
+	uint64_t *seg_bytes;          /* [n_segs] */
+	struct memtier_tier_stats stats[MEMTIER_KIND_COUNT];
+};
+
+/* Open path and place the tensors. Returns 0, or -errno with a message in
+ * err (-ENOMEM when the arena cannot be had, -EIO / -errno on read
+ * errors, -ENOTSUP for a tier not built yet). Tensors that share a file
+ * range (a tied output) are stored once. Not thread-safe. */
+int memtier_open(struct memtier *m, const struct memtier_config *cfg,
+		 const char *path, const struct memtier_tensor *tensors,
+		 uint32_t n_tensors, const struct memtier_segment *segs,
+		 uint32_t n_segs, char *err, size_t errlen);
+void memtier_close(struct memtier *m);
+
+/* Make segment seg's tensors available: ptrs[i] for the segment's i-th
+ * tensor, valid until memtier_release(seg). Returns 0 or -errno. Call from
+ * one thread at a time. */
+int memtier_acquire(struct memtier *m, uint32_t seg, const void **ptrs);
+void memtier_release(struct memtier *m, uint32_t seg);
+
+/* Copy row `row` of tensor id into dst (row_bytes bytes). Returns 0 or
+ * -errno. Call from one thread at a time. */
+int memtier_read_row(struct memtier *m, uint32_t id, int64_t row, void *dst);
+
+/* Direct resident pointer to a whole tensor for bulk use (prefill), counted
+ * as reading it. Returns NULL if the tier does not keep it resident. */
+const void *memtier_tensor_ptr(struct memtier *m, uint32_t id);
+
+const char *memtier_kind_name(enum memtier_kind k);
+/* "dram" / "flash" / "mmap" -> kind; -EINVAL if unknown */
+int memtier_kind_parse(const char *s, enum memtier_kind *out);
+
+#endif

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# test_cli.sh - ./decode on bad input: every case must end with exit status
+# 2 (bad usage) or 1 (runtime failure), never a signal (status >= 128),
+# with "error:" and the expected reason on stderr and no sanitizer report.
+#
+#   STRATA_MODEL=model.gguf tests/test_cli.sh [DECODE ...]
+#
+# Without arguments it checks ./decode, and build-asan/decode as well when
+# that exists. Exits 77 (skip) when STRATA_MODEL is unset or missing, since
+# the runtime cases need a real model to get past loading.
+set -u
+
+model=${STRATA_MODEL:-}
+if [ -z "$model" ] || [ ! -f "$model" ]; then
+	echo "SKIP: STRATA_MODEL is not set or not a file ('$model')"
+	exit 77
+fi
+if [ $# -gt 0 ]; then
+	bins=("$@")
+else
+	bins=(./decode)
+	[ -x build-asan/decode ] && bins+=(build-asan/decode)
+fi
+for b in "${bins[@]}"; do
+	if [ ! -x "$b" ]; then
+		echo "FAIL: $b is not built (run make first)"
+		exit 1
+	fi
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/strata_test_cli.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+
+# malformed copies of the model
+size=$(stat -c %s "$model")
+head -c 1048576 "$model" >"$tmp/trunc-header.gguf"
+head -c $((size - 4096)) "$model" >"$tmp/trunc-data.gguf"
+{ printf 'GGUX'; tail -c +5 "$tmp/trunc-header.gguf"; } >"$tmp/bad-magic.gguf"
+{ head -c 4 "$model"; printf '\001\000\000\000'; tail -c +9 "$tmp/trunc-header.gguf"; } \
+	>"$tmp/version1.gguf"
+: >"$tmp/empty.gguf"
+echo "this is not a model" >"$tmp/text.gguf"
+mkdir "$tmp/dir.gguf"
+echo "Once upon a time" >"$tmp/prompt.txt"
+
+n=0
+failed=0
+
+# check NAME WANT_STATUS WANT_TEXT [ENV=VAL ...] -- ARGS...
+check() {
+	local name=$1 want=$2 text=$3
+	shift 3
+	local envs=()
+	while [ "$1" != "--" ]; do
+		envs+=("$1")
+		shift
+	done
+	shift
+	n=$((n + 1))
+	local err="$tmp/stderr" rc why=""
+	env "${envs[@]}" timeout 300 "$bin" "$@" </dev/null >"$tmp/stdout" 2>"$err"
+	rc=$?
+	if [ "$rc" -ge 124 ]; then
+		why="status $rc (crash, signal or timeout)"
+	elif [ "$rc" -ne "$want" ]; then
+		why="status $rc, want $want"
+	elif ! grep -q "error:" "$err"; then
+		why="no 'error:' on stderr"
+	elif ! grep -qF -- "$text" "$err"; then
+		why="stderr lacks '$text'"
+	elif grep -qE "Sanitizer|runtime error:" "$err"; then
+		why="sanitizer report"
+	fi
+	if [ -n "$why" ]; then
+		echo "not ok $n - $bin: $name: $why"
+		sed 's/^/#   /' "$err" | head -20
+		failed=$((failed + 1))
+	else
+		echo "ok $n - $bin: $name ($(grep -m1 'error:' "$err"))"
+	fi
+}
+
+m=(-m "$model")
+gen=(-p "Hello" -n 1 --temp 0 -t 2)
+
+for bin in "${bins[@]}"; do
+	# the model itself is fine: the failures below are the input's
+	n=$((n + 1))
+	if timeout 300 "$bin" "${m[@]}" -p "Hello" --tokenize </dev/null \
+		>"$tmp/stdout" 2>"$tmp/stderr"; then
+		echo "ok $n - $bin: control run with a valid model"
+	else
+		echo "not ok $n - $bin: control run with a valid model failed"
+		sed 's/^/#   /' "$tmp/stderr" | head -20
+		failed=$((failed + 1))
+	fi
+
+	# usage errors: status 2, before anything is loaded
+	check "no arguments" 2 "no model given" --
+	check "-t 0" 2 "--threads" -- "${m[@]}" -t 0 -p hi
+	check "-t abc" 2 "'abc'" -- "${m[@]}" -t abc -p hi
+	check "-t 2x" 2 "--threads" -- "${m[@]}" -t 2x -p hi
+	check "-n x" 2 "--n-predict" -- "${m[@]}" -n x -p hi
+	check "-n -2" 2 "--n-predict" -- "${m[@]}" -n -2 -p hi
+	check "-c 0" 2 "--ctx-size" -- "${m[@]}" -c 0 -p hi
+	check "-s -1" 2 "--seed" -- "${m[@]}" -s -1 -p hi
+	check "--temp -1" 2 "--temp" -- "${m[@]}" --temp -1 -p hi
+	check "--temp nan" 2 "--temp" -- "${m[@]}" --temp nan -p hi
+	check "--top-p 2" 2 "--top-p" -- "${m[@]}" --top-p 2 -p hi
+	check "--min-p 1.5" 2 "--min-p" -- "${m[@]}" --min-p 1.5 -p hi
+	check "--repeat-penalty 0" 2 "--repeat-penalty" -- "${m[@]}" --repeat-penalty 0 -p hi
+	check "--top-k -1" 2 "--top-k" -- "${m[@]}" --top-k -1 -p hi
+	check "--tier bogus" 2 "unknown tier 'bogus'" -- "${m[@]}" --tier bogus -p hi
+	check "unknown flag" 2 "unknown option '--bogus'" -- "${m[@]}" --bogus -p hi
+	check "unknown short flag" 2 "unknown option" -- "${m[@]}" -Z -p hi
+	check "missing value (short)" 2 "needs a value" -- "${m[@]}" -p
+	check "missing value (long)" 2 "needs a value" -- "${m[@]}" -p hi --temp
+	check "-p and -f" 2 "not both" -- "${m[@]}" -p hi -f "$tmp/prompt.txt"
+	check "stray argument" 2 "unexpected argument" -- "${m[@]}" -p hi extra
+	check "STRATA_KERNELS bogus" 2 "STRATA_KERNELS" STRATA_KERNELS=bogus -- \
+		"${m[@]}" -p hi
+
+	# runtime errors: status 1 with the reason
+	check "missing model" 1 "$tmp/none.gguf" -- -m "$tmp/none.gguf" -p hi
+	check "model is a directory" 1 "not a regular file" -- -m "$tmp/dir.gguf" -p hi
+	check "empty model file" 1 "empty.gguf" -- -m "$tmp/empty.gguf" -p hi
+	check "text file as model" 1 "bad magic" -- -m "$tmp/text.gguf" -p hi
+	check "bad magic" 1 "bad magic" -- -m "$tmp/bad-magic.gguf" -p hi
+	check "GGUF version 1" 1 "version 1" -- -m "$tmp/version1.gguf" -p hi
+	check "truncated in the header" 1 "trunc-header.gguf: offset 0x" -- \
+		-m "$tmp/trunc-header.gguf" -p hi
+	check "truncated in the data" 1 "extends past end of file" -- \
+		-m "$tmp/trunc-data.gguf" -p hi
+	check "empty prompt" 1 "empty prompt" -- "${m[@]}" -p ""
+	check "no prompt" 1 "empty prompt" -- "${m[@]}"
+	check "empty prompt file" 1 "empty prompt" -- "${m[@]}" -f "$tmp/empty.gguf"
+	check "missing prompt file" 1 "$tmp/none.txt" -- "${m[@]}" -f "$tmp/none.txt"
+	check "--perplexity missing file" 1 "$tmp/none.txt" -- \
+		"${m[@]}" --perplexity "$tmp/none.txt"
+	check "--stats-json in a missing dir" 1 "$tmp/no/such/s.json" -- \
+		"${m[@]}" "${gen[@]}" --stats-json "$tmp/no/such/s.json"
+	check "--stats-json is a directory" 1 "$tmp/dir.gguf" -- \
+		"${m[@]}" "${gen[@]}" --stats-json "$tmp/dir.gguf"
+	check "--dump-logits in a missing dir" 1 "$tmp/no/such/l.bin" -- \
+		"${m[@]}" "${gen[@]}" --dump-logits "$tmp/no/such/l.bin"
+done
+
+echo "$((n - failed))/$n passed"
+[ "$failed" -eq 0 ]

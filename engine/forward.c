@@ -138,6 +138,11 @@ static int state_init(struct engine *e, char *err, size_t errlen)
 	s->bg = xcalloc((size_t)(nb * hp->n_ff), sizeof(float));
 	s->bu = xcalloc((size_t)(nb * hp->n_ff), sizeof(float));
 	s->btmp = xcalloc((size_t)(nb * hp->n_embd), sizeof(float));
+	s->bact_stride = kern_act_bytes(KT_Q8_K, big);
+	if (kern_act_bytes(KT_Q8_A, big) > s->bact_stride)
+		s->bact_stride = kern_act_bytes(KT_Q8_A, big);
+	s->bact_stride = (s->bact_stride + 63) / 64 * 64;
+	s->bact = xcalloc((size_t)nb, s->bact_stride);
 
 	e->thr = xcalloc((size_t)e->n_threads, sizeof(*e->thr));
 	for (int i = 0; i < e->n_threads; i++) {
@@ -161,6 +166,7 @@ static void state_destroy(struct engine *e)
 	free(s->hb); free(s->g); free(s->u); free(s->tmp);
 	free(s->bx); free(s->bxn); free(s->bq); free(s->bk); free(s->bv);
 	free(s->batt); free(s->bg); free(s->bu); free(s->btmp);
+	free(s->bact);
 	for (int i = 0; e->thr && i < e->n_threads; i++) {
 		free(e->thr[i].xn);
 		free(e->thr[i].act[ACT_Q8A]);
@@ -452,6 +458,61 @@ static void gemm_w(struct engine *e, uint32_t type, const void *w,
 	}
 }
 
+/*
+ * The int8 path for quantized W: every token's row of X is quantized once
+ * into the weight type's activation format, then W is swept in tiles of
+ * rows small enough to stay in L1 (~24 KiB) while every token of the batch
+ * is multiplied with the tile by the decode matvec kernel. Weights are
+ * read from memory once per batch, arithmetic is VNNI int8 as in decode.
+ */
+static void matmul_q8(struct engine *e, uint32_t type, const void *w,
+		      size_t row_bytes, int64_t n_rows, int64_t k,
+		      const float *x, int64_t nb, float *y, int64_t ldy)
+{
+	const struct kern_type_info *ti = kern_type_info(type);
+	const kern_quantize_act_fn quant = kern_quantize_act(ti->act_type);
+	const kern_matvec_fn mv = kern_ops(type)->matvec;
+	const kern_matmul_fn mm = kern_ops(type)->matmul;
+	struct engine_state *s = &e->st;
+	int64_t tile = (int64_t)(24576 / row_bytes) / 4 * 4;
+
+	if (tile < 4)
+		tile = 4;
+	const int64_t n_tiles = (n_rows + tile - 1) / tile;
+#pragma omp parallel num_threads(e->n_threads)
+	{
+#pragma omp for schedule(static)
+		for (int64_t i = 0; i < nb; i++)
+			quant(x + i * k, (char *)s->bact + i * s->bact_stride, k);
+#pragma omp for schedule(static)
+		for (int64_t tl = 0; tl < n_tiles; tl++) {
+			int64_t r0 = tl * tile;
+			int64_t r1 = r0 + tile < n_rows ? r0 + tile : n_rows;
+			if (mm)
+				mm(w, row_bytes, s->bact, s->bact_stride, y, ldy, k,
+				   r0, r1, nb);
+			else
+				for (int64_t i = 0; i < nb; i++)
+					mv(w, row_bytes,
+					   (char *)s->bact + i * s->bact_stride,
+					   y + i * ldy, k, r0, r1);
+		}
+	}
+}
+
+/* Y[nb][ldy] = X[nb][k] . W^T by the configured path */
+static void matmul(struct engine *e, uint32_t type, const void *w,
+		   size_t row_bytes, int64_t n_rows, int64_t k, const float *x,
+		   int64_t nb, float *y, int64_t ldy)
+{
+	uint32_t act = kern_type_info(type)->act_type;
+
+	if (!e->cfg.prefill_blas && (act == KT_Q8_A || act == KT_Q8_K))
+		matmul_q8(e, type, w, row_bytes, n_rows, k, x, nb, y, ldy);
+	else
+		gemm_w(e, type, w, row_bytes, n_rows, k, x, nb, y, ldy);
+}
+
 /* rows of X normalized with w into XN, all [nb][n] */
 static void rmsnorm_rows(struct engine *e, float *xn, const float *x,
 			 const float *w, int64_t nb, int64_t n)
@@ -461,13 +522,13 @@ static void rmsnorm_rows(struct engine *e, float *xn, const float *x,
 		ops_rmsnorm(xn + i * n, x + i * n, w, n, e->model.hp.rms_eps);
 }
 
-/* gemm_w with layer l's tensor `which` (w: the layer's acquired pointers) */
+/* matmul with layer l's tensor `which` (w: the layer's acquired pointers) */
 static void gemm_layer(struct engine *e, int32_t l, int which,
 		       const void *const *w, const float *x, int64_t nb,
 		       float *y, int64_t ldy)
 {
 	const struct gguf_tensor *t = TENSOR(l, which);
-	gemm_w(e, t->type, w[which], t->row_bytes, t->n_rows, t->ne[0], x, nb,
+	matmul(e, t->type, w[which], t->row_bytes, t->n_rows, t->ne[0], x, nb,
 	       y, ldy);
 }
 
@@ -536,7 +597,7 @@ static int prefill_batch(struct engine *e, const int32_t *tokens, int32_t nb,
 	int32_t first = all_logits ? 0 : nb - 1;
 	int32_t n_out = nb - first;
 	rmsnorm_rows(e, s->bxn, s->bx + (int64_t)first * d, w[0], n_out, d);
-	gemm_w(e, to->type, w[1], to->row_bytes, hp->n_vocab, d, s->bxn, n_out,
+	matmul(e, to->type, w[1], to->row_bytes, hp->n_vocab, d, s->bxn, n_out,
 	       logits, hp->n_vocab);
 	memtier_release(&e->mt, (uint32_t)hp->n_layer);
 	return 0;

@@ -26,6 +26,11 @@ struct engine_config {
 	int n_threads;   /* <= 0: all online CPUs */
 	int32_t n_ctx;   /* <= 0: min(training context, 4096) */
 	int32_t n_batch; /* prompt tokens per prefill step; <= 0: 128 */
+	/* prefill products of quantized weights: false = int8 path (the
+	 * decode kernels swept over row tiles x all batch tokens, activations
+	 * quantized like llama.cpp's); true = dequantized tiles x OpenBLAS
+	 * SGEMM. Float weights always use SGEMM. */
+	bool prefill_blas;
 	struct memtier_config mt;
 };
 
@@ -48,6 +53,8 @@ struct engine_state {
 	float *tmp; /* [max(n_embd, n_vocab)] */
 	/* prefill activations, [n_batch][...] */
 	float *bx, *bxn, *bq, *bk, *bv, *batt, *bg, *bu, *btmp;
+	void *bact;          /* [n_batch] quantized activations */
+	size_t bact_stride;  /* bytes per token in bact */
 };
 
 struct engine_stats {

@@ -2,10 +2,11 @@
  * kern.c - type traits, ISA selection and dispatch, scalar half/bfloat16
  * conversions.
  *
- * Global state: one dispatch table per ISA (kern_tables) and the index of
- * the active one (kern_active). Both are written only by kern_init(), which
- * the program calls once from main before any thread uses a kernel; after
- * that they are read-only, so every lookup below is thread-safe.
+ * Global state: one dispatch table per ISA this CPU runs (kern_tables,
+ * kern_built) and the index of the active one (kern_active). They are
+ * written only by kern_init(), which the program calls once from main
+ * before any thread uses a kernel; after that they are read-only, so every
+ * lookup below is thread-safe.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@ static const struct kern_type_info kern_types[KT_COUNT] = {
 };
 
 static struct kern_table kern_tables[KERN_ISA_COUNT];
+static int kern_built[KERN_ISA_COUNT]; /* 1: the CPU runs it, table built */
 static int kern_active = -1; /* enum kern_isa once kern_init succeeded */
 
 const struct kern_type_info *kern_type_info(uint32_t type)
@@ -142,9 +144,11 @@ int kern_init(void)
 			isa--;
 	}
 	/* tables of every ISA this CPU runs, so tests can compare them */
-	for (int i = 0; i < KERN_ISA_COUNT; i++)
-		if (kern_isa_supported(i))
+	for (int i = 0; i < KERN_ISA_COUNT; i++) {
+		kern_built[i] = kern_isa_supported(i);
+		if (kern_built[i])
 			kern_build_table(i, &kern_tables[i]);
+	}
 	kern_active = isa;
 	return isa;
 }
@@ -157,8 +161,7 @@ enum kern_isa kern_isa_active(void)
 /* The table of an ISA, or NULL before kern_init or if the CPU lacks it. */
 static const struct kern_table *kern_table_of(enum kern_isa isa)
 {
-	if (kern_active < 0 || (unsigned)isa >= KERN_ISA_COUNT ||
-	    !kern_isa_supported(isa))
+	if ((unsigned)isa >= KERN_ISA_COUNT || !kern_built[isa])
 		return NULL;
 	return &kern_tables[isa];
 }

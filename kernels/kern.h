@@ -55,9 +55,25 @@ typedef void (*kern_matvec_fn)(const void *w, size_t row_bytes,
 /* quantize n floats (n a multiple of the act block) into an activation */
 typedef void (*kern_quantize_act_fn)(const float *x, void *dst, int64_t n);
 
+/*
+ * Batched product for prefill: for t < n_tok and r in [r0, r1)
+ *   y[t * ldy + r] = dot(row r of w, activation t)
+ * where activation t starts at (const char *)act + t * act_stride. The
+ * result equals n_tok matvec calls up to float summation order; the point
+ * is that each weight block is loaded and unpacked once for several
+ * tokens (register tiles of rows x tokens), so prefill is bound by int8
+ * arithmetic, not by re-unpacking weights. Callers pass row tiles small
+ * enough to stay in L1/L2 and a whole batch of tokens.
+ */
+typedef void (*kern_matmul_fn)(const void *w, size_t row_bytes,
+			       const void *act, size_t act_stride, float *y,
+			       int64_t ldy, int64_t n, int64_t r0, int64_t r1,
+			       int64_t n_tok);
+
 struct kern_ops {
 	kern_dequant_fn dequant;
 	kern_matvec_fn matvec;
+	kern_matmul_fn matmul; /* NULL: callers loop matvec over tokens */
 };
 
 /* Pick the ISA once (cpuid, or STRATA_KERNELS). Returns the chosen ISA, or

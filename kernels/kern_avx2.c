@@ -17,8 +17,8 @@
  * (q32_singles). Block scales are read 8 at a time per row with scalar
  * loads (AVX2 gathers are slow on Zen), multiplied by the activation
  * scales into a small stack array and broadcast from there, which costs a
- * load rather than an ALU op. Four rows share each activation load; each
- * row is prefetched PF_BYTES ahead.
+ * load rather than an ALU op. Four rows share each activation load; a
+ * later pass's rows are prefetched while a pass runs (kern_prefetch_ahead).
  */
 #include <immintrin.h>
 #include <string.h>
@@ -26,7 +26,6 @@
 #include "kernels/kern_impl.h"
 
 #define MV_ROWS 4 /* rows computed together */
-#define PF_BYTES 1024 /* software prefetch distance along each row */
 
 /* ---- float types ------------------------------------------------------- */
 
@@ -61,6 +60,7 @@ mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 	      const float *x, float *y, int64_t n)
 {
 	const size_t es = type == KT_F32 ? 4 : 2;
+	const size_t ahead = kern_prefetch_ahead(R, row_bytes);
 	__m256 acc[MV_ROWS][2];
 	int64_t i = 0;
 
@@ -75,7 +75,8 @@ mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 		for (int r = 0; r < R; r++) {
 			const uint8_t *p = w + r * row_bytes + i * es;
 
-			_mm_prefetch((const char *)p + PF_BYTES, _MM_HINT_T0);
+			/* the same bytes of a later pass's rows */
+			_mm_prefetch((const char *)p + ahead, _MM_HINT_T0);
 			acc[r][0] = _mm256_fmadd_ps(load_w8(type, p), x0,
 						    acc[r][0]);
 			acc[r][1] = _mm256_fmadd_ps(load_w8(type, p + 8 * es),
@@ -293,11 +294,9 @@ q32_singles(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 
 		#pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
-			const uint8_t *p = w + r * row_bytes + (b0 + j) * ts;
-			__m256i D;
-
-			_mm_prefetch((const char *)p + PF_BYTES, _MM_HINT_T0);
-			D = block_dot(type, p, A, corr);
+			__m256i D = block_dot(type,
+					      w + r * row_bytes + (b0 + j) * ts,
+					      A, corr);
 
 			acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D),
 						 _mm256_broadcast_ss(&sc[r][j]),
@@ -336,7 +335,6 @@ q32_pairs(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 			__m256i v, P;
 			__m256 S;
 
-			_mm_prefetch((const char *)wq + j * ts + PF_BYTES, _MM_HINT_T0);
 			v = _mm256_loadu2_m128i((const __m128i *)(wq + j1 * ts),
 						(const __m128i *)(wq + j * ts));
 			/* |sum of 4 (u - off) a| <= 4 * 15 * 127: no overflow */
@@ -361,7 +359,7 @@ q32_pairs(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 /* One group of nblk <= 8 blocks from block b0 for R rows into acc[r]. */
 static inline __attribute__((always_inline)) void
 q32_group(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
-	  const uint8_t *act, int64_t b0, int nblk, __m256 *acc)
+	  const uint8_t *act, int64_t b0, int nblk, size_t ahead, __m256 *acc)
 {
 	const size_t ts = type_size(type);
 	const int as = sizeof(struct block_q8_a);
@@ -375,13 +373,21 @@ q32_group(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 			ag + offsetof(struct block_q8_a, s), as, nblk));
 	#pragma GCC unroll 4
 	for (int r = 0; r < R; r++) {
+		const uint8_t *wr = w + r * row_bytes + b0 * ts;
+		/* the group's lines in a later pass's rows (a prefetch never
+		 * faults) */
+		uintptr_t pf = (uintptr_t)wr + ahead;
 		/* d (and m beside it) of 8 blocks; lanes past nblk are 0 */
-		__m256i g = load_heads(w + r * row_bytes + b0 * ts, (int)ts, nblk);
+		__m256i g = load_heads(wr, (int)ts, nblk);
 		__m128i lo = _mm256_castsi256_si128(g);
 		__m128i hi = _mm256_extracti128_si256(g, 1);
 		const __m128i low16 = _mm_set1_epi32(0xffff);
 		__m256 dw = _mm256_cvtph_ps(_mm_packus_epi32(
 			_mm_and_si128(lo, low16), _mm_and_si128(hi, low16)));
+
+		for (size_t o = 0; o < nblk * ts; o += 64)
+			_mm_prefetch((const char *)(pf + o), _MM_HINT_T0);
+		_mm_prefetch((const char *)(pf + nblk * ts - 1), _MM_HINT_T0);
 
 		if (has_min(type))
 			acc[r] = _mm256_fmadd_ps(
@@ -401,6 +407,7 @@ static inline __attribute__((always_inline)) void
 mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 	    const uint8_t *act, float *y, int64_t nb)
 {
+	const size_t ahead = kern_prefetch_ahead(R, row_bytes);
 	__m256 acc[MV_ROWS];
 	int64_t b0 = 0;
 
@@ -408,9 +415,10 @@ mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 	for (int r = 0; r < R; r++)
 		acc[r] = _mm256_setzero_ps();
 	for (; b0 + 8 <= nb; b0 += 8)
-		q32_group(type, R, w, row_bytes, act, b0, 8, acc);
+		q32_group(type, R, w, row_bytes, act, b0, 8, ahead, acc);
 	if (b0 < nb)
-		q32_group(type, R, w, row_bytes, act, b0, (int)(nb - b0), acc);
+		q32_group(type, R, w, row_bytes, act, b0, (int)(nb - b0),
+			  ahead, acc);
 	#pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
 		y[r] = hsum8(acc[r]);

@@ -37,6 +37,21 @@ void kern_fill_avx512(struct kern_table *t);
 void kern_fill_avx2_k(struct kern_table *t);
 void kern_fill_avx512_k(struct kern_table *t);
 
+/* How far ahead a matvec that works on `rows` rows at a time prefetches,
+ * in bytes: whole passes of rows, so the target is the same offset in a
+ * later row, and at least KERN_PREFETCH_MIN bytes, so that short rows are
+ * still fetched in time. The rows of a pass are separate short streams,
+ * which the hardware prefetcher alone follows poorly. */
+#ifndef KERN_PREFETCH_MIN
+#define KERN_PREFETCH_MIN 8192
+#endif
+static inline size_t kern_prefetch_ahead(int rows, size_t row_bytes)
+{
+	size_t pass = (size_t)rows * row_bytes;
+
+	return pass ? (KERN_PREFETCH_MIN + pass - 1) / pass * pass : 0;
+}
+
 /* Unpack the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K
  * block's scales[12] (shared by all ISA files). */
 static inline void kern_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d,

@@ -347,8 +347,9 @@ static void pack_nibbles(const int q[32], uint8_t qs[16], uint8_t qh[4])
 			qh[i] = (uint8_t)(h >> 8 * i);
 }
 
-/* q = min(qmax, (int)(x * id + bias)): ggml's truncating round after
- * adding the offset plus one half. */
+/* q = min(qmax, (int)((x - sub) * id + bias)): ggml's truncating round
+ * after adding the offset plus one half. (ggml's q5_1 leaves out the min;
+ * it only matters if rounding pushes (x - min) * id past 31.5.) */
 static void quantize_ints(const float *x, float sub, float id, float bias,
 			  int qmax, int q[32])
 {

@@ -268,7 +268,10 @@ static void quantize_q8_k(const float *x, void *dst, int64_t n)
  * from the min/max grid, then try nstep + 1 grids with nmax stretched by
  * rmin + rdelta * is and keep the weighted least-squares (scale, min) of
  * whichever rounding gives the smallest weighted squared error. The
- * minimum is never allowed above zero. Returns the scale.
+ * minimum is never allowed above zero. Returns the scale. The order of
+ * every float operation is ggml's (w * (diff * diff), not (w * diff) *
+ * diff): the search compares errors, so a different rounding picks a
+ * different grid now and then and the bytes stop matching ggml's.
  */
 static float fit_scale_min(int n, int nmax, const float *x, const float *w,
 			   uint8_t *L, float *the_min, float rmin, float rdelta,
@@ -295,7 +298,7 @@ static float fit_scale_min(int n, int nmax, const float *x, const float *w,
 	for (int i = 0; i < n; i++) {
 		L[i] = round_clamp(iscale * (x[i] - lo), 0, nmax);
 		float diff = scale * L[i] + lo - x[i];
-		best += w[i] * diff * diff;
+		best += w[i] * (diff * diff);
 	}
 	for (int is = 0; is <= nstep; is++) {
 		float sum_l = 0, sum_l2 = 0, sum_xl = 0;
@@ -319,7 +322,7 @@ static float fit_scale_min(int n, int nmax, const float *x, const float *w,
 		float err = 0;
 		for (int i = 0; i < n; i++) {
 			float diff = s * Lt[i] + m - x[i];
-			err += w[i] * diff * diff;
+			err += w[i] * (diff * diff);
 		}
 		if (err < best) {
 			memcpy(L, Lt, n);

@@ -24,11 +24,14 @@ Arithmetic is float64 by default (float32 with --f32).  Two optional
 "emulation" switches reproduce what a llama.cpp-style engine does on purpose,
 so that the size of the engine-vs-reference difference can be calibrated
 honestly rather than guessed (see ref_check.py):
-    act_q8  - round every matmul input to 8-bit blocks of 32 (Q8_0/Q8_1
-              style: d = amax/127 stored as fp16, q = round(x/d)), as the
-              quantized matvec kernels do in decode;
+    act_q8  - round matmul inputs to 8-bit blocks of 32 (Q8_0/Q8_1 style:
+              d = amax/127, q = round(x/d)) as quantized dot kernels do:
+              "decode" for single-token steps only, "all" for every
+              position; q8_scale picks an fp16 (ggml) or float32 scale;
     kv_f16  - store K/V (and round Q) to float16, as llama.cpp's default
               F16 KV cache does.
+Speed: SmolLM2-135M loads (dequantizes) in ~4 s; a prompt plus 64 greedy
+tokens takes 2-5 s, a teacher-forced score() of the same about 1 s.
 
 Usage as a program (token ids in, ids/text out):
     ref_forward.py -m MODEL --ids 1,2,3 -n 64 [--show-text] [--dump-logits F]
@@ -63,6 +66,55 @@ def _field(reader, key, default=None):
     return f.contents()
 
 
+class Vocab:
+    """Just what the checks need from the file's tokenizer: special ids, the
+    end-of-generation set and detokenization (for display and sanity
+    checks; the reference never tokenizes - it takes ids)."""
+
+    def __init__(self, reader):
+        r = reader
+        self.tokens = _field(r, "tokenizer.ggml.tokens", [])
+        self.types = _field(r, "tokenizer.ggml.token_type", [])
+        self.model = _field(r, "tokenizer.ggml.model", "llama")
+        self.add_bos = bool(_field(r, "tokenizer.ggml.add_bos_token",
+                                   self.model == "llama"))
+        self.bos_id = _field(r, "tokenizer.ggml.bos_token_id")
+        self.eos_id = _field(r, "tokenizer.ggml.eos_token_id")
+        self.eot_id = _field(r, "tokenizer.ggml.eot_token_id")
+
+    def eog_ids(self):
+        ids = {i for i in (self.eos_id, self.eot_id) if i is not None}
+        ids |= {i for i, s in enumerate(self.tokens) if s in EOG_TEXTS}
+        return sorted(ids)
+
+    def detokenize(self, ids, special=True):
+        """Text of ids; special=False drops control tokens (type 3) the way
+        llama.cpp prints them by default.  Invalid UTF-8 becomes U+FFFD."""
+        bs = bytearray()
+        inv = _byte_decoder() if self.model == "gpt2" else None
+        for i in ids:
+            if not special and i < len(self.types) and self.types[i] == 3:
+                continue
+            s = self.tokens[i]
+            if inv is not None:
+                for ch in s:
+                    if ch in inv:
+                        bs.append(inv[ch])
+                    else:
+                        bs += ch.encode("utf-8")
+            elif len(s) == 6 and s.startswith("<0x") and s.endswith(">"):
+                bs.append(int(s[3:5], 16))
+            else:
+                bs += s.replace("\u2581", " ").encode("utf-8")
+        return bs.decode("utf-8", errors="replace")
+
+
+def load_vocab(path):
+    if gguf is None:
+        raise RuntimeError("python package 'gguf' is not installed")
+    return Vocab(gguf.GGUFReader(path))
+
+
 class RefModel:
     """A llama-architecture model with an incremental KV cache.
 
@@ -72,7 +124,7 @@ class RefModel:
     """
 
     def __init__(self, path, dtype=np.float64, act_q8=None, kv_f16=False,
-                 max_ctx=4096):
+                 max_ctx=4096, q8_scale="f16"):
         if gguf is None:
             raise RuntimeError("python package 'gguf' is not installed")
         self.dtype = dtype
@@ -82,6 +134,7 @@ class RefModel:
         # (an engine that prefills with float GEMM and decodes with Q8 dots)
         self.act_q8 = "all" if act_q8 is True else (act_q8 or None)
         self.kv_f16 = kv_f16
+        self.q8_scale = q8_scale
         r = gguf.GGUFReader(path)
         arch = _field(r, "general.architecture")
         if arch != "llama":
@@ -100,13 +153,11 @@ class RefModel:
         if _field(r, p + "rope.scaling.type") not in (None, "none"):
             raise ValueError(f"{path}: RoPE scaling is not supported here")
 
-        self.tokens = _field(r, "tokenizer.ggml.tokens", [])
-        self.tok_model = _field(r, "tokenizer.ggml.model", "llama")
-        self.add_bos = bool(_field(r, "tokenizer.ggml.add_bos_token",
-                                   self.tok_model == "llama"))
-        self.bos_id = _field(r, "tokenizer.ggml.bos_token_id")
-        self.eos_id = _field(r, "tokenizer.ggml.eos_token_id")
-        self.eot_id = _field(r, "tokenizer.ggml.eot_token_id")
+        names = {t.name for t in r.tensors}
+        if "rope_freqs.weight" in names:
+            raise ValueError(f"{path}: per-dimension RoPE factors "
+                             "(rope_freqs) are not supported here")
+        self.vocab = Vocab(r)
 
         w = {}
         for t in r.tensors:
@@ -134,9 +185,10 @@ class RefModel:
         self.n_past = 0
 
     def eog_ids(self):
-        ids = {i for i in (self.eos_id, self.eot_id) if i is not None}
-        ids |= {i for i, s in enumerate(self.tokens) if s in EOG_TEXTS}
-        return sorted(ids)
+        return self.vocab.eog_ids()
+
+    def detokenize(self, ids, special=True):
+        return self.vocab.detokenize(ids, special)
 
     # -- ops ---------------------------------------------------------------
     def _rmsnorm(self, x, wt):
@@ -144,13 +196,23 @@ class RefModel:
         return x / np.sqrt(ms + self.eps) * wt
 
     def _q8(self, x):
-        """Round rows of x to 8-bit blocks of 32 like ggml's quantize_row_q8."""
+        """Round rows of x to 8-bit blocks of 32 like ggml's quantize_row_q8:
+        d = amax/127, q = round(x * (1/d)) half away from zero, in float32.
+        The scale is kept as float16 (ggml's Q8_0/Q8_1) or float32
+        (q8_scale="f32", a format that stores a float scale).  Rounding
+        errors are a deterministic function of d, so emulating an engine
+        closely needs its exact scale format."""
         n, d = x.shape
         b = x.reshape(n, d // 32, 32).astype(np.float32)
         amax = np.max(np.abs(b), axis=-1, keepdims=True)
-        dd = (amax / 127.0).astype(np.float16).astype(np.float32)
-        inv = np.where(amax > 0, 127.0 / np.where(amax > 0, amax, 1), 0)
-        q = np.clip(np.round(b * inv), -127, 127)
+        dd = (amax / np.float32(127.0)).astype(np.float32)
+        with np.errstate(divide="ignore"):
+            inv = np.where(dd > 0, np.float32(1.0) / dd, np.float32(0.0))
+        y = b * inv.astype(np.float32)
+        q = np.clip(np.sign(y) * np.floor(np.abs(y) + np.float32(0.5)),
+                    -127, 127)
+        if self.q8_scale == "f16":
+            dd = dd.astype(np.float16).astype(np.float32)
         return (q * dd).reshape(n, d).astype(self.dtype)
 
     def _mm(self, x, wt):
@@ -279,8 +341,8 @@ class RefModel:
         nll, count, running = 0.0, 0, []
         for c in range(n_chunk):
             toks = list(ids[c * n_ctx:(c + 1) * n_ctx])
-            if self.add_bos:
-                toks[0] = self.bos_id
+            if self.vocab.add_bos:
+                toks[0] = self.vocab.bos_id
             self.reset()
             lg = self.forward(toks).astype(np.float64)[first:n_ctx - 1]
             tgt = np.asarray(ids[c * n_ctx + first + 1:(c + 1) * n_ctx])
@@ -290,27 +352,6 @@ class RefModel:
             count += len(tgt)
             running.append(float(np.exp(nll / count)))
         return (running[-1] if running else float("nan")), running
-
-    # -- text (display only) -----------------------------------------------
-    def detokenize(self, ids):
-        if self.tok_model == "gpt2":
-            inv = _byte_decoder()
-            bs = bytearray()
-            for i in ids:
-                for ch in self.tokens[i]:
-                    if ch in inv:
-                        bs.append(inv[ch])
-                    else:
-                        bs += ch.encode("utf-8")
-            return bs.decode("utf-8", errors="replace")
-        bs = bytearray()
-        for i in ids:
-            s = self.tokens[i]
-            if len(s) == 6 and s.startswith("<0x") and s.endswith(">"):
-                bs.append(int(s[3:5], 16))
-            else:
-                bs += s.replace("\u2581", " ").encode("utf-8")
-        return bs.decode("utf-8", errors="replace")
 
 
 def _byte_decoder():

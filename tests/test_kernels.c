@@ -1123,20 +1123,36 @@ static uint64_t fnv1a(const void *p, size_t n)
 	return h;
 }
 
-/* six blocks: plain, small, zero, all positive, one outlier, large */
+/* Blocks 0-5: plain, small, zero, all positive, one outlier, large; then
+ * pseudo-random blocks over nine decades with -30x outliers: enough
+ * blocks that a change in the order of the float operations of the scale
+ * search shows (one did, first at block 872). Exact in float, so the same
+ * on every IEEE machine. */
+#define KNOWN_K_BLOCKS 1024
 static void known_input_k(float *x, int n)
 {
 	static const float scale[] = { 1.0f, 0.01f, 0.0f, 1.0f, 1.0f, 1000.0f };
+	static const float decade[] = { 1e-4f, 1e-3f, 1e-2f, 0.1f, 1.0f,
+					10.0f, 100.0f, 1e3f, 1e4f };
+	uint32_t s = 12345;
 
 	for (int i = 0; i < n; i++) {
 		int b = i / QK_K;
 		float v = (float)((int)((i * 7919u) % 2001u) - 1000) / 256.0f;
 
-		if (b == 3)
-			v = 1.0f + (float)(i % 97) / 64.0f;
-		if (b == 4 && i % QK_K == 77)
-			v = -300.0f;
-		x[i] = v * scale[b % 6];
+		if (b < 6) {
+			if (b == 3)
+				v = 1.0f + (float)(i % 97) / 64.0f;
+			if (b == 4 && i % QK_K == 77)
+				v = -300.0f;
+			x[i] = v * scale[b];
+			continue;
+		}
+		s = s * 1664525u + 1013904223u;
+		v = (float)((int)(s >> 21) - 1024) / 256.0f;
+		if ((s >> 8) % 61 == 0)
+			v *= -30.0f;
+		x[i] = v * decade[b % 9];
 	}
 }
 
@@ -1150,21 +1166,21 @@ static void test_quantize_known_k(void **state)
 		uint32_t type;
 		uint64_t fnv;
 	} want[] = {
-		{ KT_Q4_K, 0xe326efc9ddf11e1bull },
-		{ KT_Q5_K, 0x9dd8e39d6408844dull },
-		{ KT_Q6_K, 0x267b7da9d7464ff5ull },
-		{ KT_Q8_K, 0x0812b41e81d51812ull },
+		{ KT_Q4_K, 0xaa8aeb336923f7d9ull },
+		{ KT_Q5_K, 0x1af05311f14ad408ull },
+		{ KT_Q6_K, 0xf011a8d9c28464cdull },
+		{ KT_Q8_K, 0x1e382885118f5217ull },
 	};
-	enum { N = 6 * QK_K };
-	float x[N];
-	uint8_t q[6 * sizeof(struct block_q8_k)];
+	enum { N = KNOWN_K_BLOCKS * QK_K };
+	float *x = xmalloc(N * sizeof(float));
+	uint8_t *q = xmalloc(KNOWN_K_BLOCKS * sizeof(struct block_q8_k));
 
 	(void)state;
 	known_input_k(x, N);
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
 		size_t nb = (size_t)kern_row_bytes(want[i].type, N);
 
-		memset(q, 0xa5, sizeof(q));
+		memset(q, 0xa5, nb);
 		if (want[i].type == KT_Q8_K)
 			kern_quantize_act_isa(KERN_ISA_REF, KT_Q8_K)(x, q, N);
 		else
@@ -1177,7 +1193,7 @@ static void test_quantize_known_k(void **state)
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
 		const struct kern_type_info *ti = kern_type_info(want[i].type);
 
-		memset(q, 0xa5, sizeof(q));
+		memset(q, 0xa5, ti->type_size);
 		if (want[i].type == KT_Q8_K)
 			kern_quantize_act_isa(KERN_ISA_REF, KT_Q8_K)(x + 2 * QK_K,
 								     q, QK_K);
@@ -1205,6 +1221,8 @@ static void test_quantize_known_k(void **state)
 	}
 	assert_int_equal(kern_quantize_row(KT_Q5_K, x, q, 255), -EINVAL);
 	assert_int_equal(kern_quantize_row(KT_Q6_K, x, q, -256), -EINVAL);
+	free(x);
+	free(q);
 }
 
 /* Q8_K activations of every ISA are bit-identical to the reference
@@ -1240,6 +1258,40 @@ static void test_isa_quantize_q8_k_exact(void **state)
 	}
 }
 
+/* K-quant dequantization of every ISA rounds exactly as the reference
+ * (product, then difference), on quantized rows and raw random blocks,
+ * misaligned. */
+static void test_isa_dequant_k_exact(void **state)
+{
+	static const uint32_t types[] = { KT_Q4_K, KT_Q5_K, KT_Q6_K };
+	int isa = isa_or_skip(state);
+
+	rng_state = 6;
+	for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+		const struct kern_ops *ref = kern_ops_isa(KERN_ISA_REF, types[t]);
+		const struct kern_ops *ops = kern_ops_isa(isa, types[t]);
+
+		for (size_t l = 0; l < sizeof(block_lens) / sizeof(block_lens[0]); l++) {
+			int64_t n = block_lens[l] * QK_K;
+			size_t rb = (size_t)kern_row_bytes(types[t], n);
+			uint8_t *wbuf = xmalloc(rb + 8), *w = wbuf + misaligns[l % 3];
+			float *d0 = xmalloc((size_t)n * sizeof(float));
+			float *d1 = xmalloc((size_t)n * sizeof(float));
+
+			fill_row(case_of(types[t]), w, n, l % 2);
+			ref->dequant(w, d0, n);
+			ops->dequant(w, d1, n);
+			if (memcmp(d0, d1, (size_t)n * sizeof(float)))
+				fail_msg("%s %s dequant n=%lld differs from the reference",
+					 kern_isa_name(isa), tname(types[t]),
+					 (long long)n);
+			free(wbuf);
+			free(d0);
+			free(d1);
+		}
+	}
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -1271,6 +1323,8 @@ int main(void)
 		cmocka_unit_test(test_quantize_known_k),
 		ISA_TEST(test_isa_quantize_q8_k_exact, KERN_ISA_AVX2),
 		ISA_TEST(test_isa_quantize_q8_k_exact, KERN_ISA_AVX512),
+		ISA_TEST(test_isa_dequant_k_exact, KERN_ISA_AVX2),
+		ISA_TEST(test_isa_dequant_k_exact, KERN_ISA_AVX512),
 		cmocka_unit_test(test_init),
 	};
 

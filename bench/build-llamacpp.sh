@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Build the llama.cpp peer that bench/vs-llamacpp.sh and
+# tests/fixtures/record_llamacpp.sh compare against, from the source
+# distribution of the PyPI package llama-cpp-python (its vendor/llama.cpp),
+# in the cache - never in this tree; none of its code is committed here.
+#
+#   bench/build-llamacpp.sh            fetch (pip), verify, unpack, build;
+#                                      skips each step already done
+#   bench/build-llamacpp.sh --print-bin  only print the bin dir; exit 1 with
+#                                      a message if it is not built
+#
+# The last line on stdout is the directory holding llama-bench etc.; all
+# progress goes to stderr.  env: STRATA_CACHE (default ~/.cache/strata),
+# JOBS (default nproc).
+set -euo pipefail
+
+VERSION=0.3.36
+SDIST=llama_cpp_python-$VERSION.tar.gz
+SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+# llama-cli and llama-server need LLAMA_BUILD_SERVER; llama-completion is
+# the plain text-completion tool, llama-debug dumps logits (fixtures).
+TARGETS=(llama-bench llama-perplexity llama-tokenize llama-quantize
+	llama-completion llama-debug)
+
+cache=${STRATA_CACHE:-$HOME/.cache/strata}
+dl=$cache/dl
+top=$cache/llama_cpp_python-$VERSION
+src=$top/vendor/llama.cpp
+bin=$src/build/bin
+
+say() { echo "build-llamacpp: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+built() {
+	local t
+	for t in "${TARGETS[@]}"; do
+		[[ -x $bin/$t ]] || return 1
+	done
+}
+
+if [[ ${1:-} == --print-bin ]]; then
+	built || die "llama.cpp is not built in $src (run bench/build-llamacpp.sh)"
+	echo "$bin"
+	exit 0
+elif [[ $# -gt 0 ]]; then
+	die "usage: $0 [--print-bin]"
+fi
+
+if built; then
+	say "already built: $bin"
+	echo "$bin"
+	exit 0
+fi
+
+for tool in cmake make g++ sha256sum tar; do
+	command -v "$tool" >/dev/null || die "'$tool' is missing (apt-get install cmake g++ make)"
+done
+
+# 1. the sdist, checked against the hash it was first recorded with
+mkdir -p "$dl"
+if [[ ! -f $dl/$SDIST ]]; then
+	say "downloading $SDIST with pip"
+	python3 -m pip download --no-deps --no-binary :all: \
+		"llama-cpp-python==$VERSION" -d "$dl" >&2 ||
+		die "pip download failed (network?); put $SDIST in $dl by hand"
+fi
+got=$(sha256sum "$dl/$SDIST" | cut -d' ' -f1)
+[[ $got == "$SHA256" ]] ||
+	die "$dl/$SDIST: sha256 $got, expected $SHA256 (remove it and retry)"
+
+# 2. unpack into a temporary directory, then rename: never a half tree
+if [[ ! -f $src/CMakeLists.txt ]]; then
+	say "unpacking into $top"
+	tmp=$(mktemp -d "$cache/.unpack.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
+	tar -xzf "$dl/$SDIST" -C "$tmp"
+	[[ -f $tmp/llama_cpp_python-$VERSION/vendor/llama.cpp/CMakeLists.txt ]] ||
+		die "$SDIST has no vendor/llama.cpp"
+	rm -rf "$top"
+	mv "$tmp/llama_cpp_python-$VERSION" "$top"
+fi
+
+# 3. configure and build only the tools we use
+say "configuring (Release, GGML_NATIVE=ON)"
+cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+	-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
+say "building ${TARGETS[*]} (this takes a while on 2 cores)"
+cmake --build "$src/build" -j "${JOBS:-$(nproc)}" --target "${TARGETS[@]}" >&2
+built || die "build finished but some of ${TARGETS[*]} are missing in $bin"
+say "built: $bin"
+echo "$bin"

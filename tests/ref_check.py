@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""End-to-end correctness of ./decode on SmolLM2-135M-Instruct (Q4_1) against
+two independent references:
+
+ 1. the numpy forward pass in tests/ref_forward.py (float64, weights
+    dequantized by the PyPI `gguf` package), run here on every `make test`;
+ 2. llama.cpp itself, through the fixtures recorded by
+    tests/fixtures/record_llamacpp.sh (greedy token ids, llama.cpp's own top-2
+    logits at each step, tokenization, perplexity of tests/fixtures/ppl.txt).
+
+For each fixture prompt: ./decode --tokenize must give llama.cpp's ids; then
+    ./decode -m MODEL -p P -n 64 --temp 0 --ignore-eos -t 2
+             --stats-json J --dump-logits L
+and the reference is run teacher-forced on the same ids (the prompt as one
+batch, then the 63 generated tokens as decode positions).  Teacher forcing
+gives the reference's logits for exactly the positions the engine evaluated,
+so logits are compared everywhere, and "the reference's argmax equals the
+engine's token at every step" is the same statement as "the reference's own
+greedy run produces the same 64 tokens" - but when the two part ways the
+check still knows by how much the reference preferred its own choice.
+
+Why tolerances and not bit equality - calibrated, not guessed:
+  * The engine, like llama.cpp, rounds the input of every matmul to 8-bit
+    blocks of 32 (in decode, and - as of this writing - in prefill too).
+    ref_forward.py can emulate that rounding (act_q8): on the 9 fixture
+    prompts x (prompt + 64) positions it moves the logits by max 0.9-2.9
+    (RMS 0.13-0.32 per prompt and phase) and the gap between the top two
+    logits by a median 0.06-0.12, max 1.0.  The engine measured max
+    0.9-2.1, RMS 0.15-0.30 against the float64 reference.  Hence TOL_MAX /
+    TOL_RMS below (about 1.4x the worst emulated case), applied to prompt and
+    decode positions separately.  (The emulation cannot reproduce the
+    engine's rounding bit for bit: one rounding decision that differs by
+    1e-7 perturbs later activations by ~1e-3 and so re-draws every later
+    rounding; the check compares with exact float64 and a calibrated band.)
+    What the band catches: RoPE base 1e4 instead of 1e5 gives RMS 1.2, the
+    NeoX (split-half) RoPE layout RMS 6.7.  What it cannot: errors below
+    the rounding noise (an RMS-norm eps of 1e-6 instead of 1e-5 moves logits
+    by 0.01; zeroing 32 rows of one V projection, RMS 0.33) - a float-
+    activation mode in the engine would be needed for that.
+  * Greedy tokens: a 4-bit 135M model often has two candidates within 0.05
+    logit of each other; there the 8-bit rounding, not correctness, picks the
+    token.  So: prompts marked strict in the fixture (chosen because every
+    top-2 gap on their path is >= 0.1 in float64, emulated-8-bit and
+    llama.cpp arithmetic alike) must give all 64 tokens identical to the
+    reference and to llama.cpp.  On the others, the engine may part from a
+    reference only at a near-tie: where the reference (or llama.cpp) prefers
+    its own token by at most TOL_TIE.  Every divergence is printed with its
+    margin, whether or not it fails the check.
+  * Perplexity: within 1% of llama.cpp's (which itself rounds activations to
+    8 bits in prefill; it lands 0.26% above the float64 reference) and of the
+    reference.
+
+Exit: 0 pass, 1 fail, 77 skip (model or python packages missing).
+env: STRATA_MODEL (required), STRATA_DECODE (default ./decode), THREADS (2).
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FIXTURE = os.path.join(HERE, "fixtures", "llamacpp_smollm2.json")
+PPL_TXT = os.path.join(HERE, "fixtures", "ppl.txt")
+
+TOL_MAX = 4.0           # max |d logit|, prompt or decode positions
+TOL_RMS = 0.45          # RMS d logit over prompt or decode positions
+TOL_TIE = 1.0           # a divergence is a near-tie if the other side's
+#                         choice led by at most this (emulated gap shifts
+#                         <= 1.0)
+TOL_PPL = 0.01          # relative
+
+
+def skip(why):
+    print(f"SKIP: {why}")
+    sys.exit(77)
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def run_decode(decode, args, what):
+    p = subprocess.run([decode] + args, capture_output=True, timeout=600)
+    if p.returncode != 0:
+        err = p.stderr.decode("utf-8", "replace")[-2000:]
+        raise RuntimeError(f"{what}: ./decode exited {p.returncode}:\n{err}")
+    return (p.stdout.decode("utf-8", "replace"),
+            p.stderr.decode("utf-8", "replace"))
+
+
+def parse_ids(out):
+    for line in reversed(out.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            return [int(x) for x in json.loads(line)]
+    raise RuntimeError(f"--tokenize printed no [ids] line: {out[-300:]!r}")
+
+
+def first_divergence(ours, theirs):
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if a != b:
+            return i
+    return None
+
+
+def main():
+    model = os.environ.get("STRATA_MODEL", "")
+    if not model or not os.path.isfile(model):
+        skip(f"STRATA_MODEL is not set or not a file ({model!r}); "
+             "run models/fetch-smollm2.sh")
+    try:
+        import numpy as np
+        sys.path.insert(0, HERE)
+        import ref_forward
+        if ref_forward.gguf is None:
+            raise ImportError("gguf")
+    except ImportError as e:
+        skip(f"python package missing ({e}); run make deps")
+    decode = os.environ.get("STRATA_DECODE", os.path.join(ROOT, "decode"))
+    if not os.access(decode, os.X_OK):
+        print(f"FAIL: {decode} is not built")
+        return 1
+    threads = os.environ.get("THREADS", "2")
+    fx = json.load(open(FIXTURE, encoding="utf-8"))
+    fails = []
+
+    def check(ok, msg):
+        if not ok:
+            fails.append(msg)
+            print(f"  FAIL {msg}")
+        return ok
+
+    msha = sha256(model)
+    if msha != fx["model"]["sha256"]:
+        print(f"FAIL: {model} has sha256 {msha}, the fixtures were recorded "
+              f"for {fx['model']['sha256']} ({fx['model']['file']})")
+        return 1
+
+    t0 = time.time()
+    ref = ref_forward.RefModel(model)
+    eog = ref.eog_ids()
+    print(f"reference: float64 numpy, {ref.n_layer} layers, loaded in "
+          f"{time.time() - t0:.1f}s; llama.cpp fixtures: "
+          f"{fx['llama_cpp']['version']}")
+    n_pred = fx["greedy"]["n_predict"]
+    rows = []
+    tmp = tempfile.mkdtemp(prefix="strata-ref-")
+    try:
+        for pr in fx["prompts"]:
+            name, text, strict = pr["name"], pr["text"], pr["strict"]
+            print(f"[{name}]{' (strict)' if strict else ''} {text!r}")
+            # -- tokenization: ours vs llama.cpp's ---------------------------
+            out, _ = run_decode(decode, ["-m", model, "-p", text,
+                                         "--tokenize"], name)
+            ids = parse_ids(out)
+            tok_ok = check(ids == pr["prompt_ids"],
+                           f"{name}: --tokenize {ids} != llama.cpp "
+                           f"{pr['prompt_ids']}")
+            # -- the engine ---------------------------------------------------
+            sj = os.path.join(tmp, name + ".json")
+            lg = os.path.join(tmp, name + ".f32")
+            text_out, _ = run_decode(decode, [
+                "-m", model, "-p", text, "-n", str(n_pred), "--temp", "0",
+                "--ignore-eos", "-t", threads, "--stats-json", sj,
+                "--dump-logits", lg], name)
+            st = json.load(open(sj))
+            P = st["tokens"]["prompt"]
+            G = st["tokens"]["generated"]
+            check(P == ids, f"{name}: prompt ids in --stats-json differ "
+                  "from --tokenize")
+            if not check(len(G) == n_pred,
+                         f"{name}: {len(G)} tokens generated, not {n_pred}"):
+                continue
+            L = np.fromfile(lg, dtype="<f4")
+            nv = ref.n_vocab
+            n_rows = len(P) + n_pred - 1
+            if not check(L.size % nv == 0 and L.size // nv in
+                         (n_rows, n_rows + 1),
+                         f"{name}: --dump-logits has {L.size / nv:g} rows, "
+                         f"expected {n_rows} (prompt + decoded positions)"):
+                continue
+            L = L.reshape(-1, nv)[:n_rows].astype(np.float64)
+            # -- the reference, teacher-forced on the same ids ---------------
+            R = ref.score(P, G).astype(np.float64)
+            d = np.abs(L - R)
+            n_p = len(P)
+            pre_max = float(d[:n_p].max())
+            pre_rms = float(np.sqrt(np.mean(d[:n_p] ** 2)))
+            dec_max = float(d[n_p:].max())
+            dec_rms = float(np.sqrt(np.mean(d[n_p:] ** 2)))
+            for what, mx, rms in (("prompt", pre_max, pre_rms),
+                                  ("decode", dec_max, dec_rms)):
+                check(mx <= TOL_MAX, f"{name}: {what} logits differ by "
+                      f"{mx:.3f} > {TOL_MAX}")
+                check(rms <= TOL_RMS, f"{name}: {what} logits RMS "
+                      f"difference {rms:.3f} > {TOL_RMS}")
+            # greedy choice of the reference at each step (EOG excluded, as
+            # --ignore-eos excludes it)
+            X = R[len(P) - 1:].copy()
+            X[:, eog] = -np.inf
+            best = X.argmax(axis=1)
+            lead = X.max(axis=1) - X[np.arange(n_pred), G]  # >= 0
+            k = next((i for i in range(n_pred) if best[i] != G[i]), None)
+            same_ref = n_pred if k is None else k
+            if k is not None:
+                worst = int(np.argmax(lead))
+                print(f"  vs reference: first divergence at token {k}: "
+                      f"ours {G[k]} {ref.detokenize([G[k]])!r}, reference "
+                      f"{best[k]} {ref.detokenize([int(best[k])])!r}, "
+                      f"reference prefers its own by {lead[k]:.3f}; largest "
+                      f"lead over our pick {lead[worst]:.3f} at {worst}")
+                if strict:
+                    check(False, f"{name}: strict prompt diverges from the "
+                          f"reference at token {k}")
+                else:
+                    check(lead.max() <= TOL_TIE,
+                          f"{name}: the reference preferred another token by "
+                          f"{lead.max():.3f} > {TOL_TIE} (not a near-tie)")
+            # -- llama.cpp's recorded greedy run ------------------------------
+            LG = pr["generated_ids"]
+            # (with other prompt ids the runs are not comparable; the
+            # tokenization failure above already counts)
+            j = first_divergence(G, LG) if tok_ok else None
+            same_ll = n_pred if j is None else j
+            ll_note = ""
+            if j is not None:
+                t2 = pr["top2"][j]
+                if t2 is None:
+                    ll_note = "llama.cpp margin unknown"
+                    margin = None
+                else:
+                    margin = t2[1] - t2[3]
+                    ll_note = f"llama.cpp margin {margin:.3f}"
+                print(f"  vs llama.cpp: first divergence at token {j}: ours "
+                      f"{G[j]} {ref.detokenize([G[j]])!r}, llama.cpp {LG[j]} "
+                      f"{ref.detokenize([LG[j]])!r}; {ll_note} (its pick "
+                      "over its runner-up)")
+                if strict:
+                    check(False, f"{name}: strict prompt diverges from "
+                          f"llama.cpp at token {j}")
+                elif margin is not None:
+                    check(margin <= TOL_TIE, f"{name}: llama.cpp was sure "
+                          f"(margin {margin:.3f} > {TOL_TIE}) at token {j}")
+                else:
+                    # llama.cpp's margin is unknown here (chat prompt): judge
+                    # by the reference's view of the same step
+                    # by the reference's view of the same fork (same ids
+                    # before it)
+                    gap = abs(X[j, LG[j]] - X[j, G[j]])
+                    check(gap <= TOL_TIE, f"{name}: divergence from "
+                          f"llama.cpp at token {j} is not a near-tie for the "
+                          f"reference either (gap {gap:.3f})")
+            rows.append((name, "yes" if strict else "no",
+                         "ok" if tok_ok else "DIFF", len(P),
+                         f"{same_ref}/{n_pred}",
+                         f"{same_ll}/{n_pred}" if tok_ok else "n/a",
+                         f"{pre_max:.2f}/{pre_rms:.2f}",
+                         f"{dec_max:.2f}/{dec_rms:.2f}"))
+            print(f"  out: {text_out[:70]!r}")
+
+        # -- perplexity -------------------------------------------------------
+        print("[perplexity] tests/fixtures/ppl.txt, -c "
+              f"{fx['perplexity']['n_ctx']}")
+        out, _ = run_decode(decode, ["-m", model, "-f", PPL_TXT, "--tokenize"],
+                            "ppl tokenize")
+        pids = parse_ids(out)
+        want = fx["ppl_tokens"]["ids"]
+        k = first_divergence(pids, want)
+        check(pids == want, f"ppl.txt tokenization differs from llama.cpp's "
+              f"({len(pids)} vs {len(want)} ids, first difference at "
+              f"{k if k is not None else min(len(pids), len(want))})")
+        n_ctx = fx["perplexity"]["n_ctx"]
+        out, err = run_decode(decode, ["-m", model, "--perplexity", PPL_TXT,
+                                       "-c", str(n_ctx), "-t", threads],
+                              "perplexity")
+        ours = None
+        for line in out.splitlines():
+            if line.startswith("perplexity:"):
+                ours = float(line.split(":")[1])
+        if not check(ours is not None, "--perplexity printed no "
+                     "'perplexity: X' line on stdout"):
+            ours = float("nan")
+        theirs = fx["perplexity"]["ppl"]
+        refp, running = ref.perplexity(want, n_ctx)
+        rel_ll = abs(ours - theirs) / theirs
+        rel_ref = abs(ours - refp) / refp
+        check(rel_ll <= TOL_PPL, f"perplexity {ours:.4f} vs llama.cpp "
+              f"{theirs:.4f}: {100 * rel_ll:.2f}% > {100 * TOL_PPL:.0f}%")
+        check(rel_ref <= TOL_PPL, f"perplexity {ours:.4f} vs reference "
+              f"{refp:.4f}: {100 * rel_ref:.2f}% > {100 * TOL_PPL:.0f}%")
+        chunk = ""
+        for line in err.splitlines():
+            if line.startswith("[1]"):
+                vals = [float(x.split("]")[1])
+                        for x in line.strip().strip(",").split(",")]
+                ll = fx["perplexity"]["running"]
+                if len(vals) == len(ll):
+                    worst = max(abs(a - b) / b for a, b in zip(vals, ll))
+                    chunk = (f"; per chunk (running) worst "
+                             f"{100 * worst:.2f}% from llama.cpp")
+        print(f"  ours {ours:.4f}, llama.cpp {theirs:.4f} "
+              f"({100 * rel_ll:+.2f}%), reference {refp:.4f} "
+              f"({100 * rel_ref:+.2f}%){chunk}")
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        print(f"FAIL: {e}")
+        return 1
+    finally:
+        for f in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, f))
+        os.rmdir(tmp)
+
+    # -- summary --------------------------------------------------------------
+    hdr = ("prompt", "strict", "tok", "P", "=ref", "=llama",
+           "prompt max/rms", "decode max/rms")
+    w = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(len(hdr))]
+    print()
+    print("  ".join(h.ljust(w[i]) for i, h in enumerate(hdr)))
+    for r in rows:
+        print("  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)))
+    print(f"(=ref / =llama: leading generated tokens identical; max/rms: "
+          f"|logit - float64 reference| at prompt / decode positions, "
+          f"tolerance {TOL_MAX} / {TOL_RMS})")
+    if fails:
+        print(f"ref_check: FAIL ({len(fails)}):")
+        for f in fails:
+            print(f"  {f}")
+        return 1
+    print(f"ref_check: PASS ({time.time() - t0:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

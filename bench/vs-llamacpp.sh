@@ -9,7 +9,8 @@
 # order flips every round, because this VM's speed drifts by 25% and more -
 # see MACHINE.md) and reports medians:
 #   llama.cpp: llama-bench -t T -p 0 -n 128 (tg128) and -p 128 -n 0 (pp128),
-#              -r 1 each (llama-bench adds its own warm-up run);
+#              -r LB_REPS each (default 3; llama-bench adds its own warm-up
+#              run; every repetition is one sample for the median);
 #   Strata:    ./decode -m F -t T --prompt-tokens 128 -n 128 --ignore-eos
 #              --temp 0 --stats-json J  (its prefill and decode figures).
 # DRAM roofline fraction = weight bytes read per token x tok/s / DRAM
@@ -39,6 +40,9 @@ types=("$@")
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "vs-llamacpp: bad -r '$rounds'" >&2; exit 2; }
 [[ $threads =~ ^[1-9][0-9]*$ ]] || { echo "vs-llamacpp: bad -t '$threads'" >&2; exit 2; }
 dram=${DRAM_GBPS:-73}
+lb_reps=${LB_REPS:-3}
+[[ $lb_reps =~ ^[1-9][0-9]*$ ]] || { echo "vs-llamacpp: bad LB_REPS '$lb_reps'" >&2; exit 2; }
+[[ $dram =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "vs-llamacpp: bad DRAM_GBPS '$dram'" >&2; exit 2; }
 
 die() { echo "vs-llamacpp: $*" >&2; exit 1; }
 
@@ -83,7 +87,7 @@ for ((r = 1; r <= rounds; r++)); do
 			else
 				for test in "-p 0 -n 128" "-p 128 -n 0"; do
 					# shellcheck disable=SC2086
-					"$bin/llama-bench" -m "$f" -t "$threads" $test -r 1 -o json \
+					"$bin/llama-bench" -m "$f" -t "$threads" $test -r "$lb_reps" -o json \
 						>"$work/lb.json" 2>"$work/err" ||
 						{ tail -5 "$work/err" >&2; die "llama-bench failed on $f"; }
 					python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); [print(json.dumps({"who":"theirs","type":sys.argv[2],"round":int(sys.argv[3]),"bench":e})) for e in d]' \
@@ -101,7 +105,7 @@ out=bench/results/vs-llamacpp-$stamp
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 ver=$("$bin/llama-bench" --version 2>&1 | head -n 1 || true)
 [[ -n $ver ]] || ver=$(strings "$bin/llama-bench" 2>/dev/null | grep -m1 -o 'build: [0-9a-f]*' || true)
-cmd="bench/vs-llamacpp.sh -r $rounds -t $threads ${types[*]}"
+cmd="LB_REPS=$lb_reps DRAM_GBPS=$dram bench/vs-llamacpp.sh -r $rounds -t $threads ${types[*]}"
 
 RAW=$raw OUT=$out CPU=$cpu VER=${ver:-unknown} CMD=$cmd DRAM=$dram \
 	ROUNDS=$rounds THREADS=$threads DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" \
@@ -159,7 +163,9 @@ L.append(f"- llama.cpp: {os.environ['VER']} (vendor/llama.cpp of the "
          "llama-cpp-python 0.3.36 sdist, bench/build-llamacpp.sh: Release, "
          "GGML_NATIVE=ON)")
 L.append(f"- command: `{os.environ['CMD']}`; {os.environ['ROUNDS']} rounds, "
-         "engines alternated, medians")
+         "engines alternated (order flipped each round), medians over all "
+         "samples (ours: one run per round; llama-bench: LB_REPS "
+         "repetitions per round)")
 L.append("- files: `models/mkmodel --shape tinyllama-1.1b --type TYPE` "
          "(synthetic weights, real shape)")
 L.append(f"- DRAM roofline: {dram:g} GB/s (DRAM_GBPS; default from MACHINE.md, "

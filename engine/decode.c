@@ -600,7 +600,8 @@ int main(int argc, char **argv)
 		}
 		int32_t cap = (int32_t)len + 8;
 		prompt = xmalloc((size_t)cap * sizeof(*prompt));
-		n_prompt = tokenizer_encode(&tok, text, len, tok.add_bos, o.chat,
+		/* special-token text in a prompt is parsed, as llama.cpp does */
+		n_prompt = tokenizer_encode(&tok, text, len, tok.add_bos, true,
 					    prompt, cap);
 		if (n_prompt < 0) {
 			fprintf(stderr, "error: cannot tokenize the prompt: %s\n",

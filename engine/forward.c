@@ -311,6 +311,19 @@ static int embed(struct engine *e, int32_t token, float *out)
 	return rc;
 }
 
+/*
+ * One token through the stack. Threads meet at five barriers per layer:
+ * after Q/K/V, after attention, after the output projection (+residual),
+ * after gate/up, after down (+residual). Between the first two, each
+ * thread owns whole KV-head groups: it ropes its K heads, writes them to
+ * the cache and attends with the query heads that read them, so no
+ * barrier is needed between RoPE and attention.
+ *
+ * Weights: thread 0 acquires layer l+1 at the start of layer l (one
+ * segment ahead, into the other half of a double-buffered pointer table)
+ * and releases layer l-1, which every thread has finished with once
+ * thread 0 is past layer l-1's last barrier.
+ */
 int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 {
 	const struct llama_hparams *hp = &e->model.hp;
@@ -318,7 +331,8 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 	const int64_t d = hp->n_embd, dkv = (int64_t)hp->n_head_kv * hp->head_dim;
 	const int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
 	const float scale = 1.0f / sqrtf((float)hd);
-	const void *w[LT_COUNT];
+	const uint32_t out_seg = (uint32_t)hp->n_layer;
+	const void *w[2][LT_COUNT];
 	int rc, shared_rc = 0;
 	int64_t t0 = now_ns();
 
@@ -326,7 +340,7 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 		return -ENOSPC;
 	if ((rc = embed(e, token, s->x)))
 		return rc;
-	if ((rc = memtier_acquire(&e->mt, 0, w)))
+	if ((rc = memtier_acquire(&e->mt, 0, w[0])))
 		return rc;
 
 #pragma omp parallel num_threads(e->n_threads)
@@ -336,35 +350,42 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 		int64_t r0, r1;
 
 		for (int32_t l = 0; l < hp->n_layer; l++) {
+			const void *const *wl = w[l & 1];
 			float *kc = s->k_cache + ((size_t)l * s->n_ctx) * dkv;
 			float *vc = s->v_cache + ((size_t)l * s->n_ctx) * dkv;
 
+			if (ith == 0) {
+				if (l > 0)
+					memtier_release(&e->mt, (uint32_t)l - 1);
+				int r = memtier_acquire(&e->mt, (uint32_t)l + 1,
+							w[(l + 1) & 1]);
+				if (r)
+					shared_rc = r;
+			}
 			/* attention: q, k, v rows of this thread */
-			set_input(t, s->x, w[LT_ATTN_NORM], d, hp->rms_eps);
+			set_input(t, s->x, wl[LT_ATTN_NORM], d, hp->rms_eps);
 			my_rows(d, ith, nth, &r0, &r1);
-			matvec_rows(t, TENSOR(l, LT_WQ)->type, w[LT_WQ],
+			matvec_rows(t, TENSOR(l, LT_WQ)->type, wl[LT_WQ],
 				    TENSOR(l, LT_WQ)->row_bytes, s->q, d, r0, r1);
 			my_rows(dkv, ith, nth, &r0, &r1);
-			matvec_rows(t, TENSOR(l, LT_WK)->type, w[LT_WK],
+			matvec_rows(t, TENSOR(l, LT_WK)->type, wl[LT_WK],
 				    TENSOR(l, LT_WK)->row_bytes, s->k, d, r0, r1);
-			matvec_rows(t, TENSOR(l, LT_WV)->type, w[LT_WV],
+			matvec_rows(t, TENSOR(l, LT_WV)->type, wl[LT_WV],
 				    TENSOR(l, LT_WV)->row_bytes, s->v, d, r0, r1);
 #pragma omp barrier
-			/* RoPE; K and V of this position into the cache */
-			my_rows(hp->n_head, ith, nth, &r0, &r1);
-			ops_rope(s->q + r0 * hd, (int)(r1 - r0), hd, hp->rope_dim,
-				 pos, hp->rope_base);
+			if (shared_rc)
+				break;
+			/* this thread's KV heads: RoPE, cache, attention */
 			my_rows(hp->n_head_kv, ith, nth, &r0, &r1);
+			ops_rope(s->q + r0 * group * hd, (int)((r1 - r0) * group),
+				 hd, hp->rope_dim, pos, hp->rope_base);
 			ops_rope(s->k + r0 * hd, (int)(r1 - r0), hd, hp->rope_dim,
 				 pos, hp->rope_base);
 			memcpy(kc + (size_t)pos * dkv + r0 * hd, s->k + r0 * hd,
 			       (size_t)((r1 - r0) * hd) * sizeof(float));
 			memcpy(vc + (size_t)pos * dkv + r0 * hd, s->v + r0 * hd,
 			       (size_t)((r1 - r0) * hd) * sizeof(float));
-#pragma omp barrier
-			/* attention of this thread's query heads */
-			my_rows(hp->n_head, ith, nth, &r0, &r1);
-			for (int64_t h = r0; h < r1; h++) {
+			for (int64_t h = r0 * group; h < r1 * group; h++) {
 				int64_t kvh = h / group;
 				ops_attn_head(s->att + h * hd, s->q + h * hd,
 					      kc + kvh * hd, vc + kvh * hd, dkv,
@@ -374,50 +395,41 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 			/* output projection and residual, own rows */
 			set_input(t, s->att, NULL, d, 0);
 			my_rows(d, ith, nth, &r0, &r1);
-			matvec_rows(t, TENSOR(l, LT_WO)->type, w[LT_WO],
+			matvec_rows(t, TENSOR(l, LT_WO)->type, wl[LT_WO],
 				    TENSOR(l, LT_WO)->row_bytes, s->tmp, d, r0, r1);
 			ops_add(s->x, s->tmp, r0, r1);
 #pragma omp barrier
 			/* FFN: gate and up rows, silu * up on the same rows */
-			set_input(t, s->x, w[LT_FFN_NORM], d, hp->rms_eps);
+			set_input(t, s->x, wl[LT_FFN_NORM], d, hp->rms_eps);
 			my_rows(hp->n_ff, ith, nth, &r0, &r1);
-			matvec_rows(t, TENSOR(l, LT_W_GATE)->type, w[LT_W_GATE],
+			matvec_rows(t, TENSOR(l, LT_W_GATE)->type, wl[LT_W_GATE],
 				    TENSOR(l, LT_W_GATE)->row_bytes, s->g, d, r0, r1);
-			matvec_rows(t, TENSOR(l, LT_W_UP)->type, w[LT_W_UP],
+			matvec_rows(t, TENSOR(l, LT_W_UP)->type, wl[LT_W_UP],
 				    TENSOR(l, LT_W_UP)->row_bytes, s->u, d, r0, r1);
 			ops_silu_mul(s->hb, s->g, s->u, r0, r1);
 #pragma omp barrier
 			set_input(t, s->hb, NULL, hp->n_ff, 0);
 			my_rows(d, ith, nth, &r0, &r1);
-			matvec_rows(t, TENSOR(l, LT_W_DOWN)->type, w[LT_W_DOWN],
+			matvec_rows(t, TENSOR(l, LT_W_DOWN)->type, wl[LT_W_DOWN],
 				    TENSOR(l, LT_W_DOWN)->row_bytes, s->tmp,
 				    hp->n_ff, r0, r1);
 			ops_add(s->x, s->tmp, r0, r1);
-			/* every thread is done with w once it reaches the
-			 * barrier; thread 0 swaps in the next layer's after */
 #pragma omp barrier
-#pragma omp master
-			{
-				memtier_release(&e->mt, (uint32_t)l);
-				uint32_t next = (uint32_t)l + 1;
-				int r = memtier_acquire(&e->mt, next, w);
-				if (r)
-					shared_rc = r;
-			}
-#pragma omp barrier
-			if (shared_rc)
-				break;
 		}
-		/* output head: w now holds {output_norm, output} */
+		/* output head: {output_norm, output} */
 		if (!shared_rc) {
+			const void *const *wo = w[out_seg & 1];
 			const struct gguf_tensor *to = e->model.global[GT_OUTPUT];
-			set_input(t, s->x, w[0], d, hp->rms_eps);
+			set_input(t, s->x, wo[0], d, hp->rms_eps);
 			my_rows(hp->n_vocab, ith, nth, &r0, &r1);
-			matvec_rows(t, to->type, w[1], to->row_bytes, logits, d,
+			matvec_rows(t, to->type, wo[1], to->row_bytes, logits, d,
 				    r0, r1);
 		}
 	}
-	memtier_release(&e->mt, (uint32_t)hp->n_layer);
+	if (hp->n_layer > 0)
+		memtier_release(&e->mt, out_seg - 1);
+	if (!shared_rc)
+		memtier_release(&e->mt, out_seg);
 	e->stats.decode_ns += now_ns() - t0;
 	e->stats.n_decode_tokens++;
 	return shared_rc;

@@ -7,6 +7,14 @@
 
 #include <math.h>
 
+/* The hot loops are cloned per ISA by gcc (resolved once at load through
+ * an ifunc), so this file needs no ISA flags of its own; `omp simd`
+ * reductions let gcc reassociate the float sums into vector lanes. */
+#define OPS_CLONES \
+	__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
+				     "default")))
+
+OPS_CLONES
 void ops_rmsnorm(float *out, const float *x, const float *w, int64_t n,
 		 float eps)
 {
@@ -44,6 +52,7 @@ void ops_rope(float *x, int n_heads, int head_dim, int rot_dim, int64_t pos,
 	}
 }
 
+OPS_CLONES
 void ops_softmax(float *x, int64_t n)
 {
 	float mx = -INFINITY;
@@ -60,6 +69,7 @@ void ops_softmax(float *x, int64_t n)
 		x[i] *= inv;
 }
 
+OPS_CLONES
 void ops_silu_mul(float *out, const float *g, const float *u, int64_t i0,
 		  int64_t i1)
 {
@@ -67,12 +77,14 @@ void ops_silu_mul(float *out, const float *g, const float *u, int64_t i0,
 		out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+OPS_CLONES
 void ops_add(float *y, const float *x, int64_t i0, int64_t i1)
 {
 	for (int64_t i = i0; i < i1; i++)
 		y[i] += x[i];
 }
 
+OPS_CLONES
 void ops_attn_head(float *out, const float *q, const float *k, const float *v,
 		   int64_t stride, int64_t n_pos, int head_dim, float scale,
 		   float *scores)
@@ -80,6 +92,7 @@ void ops_attn_head(float *out, const float *q, const float *k, const float *v,
 	for (int64_t p = 0; p < n_pos; p++) {
 		const float *kp = k + p * stride;
 		float s = 0.0f;
+#pragma omp simd reduction(+ : s)
 		for (int d = 0; d < head_dim; d++)
 			s += q[d] * kp[d];
 		scores[p] = s * scale;

@@ -132,6 +132,7 @@ test: deps
 	$(Q)STRATA_MODEL=$(SMOLLM2) tests/run.sh $(TEST_BINS)
 	$(Q)STRATA_MODEL=$(SMOLLM2) tests/test_cli.sh ./decode
 	$(Q)STRATA_MODEL=$(SMOLLM2) $(PYTHON) tests/ref_check.py
+	$(Q)STRATA_MODEL=$(SMOLLM2) tests/requant_check.sh
 
 asan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \

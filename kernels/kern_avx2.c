@@ -530,8 +530,10 @@ static void quantize_q8_a(const float *x, void *dst, int64_t n)
 void kern_fill_avx2(struct kern_table *t)
 {
 	t->ops[KT_F32].matvec = matvec_f32;
-	t->ops[KT_F16] = (struct kern_ops){ dequant_f16, matvec_f16 };
-	t->ops[KT_BF16] = (struct kern_ops){ dequant_bf16, matvec_bf16 };
+	t->ops[KT_F16] = (struct kern_ops){ .dequant = dequant_f16,
+					     .matvec = matvec_f16 };
+	t->ops[KT_BF16] = (struct kern_ops){ .dequant = dequant_bf16,
+					     .matvec = matvec_bf16 };
 	t->ops[KT_Q4_0].matvec = matvec_q4_0;
 	t->ops[KT_Q4_1].matvec = matvec_q4_1;
 	t->ops[KT_Q5_0].matvec = matvec_q5_0;

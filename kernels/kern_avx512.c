@@ -712,10 +712,15 @@ void kern_fill_avx512(struct kern_table *t)
 	 * single-thread runs of bench/kbench */
 	t->ops[KT_F16].dequant = dequant_f16;
 	t->ops[KT_BF16].dequant = dequant_bf16;
-	t->ops[KT_Q4_0] = (struct kern_ops){ dequant_q4_0, matvec_q4_0 };
-	t->ops[KT_Q4_1] = (struct kern_ops){ dequant_q4_1, matvec_q4_1 };
-	t->ops[KT_Q5_0] = (struct kern_ops){ dequant_q5_0, matvec_q5_0 };
-	t->ops[KT_Q5_1] = (struct kern_ops){ dequant_q5_1, matvec_q5_1 };
-	t->ops[KT_Q8_0] = (struct kern_ops){ dequant_q8_0, matvec_q8_0 };
+	t->ops[KT_Q4_0] = (struct kern_ops){ .dequant = dequant_q4_0,
+					     .matvec = matvec_q4_0 };
+	t->ops[KT_Q4_1] = (struct kern_ops){ .dequant = dequant_q4_1,
+					     .matvec = matvec_q4_1 };
+	t->ops[KT_Q5_0] = (struct kern_ops){ .dequant = dequant_q5_0,
+					     .matvec = matvec_q5_0 };
+	t->ops[KT_Q5_1] = (struct kern_ops){ .dequant = dequant_q5_1,
+					     .matvec = matvec_q5_1 };
+	t->ops[KT_Q8_0] = (struct kern_ops){ .dequant = dequant_q8_0,
+					     .matvec = matvec_q8_0 };
 	t->quantize_act[KT_Q8_A] = quantize_q8_a;
 }

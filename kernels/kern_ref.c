@@ -462,14 +462,22 @@ int kern_quantize_row_ref(uint32_t type, const float *src, void *dst,
 
 void kern_fill_ref(struct kern_table *t)
 {
-	t->ops[KT_F32] = (struct kern_ops){ dequant_f32, matvec_f32 };
-	t->ops[KT_F16] = (struct kern_ops){ dequant_f16, matvec_f16 };
-	t->ops[KT_BF16] = (struct kern_ops){ dequant_bf16, matvec_bf16 };
-	t->ops[KT_Q4_0] = (struct kern_ops){ dequant_q4_0, matvec_q4_0 };
-	t->ops[KT_Q4_1] = (struct kern_ops){ dequant_q4_1, matvec_q4_1 };
-	t->ops[KT_Q5_0] = (struct kern_ops){ dequant_q5_0, matvec_q5_0 };
-	t->ops[KT_Q5_1] = (struct kern_ops){ dequant_q5_1, matvec_q5_1 };
-	t->ops[KT_Q8_0] = (struct kern_ops){ dequant_q8_0, matvec_q8_0 };
+	t->ops[KT_F32] = (struct kern_ops){ .dequant = dequant_f32,
+					     .matvec = matvec_f32 };
+	t->ops[KT_F16] = (struct kern_ops){ .dequant = dequant_f16,
+					     .matvec = matvec_f16 };
+	t->ops[KT_BF16] = (struct kern_ops){ .dequant = dequant_bf16,
+					     .matvec = matvec_bf16 };
+	t->ops[KT_Q4_0] = (struct kern_ops){ .dequant = dequant_q4_0,
+					     .matvec = matvec_q4_0 };
+	t->ops[KT_Q4_1] = (struct kern_ops){ .dequant = dequant_q4_1,
+					     .matvec = matvec_q4_1 };
+	t->ops[KT_Q5_0] = (struct kern_ops){ .dequant = dequant_q5_0,
+					     .matvec = matvec_q5_0 };
+	t->ops[KT_Q5_1] = (struct kern_ops){ .dequant = dequant_q5_1,
+					     .matvec = matvec_q5_1 };
+	t->ops[KT_Q8_0] = (struct kern_ops){ .dequant = dequant_q8_0,
+					     .matvec = matvec_q8_0 };
 	t->quantize_act[KT_Q8_A] = quantize_q8_a;
 	kern_fill_ref_k(t);
 }

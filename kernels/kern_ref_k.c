@@ -564,8 +564,11 @@ int kern_quantize_row_k(uint32_t type, const float *src, void *dst, int64_t n)
 
 void kern_fill_ref_k(struct kern_table *t)
 {
-	t->ops[KT_Q4_K] = (struct kern_ops){ dequant_q4_k, matvec_q4_k };
-	t->ops[KT_Q5_K] = (struct kern_ops){ dequant_q5_k, matvec_q5_k };
-	t->ops[KT_Q6_K] = (struct kern_ops){ dequant_q6_k, matvec_q6_k };
+	t->ops[KT_Q4_K] = (struct kern_ops){ .dequant = dequant_q4_k,
+					      .matvec = matvec_q4_k };
+	t->ops[KT_Q5_K] = (struct kern_ops){ .dequant = dequant_q5_k,
+					      .matvec = matvec_q5_k };
+	t->ops[KT_Q6_K] = (struct kern_ops){ .dequant = dequant_q6_k,
+					      .matvec = matvec_q6_k };
 	t->quantize_act[KT_Q8_K] = quantize_q8_k;
 }

@@ -16,7 +16,7 @@ AVX2_FLAGS = -mavx2 -mfma -mf16c
 AVX512_FLAGS = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl \
 	-mavx512dq -mavx512vnni
 
-CACHE ?= $(HOME)/.cache/strata
+CACHE ?= $(or $(STRATA_CACHE),$(HOME)/.cache/strata)
 SMOLLM2 = $(CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTHON ?= python3
 
@@ -69,7 +69,7 @@ all: $(PROGS)
 help:
 	@echo "make deps    install missing Debian/PyPI packages"
 	@echo "make         build ./decode, models/mkmodel, bench/kbench"
-	@echo "make demo    deps, build, fetch SmolLM2, decode on the flash tier"
+	@echo "make demo    deps, build, fetch SmolLM2, decode (dram tier)"
 	@echo "make test    deps, build, model, every test"
 	@echo "make asan    the C tests under ASan+UBSan"
 	@echo "make bench   decode speed side by side with llama.cpp"
@@ -119,7 +119,7 @@ deps:
 models: $(SMOLLM2)
 
 $(SMOLLM2):
-	models/fetch-smollm2.sh
+	STRATA_CACHE=$(CACHE) models/fetch-smollm2.sh
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all models

@@ -86,6 +86,47 @@ static int cmp_cand(const void *a, const void *b)
 	return x->id - y->id;
 }
 
+/* heap order: the worst candidate (lowest logit, then highest id) on top */
+static bool worse(const struct sampler_cand *a, const struct sampler_cand *b)
+{
+	return a->logit < b->logit || (a->logit == b->logit && a->id > b->id);
+}
+
+static void sift_down(struct sampler_cand *h, int32_t k, int32_t i)
+{
+	for (;;) {
+		int32_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < k && worse(&h[l], &h[m]))
+			m = l;
+		if (r < k && worse(&h[r], &h[m]))
+			m = r;
+		if (m == i)
+			return;
+		struct sampler_cand t = h[i];
+		h[i] = h[m];
+		h[m] = t;
+		i = m;
+	}
+}
+
+/* the k best of logits[0..n) into c[0..k), unordered; returns k */
+static int32_t select_top_k(struct sampler_cand *c, const float *logits,
+			    int32_t n, int32_t k)
+{
+	for (int32_t i = 0; i < k; i++)
+		c[i] = (struct sampler_cand){i, logits[i], 0.0f};
+	for (int32_t i = k / 2 - 1; i >= 0; i--)
+		sift_down(c, k, i);
+	for (int32_t i = k; i < n; i++) {
+		struct sampler_cand x = {i, logits[i], 0.0f};
+		if (worse(&c[0], &x)) {
+			c[0] = x;
+			sift_down(c, k, 0);
+		}
+	}
+	return k;
+}
+
 /* softmax over cand[0..n) by logit, with temperature */
 static void softmax_cand(struct sampler_cand *c, int32_t n, float temp)
 {
@@ -115,11 +156,15 @@ int32_t sampler_sample(struct sampler *s, float *logits)
 				best = i;
 		return best;
 	}
-	for (int32_t i = 0; i < n; i++)
-		c[i] = (struct sampler_cand){i, logits[i], 0.0f};
+	if (s->cfg.top_k > 0 && s->cfg.top_k < n) {
+		/* the top k by a min-heap in O(n log k), then sort those k:
+		 * a full sort of a 50k vocabulary costs milliseconds a token */
+		n = select_top_k(c, logits, n, s->cfg.top_k);
+	} else {
+		for (int32_t i = 0; i < n; i++)
+			c[i] = (struct sampler_cand){i, logits[i], 0.0f};
+	}
 	qsort(c, (size_t)n, sizeof(*c), cmp_cand);
-	if (s->cfg.top_k > 0 && s->cfg.top_k < n)
-		n = s->cfg.top_k;
 	/* top-p and min-p on the untempered distribution, as llama.cpp */
 	softmax_cand(c, n, 1.0f);
 	if (s->cfg.top_p < 1.0f) {

@@ -188,6 +188,17 @@ L.append("tok/s are wall-clock (llama-bench: 128 tokens / run time; ours: "
 for r in res:
     L.append(f"- {r['type']}: ours {r['ours_tg_all']}, llama.cpp "
              f"{r['theirs_tg_all']}")
+noisy = []
+for r in res:
+    for who, xs in (("ours", r["ours_tg_all"]), ("llama.cpp", r["theirs_tg_all"])):
+        if xs and min(xs) > 0 and max(xs) / min(xs) > 1.5:
+            noisy.append(f"{r['type']} {who} {max(xs) / min(xs):.1f}x")
+if noisy:
+    L.append("")
+    L.append("**Disturbed run**: samples of one engine on one file differ by "
+             "more than 1.5x (" + ", ".join(noisy) + "); this VM has host "
+             "stalls (MACHINE.md) - rerun on a quiet machine, or with more "
+             "rounds, before quoting these numbers.")
 L.append("")
 L.append("The llama.cpp roofline column uses our bytes/token (same file, same "
          "weights read per token).")

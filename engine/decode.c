@@ -280,38 +280,60 @@ static char *read_file(const char *path, size_t *len)
 }
 
 /*
- * Streams token pieces to stdout as valid UTF-8: bytes of a sequence that
- * is not complete yet are held back until the next piece completes it.
+ * Streams token pieces to stdout as valid UTF-8: the bytes of a sequence
+ * that is not complete yet are held back until the next piece completes
+ * it; a byte that cannot start or continue a sequence, and a sequence cut
+ * off at the end of generation, become U+FFFD.
  */
 struct utf8_out {
-	char pend[8];
-	int n_pend;
+	unsigned char pend[4];
+	int n_pend, need;
 };
 
+static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+
+/* bytes in a sequence led by c; 0 if c cannot lead one */
 static int utf8_len(unsigned char c)
 {
 	if (c < 0x80) return 1;
-	if ((c & 0xE0) == 0xC0) return 2;
+	if (c >= 0xC2 && c <= 0xDF) return 2;
 	if ((c & 0xF0) == 0xE0) return 3;
-	if ((c & 0xF8) == 0xF0) return 4;
-	return 1; /* stray continuation byte: pass through */
+	if (c >= 0xF0 && c <= 0xF4) return 4;
+	return 0;
+}
+
+static void utf8_byte(struct utf8_out *u, unsigned char c)
+{
+	if (u->n_pend > 0 && (c & 0xC0) != 0x80) {
+		/* sequence broken off: replace it, then treat c afresh */
+		fputs(replacement, stdout);
+		u->n_pend = 0;
+	}
+	if (u->n_pend == 0) {
+		u->need = utf8_len(c);
+		if (u->need == 0) {
+			fputs(replacement, stdout);
+			return;
+		}
+	}
+	u->pend[u->n_pend++] = c;
+	if (u->n_pend == u->need) {
+		fwrite(u->pend, 1, (size_t)u->n_pend, stdout);
+		u->n_pend = 0;
+	}
 }
 
 static void utf8_put(struct utf8_out *u, const char *s, int n)
 {
-	for (int i = 0; i < n; i++) {
-		u->pend[u->n_pend++] = s[i];
-		if (u->n_pend >= utf8_len((unsigned char)u->pend[0])) {
-			fwrite(u->pend, 1, (size_t)u->n_pend, stdout);
-			u->n_pend = 0;
-		}
-	}
+	for (int i = 0; i < n; i++)
+		utf8_byte(u, (unsigned char)s[i]);
 	fflush(stdout);
 }
 
 static void utf8_flush(struct utf8_out *u)
 {
-	fwrite(u->pend, 1, (size_t)u->n_pend, stdout);
+	if (u->n_pend > 0)
+		fputs(replacement, stdout);
 	u->n_pend = 0;
 	fflush(stdout);
 }

@@ -9,6 +9,15 @@
  * call finds its matrix in cache. Reported: the median of N calls in
  * microseconds, and the weight bytes of one call over that time in GB/s.
  * The activation is quantized once, outside the timing.
+ *
+ * -M measures the batched product of prefill instead: n_tok (default 128)
+ * activations times a 2048x2048, 2048x5632 and 5632x2048 matrix, swept in
+ * row tiles over the threads as engine/forward.c does, once as a loop of
+ * matvec calls per token (tiles of 24576 / row_bytes rows, the engine's
+ * choice when a type has no matmul) and once by the type's matmul (tiles
+ * as the engine sizes them, or of -R rows). Reported: us per product,
+ * GOP/s (2 rows cols n_tok / time) and tokens per second through that one
+ * matrix.
  */
 #include <errno.h>
 #include <omp.h>
@@ -28,9 +37,15 @@ struct bench_opts {
 	uint32_t types[KT_COUNT];
 	int n_types;
 	int isa_on[KERN_ISA_COUNT];
+	int matmul;     /* -M: batched product instead of matvec */
+	int64_t n_tok;  /* tokens of a batched product */
+	int64_t mm_tile; /* rows per matmul call; 0: as engine/forward.c */
 };
 
 static const int64_t shapes[][2] = { { 2048, 5632 }, { 5632, 2048 } };
+static const int64_t mm_shapes[][2] = { { 2048, 2048 },
+					{ 2048, 5632 },
+					{ 5632, 2048 } };
 
 static double now_s(void)
 {
@@ -50,14 +65,20 @@ static int cmp_double(const void *a, const void *b)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kbench [-t TYPES] [-i ISAS] [-n ITERS] [-m MIB] [-h]\n"
+		"usage: kbench [-M [-T NTOK] [-R ROWS]] [-t TYPES] [-i ISAS] [-n ITERS]\n"
+		"              [-m MIB] [-h]\n"
 		"  matvec GB/s and us/call of each weight type and ISA, 1 and 2 threads,\n"
 		"  on 2048x5632 and 5632x2048 (rows x columns) random matrices\n"
 		"  -t TYPES  comma list of types (default: every weight type), e.g. q4_0,q8_0\n"
 		"  -i ISAS   comma list of ref,avx2,avx512 (default: all this CPU runs)\n"
 		"  -n ITERS  timed calls per figure, median reported (default 30; ref\n"
 		"            stops early after 0.25 s)\n"
-		"  -m MIB    arena the matrix copies rotate through (default 256, >> L3)\n");
+		"  -m MIB    arena the matrix copies rotate through (default 256, >> L3)\n"
+		"  -M        batched product (prefill): matmul vs a matvec loop per token\n"
+		"            on 2048x2048, 2048x5632, 5632x2048 (default ISAs avx2,avx512)\n"
+		"  -T NTOK   tokens of the batched product (default 128)\n"
+		"  -R ROWS   rows per matmul call (default: as the engine, the fewest\n"
+		"            tiles of <= 512 rows, a multiple of 32, split evenly)\n");
 }
 
 static uint32_t type_by_name(const char *name)
@@ -77,9 +98,12 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	int c;
 
 	*o = (struct bench_opts){ .iters = 30, .max_s = 0.25,
-				  .arena_bytes = 256u << 20 };
-	while ((c = getopt(argc, argv, "t:i:n:m:h")) != -1) {
+				  .arena_bytes = 256u << 20, .n_tok = 128 };
+	while ((c = getopt(argc, argv, "t:i:n:m:MT:R:h")) != -1) {
 		switch (c) {
+		case 'M': o->matmul = 1; break;
+		case 'T': o->n_tok = atol(optarg); break;
+		case 'R': o->mm_tile = atol(optarg); break;
 		case 't': list = optarg; break;
 		case 'i': isas = optarg; break;
 		case 'n': o->iters = atoi(optarg); break;
@@ -88,8 +112,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		default: usage(stderr); return -EINVAL;
 		}
 	}
-	if (o->iters < 1 || o->arena_bytes < (64u << 20)) {
-		fprintf(stderr, "kbench: need -n >= 1 and -m >= 64\n");
+	if (o->iters < 1 || o->arena_bytes < (64u << 20) || o->n_tok < 1 ||
+	    o->mm_tile < 0) {
+		fprintf(stderr, "kbench: need -n >= 1, -m >= 64, -T >= 1, -R >= 0\n");
 		return -EINVAL;
 	}
 	for (uint32_t t = 0; !list && t < KT_COUNT; t++)
@@ -106,7 +131,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		o->types[o->n_types++] = t;
 	}
 	for (int i = 0; i < KERN_ISA_COUNT; i++)
-		o->isa_on[i] = !isas;
+		o->isa_on[i] = !isas && (!o->matmul || i != KERN_ISA_REF);
 	for (tok = isas ? strtok_r(isas, ",", &save) : NULL; tok;
 	     tok = strtok_r(NULL, ",", &save)) {
 		int i = 0;
@@ -253,6 +278,124 @@ static int bench_type(uint32_t type, uint8_t *arena, const struct bench_opts *o)
 	return 0;
 }
 
+/* Median seconds of one batched product over all rows with nth threads
+ * (row tiles split statically, as the engine does): by ops->matmul in
+ * tiles of o->mm_tile rows if use_mm, else by a matvec per token in tiles
+ * of 24576 / rb rows. y is n_tok rows of ldy floats. */
+static double time_matmul(const struct kern_ops *ops, int use_mm,
+			  const uint8_t *arena, size_t stride, int64_t copies,
+			  size_t rb, int64_t rows, int64_t n, const uint8_t *act,
+			  size_t act_stride, float *y, int64_t ldy, int nth,
+			  const struct bench_opts *o)
+{
+	double *t = malloc(sizeof(double) * (size_t)o->iters), start, med;
+	/* the engine's tiles (engine/forward.c, matmul_q8) */
+	int64_t n_split = (rows + 512LL * nth - 1) / (512LL * nth) * nth;
+	int64_t tile = ((rows + n_split - 1) / n_split + 31) / 32 * 32;
+
+	tile = !use_mm ? (int64_t)(24576 / rb) / 4 * 4
+		       : o->mm_tile ? o->mm_tile : tile;
+	int64_t n_tiles;
+	int done = 0;
+
+	if (!t)
+		return -1;
+	tile = tile < 4 ? 4 : tile;
+	n_tiles = (rows + tile - 1) / tile;
+	start = now_s();
+	for (int it = -1; it < o->iters; it++) {
+		const uint8_t *w = arena + (size_t)((it + 1) % copies) * stride;
+		double t0 = now_s();
+
+#pragma omp parallel for num_threads(nth) schedule(static)
+		for (int64_t tl = 0; tl < n_tiles; tl++) {
+			int64_t r0 = tl * tile;
+			int64_t r1 = r0 + tile < rows ? r0 + tile : rows;
+
+			if (use_mm)
+				ops->matmul(w, rb, act, act_stride, y, ldy, n,
+					    r0, r1, o->n_tok);
+			else
+				for (int64_t i = 0; i < o->n_tok; i++)
+					ops->matvec(w, rb, act + i * act_stride,
+						    y + i * ldy, n, r0, r1);
+		}
+		if (it < 0)
+			continue; /* warm-up */
+		t[done++] = now_s() - t0;
+		if (done >= 3 && now_s() - start > o->max_s)
+			break;
+	}
+	qsort(t, (size_t)done, sizeof(double), cmp_double);
+	med = t[done / 2];
+	free(t);
+	return med;
+}
+
+/* -M: one type on every ISA with a matmul and every shape, 1 and 2
+ * threads, one line each. */
+static int bench_matmul_type(uint32_t type, uint8_t *arena,
+			     const struct bench_opts *o)
+{
+	const struct kern_type_info *ti = kern_type_info(type);
+	int rc = 0;
+
+	for (int s = 0; s < 3 && !rc; s++) {
+		int64_t rows = mm_shapes[s][0], n = mm_shapes[s][1];
+		size_t rb = (size_t)kern_row_bytes(type, n);
+		size_t stride = ((size_t)rows * rb + 4095) & ~(size_t)4095;
+		size_t as = (kern_act_bytes(ti->act_type, n) + 63) / 64 * 64;
+		float *x = malloc((size_t)n * sizeof(float));
+		float *y = malloc((size_t)o->n_tok * rows * sizeof(float));
+		uint8_t *act = malloc(as * (size_t)o->n_tok);
+		int64_t copies = fill_arena(arena, o->arena_bytes, type, rows,
+					    n, rb);
+
+		if (!x || !y || !act || copies < 0)
+			rc = copies < 0 ? (int)copies : -ENOMEM;
+		for (int isa = 0; isa < KERN_ISA_COUNT && !rc; isa++) {
+			const struct kern_ops *ops = kern_ops_isa(isa, type);
+			kern_quantize_act_fn qa =
+				kern_quantize_act_isa(isa, ti->act_type);
+
+			if (!o->isa_on[isa] || !ops || !qa)
+				continue;
+			for (int64_t i = 0; i < o->n_tok; i++) {
+				for (int64_t j = 0; j < n; j++)
+					x[j] = (float)rand() / RAND_MAX - 0.5f;
+				qa(x, act + i * as, n);
+			}
+			for (int th = 1; th <= 2; th++) {
+				double gop = 2.0 * rows * n * o->n_tok * 1e-9;
+				double tl = time_matmul(ops, 0, arena, stride,
+							copies, rb, rows, n, act,
+							as, y, rows, th, o);
+				double tm = ops->matmul
+					? time_matmul(ops, 1, arena, stride,
+						      copies, rb, rows, n, act,
+						      as, y, rows, th, o)
+					: 0;
+
+				printf("%-5s %-6s %5lldx%-5lld %d  %9.0f %6.1f "
+				       "%7.0f", ti->name, kern_isa_name(isa),
+				       (long long)rows, (long long)n, th,
+				       tl * 1e6, gop / tl, o->n_tok / tl);
+				if (tm > 0)
+					printf("  %9.0f %6.1f %7.0f  %5.2fx\n",
+					       tm * 1e6, gop / tm, o->n_tok / tm,
+					       tl / tm);
+				else
+					printf("  no matmul\n");
+				fflush(stdout);
+			}
+		}
+		free(x);
+		free(y);
+		free(act);
+	}
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct bench_opts o;
@@ -282,6 +425,27 @@ int main(int argc, char **argv)
 	madvise(arena, o.arena_bytes, MADV_HUGEPAGE);
 	memset(arena, 0, o.arena_bytes); /* first touch, outside timing */
 
+	if (o.matmul) {
+		printf("kbench -M: %lld tokens, median of <= %d products (>= 3, "
+		       "<= %.2f s); matvec loop in tiles of 24576 / row_bytes "
+		       "rows, matmul in tiles of %s\n",
+		       (long long)o.n_tok, o.iters, o.max_s,
+		       o.mm_tile ? "-R rows" : "the engine's size");
+		printf("%-12s %-11s %-2s  %-24s  %-24s\n", "type  isa",
+		       "rows x cols", "th", "   matvec loop", "   matmul");
+		printf("%-12s %-11s %-2s  %9s %6s %7s  %9s %6s %7s  %s\n", "",
+		       "", "", "us", "GOP/s", "tok/s", "us", "GOP/s", "tok/s",
+		       "speedup");
+		for (int i = 0; i < o.n_types && rc >= 0; i++) {
+			rc = bench_matmul_type(o.types[i], arena, &o);
+			if (rc < 0)
+				fprintf(stderr, "kbench: %s: %s\n",
+					kern_type_info(o.types[i])->name,
+					strerror(-rc));
+		}
+		free(arena);
+		return rc < 0;
+	}
 	printf("kbench: median of %d calls (ref: >= 5, <= %.2f s), matrix "
 	       "copies rotating through %zu MiB\n",
 	       o.iters, o.max_s, o.arena_bytes >> 20);

@@ -486,7 +486,15 @@ static void matmul_q8(struct engine *e, uint32_t type, const void *w,
 	const kern_matvec_fn mv = kern_ops(type)->matvec;
 	const kern_matmul_fn mm = kern_ops(type)->matmul;
 	struct engine_state *s = &e->st;
-	int64_t tile = (int64_t)(24576 / row_bytes) / 4 * 4;
+	/* matmul: the fewest tiles of about <= 512 rows (n_split, a
+	 * multiple of the threads: the schedule is static), rounded up to
+	 * 32 rows, the kernels' register tiles; the kernels repack weights
+	 * and sum activations per call, so bigger calls amortize more.
+	 * matvec loop: ~24 KiB of rows. */
+	const int64_t n_split = (n_rows + 512LL * e->n_threads - 1) /
+				(512LL * e->n_threads) * e->n_threads;
+	int64_t tile = mm ? ((n_rows + n_split - 1) / n_split + 31) / 32 * 32
+			  : (int64_t)(24576 / row_bytes) / 4 * 4;
 
 	if (tile < 4)
 		tile = 4;
@@ -609,8 +617,16 @@ static int prefill_batch(struct engine *e, const int32_t *tokens, int32_t nb,
 	int32_t first = all_logits ? 0 : nb - 1;
 	int32_t n_out = nb - first;
 	rmsnorm_rows(e, s->bxn, s->bx + (int64_t)first * d, w[0], n_out, d);
-	matmul(e, to->type, w[1], to->row_bytes, hp->n_vocab, d, s->bxn, n_out,
-	       logits, hp->n_vocab);
+	/* Every position's logits (perplexity, dumps): the head in float
+	 * (dequantized tiles x SGEMM), which keeps perplexity closest to the
+	 * float reference (SmolLM2 ppl.txt: 17.83 vs 17.89 with 8-bit
+	 * activations); the last position alone: the int8 path. */
+	if (all_logits)
+		gemm_w(e, to->type, w[1], to->row_bytes, hp->n_vocab, d, s->bxn,
+		       n_out, logits, hp->n_vocab);
+	else
+		matmul(e, to->type, w[1], to->row_bytes, hp->n_vocab, d, s->bxn,
+		       n_out, logits, hp->n_vocab);
 	memtier_release(&e->mt, (uint32_t)hp->n_layer);
 	return 0;
 }

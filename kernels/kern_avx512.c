@@ -1,8 +1,9 @@
 /*
  * kern_avx512.c - AVX-512 (F/BW/VL/DQ/VNNI) matvec for f32 and the
- * 32-element formats, dequantization of f16/bf16 and the 32-element
- * formats (bit-identical to the reference), and the Q8_A activation
- * quantizer. (f16/bf16 matvec is kern_avx2.c's; see kern_fill_avx512.)
+ * 32-element formats, their batched product for prefill (matmul, see
+ * its section), dequantization of f16/bf16 and the 32-element formats
+ * (bit-identical to the reference), and the Q8_A activation quantizer.
+ * (f16/bf16 matvec is kern_avx2.c's; see kern_fill_avx512.)
  *
  * Decode streams every weight once per token, so these kernels are built
  * to keep up with DRAM (~37 GB/s a core, ~11 bytes a cycle): a Q4_0 block
@@ -583,6 +584,453 @@ static void matvec_q8_0(const void *w, size_t row_bytes, const void *act,
 	matvec_q32(KT_Q8_0, w, row_bytes, act, y, n, r0, r1);
 }
 
+/* ---- 32-element formats: batched product (prefill) --------------------- */
+
+/*
+ * matmul: a register tile of 16 * V rows by T tokens. The rows' blocks
+ * are first repacked (mm_pack) into a panel where one zmm holds four
+ * quants of 16 rows: lane i of q[b][k][v] is u[4k .. 4k + 3] of block b
+ * of row 16 v + i, u the unsigned quants as the matvec takes them. Then
+ * vpdpbusd of that zmm with a token's activation dword k, broadcast from
+ * memory, adds four products to each row's lane; eight such steps give
+ * each lane its block's int32 sum, which is converted and scaled into
+ * the tile's float accumulator for that (rows, token):
+ *   acc += float(D) * (d_w d_a) + m_w s_a,
+ * m_w being the min (q4_1, q5_1) or -off d_w, which takes the unsigned
+ * offset back out (s_a = d_a sum(a), so -off d_w s_a = d_w d_a (-off
+ * sum(a))). Each lane sums its blocks in order, as the reference does.
+ * Unpacking (nibbles, fifth bits, scales) is done once per panel instead
+ * of once per token. What is left per block and (row vector, token) is
+ * 8 vpdpbusd and a convert, a mul and one or two FMAs; on Zen 5 the mul
+ * and the FMAs take the two pipes vpdpbusd runs on, so they bound the
+ * kernel (8 of 10 slots doing int8 work, 8 of 11 with a min). Hence the
+ * formats with an offset take it out in integers instead: D starts at
+ * -off sum(a) of its token and block (mm_act_corr, once per call, K
+ * chunk and MM_TS tokens), and only q4_1/q5_1 pay the second FMA.
+ *
+ * The panel covers MM_KB blocks (a K chunk: 32 KiB of quants, in L1
+ * while every token passes over it); chunks run in order and the
+ * accumulators go through y between them. Rows past r1 in the last
+ * panel repeat row r1 - 1 and are not stored.
+ */
+#define MM_V 2    /* 16-row vectors in a panel */
+#define MM_T 4    /* tokens in a register tile */
+#define MM_KB 32  /* blocks in a K chunk */
+#define MM_TS 256 /* tokens whose offset sums are kept at a time */
+/* below this many tokens the per-token matvec is faster than repacking */
+#define MM_MIN_TOK 2
+
+struct mm_panel {
+	__m512i q[MM_KB][8][MM_V]; /* quants, see above */
+	__m512 d[MM_KB][MM_V];     /* d_w */
+	__m512 m[MM_KB][MM_V];     /* m_w (q4_1, q5_1) */
+};
+
+/* Dword j of the 16 bytes at rows[i] + off as lane i of x[j], i < 16:
+ * z[g] holds rows g, g + 4, g + 8, g + 12 in its 128-bit lanes, so the
+ * in-lane 4x4 transpose leaves the rows in order. */
+static inline __attribute__((always_inline)) void
+load_t16(const uint8_t *const *rows, size_t off, __m512i *x)
+{
+	__m512i z[4], t[4];
+
+	#pragma GCC unroll 4
+	for (int g = 0; g < 4; g++) {
+		z[g] = _mm512_castsi128_si512(qs16(rows[g] + off));
+		z[g] = _mm512_inserti32x4(z[g], qs16(rows[g + 4] + off), 1);
+		z[g] = _mm512_inserti32x4(z[g], qs16(rows[g + 8] + off), 2);
+		z[g] = _mm512_inserti32x4(z[g], qs16(rows[g + 12] + off), 3);
+	}
+	t[0] = _mm512_unpacklo_epi32(z[0], z[1]);
+	t[1] = _mm512_unpackhi_epi32(z[0], z[1]);
+	t[2] = _mm512_unpacklo_epi32(z[2], z[3]);
+	t[3] = _mm512_unpackhi_epi32(z[2], z[3]);
+	x[0] = _mm512_unpacklo_epi64(t[0], t[2]);
+	x[1] = _mm512_unpackhi_epi64(t[0], t[2]);
+	x[2] = _mm512_unpacklo_epi64(t[1], t[3]);
+	x[3] = _mm512_unpackhi_epi64(t[1], t[3]);
+}
+
+/* Block boff (byte offset) of 16 rows into step vectors q[k * MM_V]
+ * and the scale vectors d, m. Every load stays inside the block. */
+static inline __attribute__((always_inline)) void
+mm_pack_block(uint32_t type, const uint8_t *const *rows, size_t boff,
+	      __m512i *q, __m512 *d, __m512 *m)
+{
+	__m512i h[4], x[8], s[8];
+
+	/* the first 16 bytes: d, then m or qh or quants */
+	load_t16(rows, boff, h);
+	*d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h[0]));
+	if (has_min(type))
+		*m = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(
+			_mm512_srli_epi32(h[0], 16)));
+	if (type == KT_Q8_0) {
+		load_t16(rows, boff + 2, x);
+		load_t16(rows, boff + 18, x + 4);
+		#pragma GCC unroll 8
+		for (int k = 0; k < 8; k++)
+			s[k] = _mm512_xor_si512(x[k],
+						_mm512_set1_epi8((char)0x80));
+	} else {
+		const __m512i nib = _mm512_set1_epi8(0x0f);
+
+		/* dword j: elements 4j.. in the low nibbles, 16 + 4j.. in
+		 * the high ones */
+		load_t16(rows, boff + qs_off(type), x);
+		#pragma GCC unroll 4
+		for (int j = 0; j < 4; j++) {
+			s[j] = _mm512_and_si512(x[j], nib);
+			s[j + 4] = _mm512_and_si512(_mm512_srli_epi16(x[j], 4),
+						    nib);
+		}
+	}
+	if (has_qh(type)) {
+		/* qh of each row as a lane (bytes 2..5 or 4..7 of the
+		 * block); step k takes bits 4k..4k+3: byte k / 2 of the
+		 * lane spread over its four bytes, one bit tested each */
+		__m512i qh = type == KT_Q5_1
+			? h[1]
+			: _mm512_or_si512(_mm512_srli_epi32(h[0], 16),
+					  _mm512_slli_epi32(h[1], 16));
+
+		#pragma GCC unroll 8
+		for (int k = 0; k < 8; k++) {
+			const char b = (char)(k / 2);
+			const __m512i sel = _mm512_set4_epi32(
+				0x0c0c0c0c + b * 0x01010101,
+				0x08080808 + b * 0x01010101,
+				0x04040404 + b * 0x01010101,
+				b * 0x01010101);
+			const __m512i bit = _mm512_set1_epi32(
+				k % 2 ? (int)0x80402010 : 0x08040201);
+			__mmask64 on = _mm512_test_epi8_mask(
+				_mm512_shuffle_epi8(qh, sel), bit);
+
+			s[k] = _mm512_mask_add_epi8(s[k], on, s[k],
+						    _mm512_set1_epi8(16));
+		}
+	}
+	#pragma GCC unroll 8
+	for (int k = 0; k < 8; k++)
+		_mm512_store_si512(q + k * MM_V, s[k]);
+}
+
+/* Blocks [c0, c0 + nblk) of the nv (<= MM_V) row vectors from row p
+ * (rows >= r1 repeat row r1 - 1) into pk. */
+static inline __attribute__((always_inline)) void
+mm_pack(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t p,
+	int64_t r1, int nv, int64_t c0, int nblk, struct mm_panel *pk)
+{
+	const size_t ts = type_size(type);
+
+	for (int v = 0; v < nv; v++) {
+		const uint8_t *rows[16];
+
+		for (int i = 0; i < 16; i++) {
+			int64_t r = p + 16 * v + i;
+
+			rows[i] = w + (r < r1 ? r : r1 - 1) * row_bytes +
+				  c0 * ts;
+		}
+		for (int b = 0; b < nblk; b++)
+			mm_pack_block(type, rows, b * ts, &pk->q[b][0][v],
+				      &pk->d[b][v], &pk->m[b][v]);
+	}
+}
+
+/* -off * sum(qs) of activation blocks [0, nblk) at ab into c[0, nblk):
+ * 16 blocks at a time, eight partial sums of each from vpdpbusd with
+ * ones, added up by three rounds of interleaving (the last leaves the
+ * blocks in the order 0 4 2 6 1 5 3 7 and the same plus 8, which one
+ * permute puts back). */
+static void mm_act_corr(const uint8_t *ab, int nblk, int off, int32_t *c)
+{
+	const __m512i ones = _mm512_set1_epi8(1);
+	const __m512i order = _mm512_set_epi32(15, 11, 13, 9, 14, 10, 12, 8,
+					       7, 3, 5, 1, 6, 2, 4, 0);
+	const int shift = __builtin_ctz((unsigned)off);
+
+	for (int g = 0; g < nblk; g += 16) {
+		int n = nblk - g < 16 ? nblk - g : 16;
+		__m512i s[8], u[4], v[2], r;
+
+		for (int i = 0; i < 8; i++) {
+			/* blocks past nblk repeat the last; not stored */
+			int b0 = 2 * i < n ? 2 * i : n - 1;
+			int b1 = 2 * i + 1 < n ? 2 * i + 1 : n - 1;
+			__m512i x = _mm512_inserti64x4(
+				_mm512_castsi256_si512(_mm256_loadu_si256(
+					act_qs(ab, g + b0))),
+				_mm256_loadu_si256(act_qs(ab, g + b1)), 1);
+
+			s[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones,
+						   x);
+		}
+		for (int i = 0; i < 4; i++)
+			u[i] = _mm512_add_epi32(
+				_mm512_unpacklo_epi32(s[2 * i], s[2 * i + 1]),
+				_mm512_unpackhi_epi32(s[2 * i], s[2 * i + 1]));
+		for (int i = 0; i < 2; i++)
+			v[i] = _mm512_add_epi32(
+				_mm512_unpacklo_epi32(u[2 * i], u[2 * i + 1]),
+				_mm512_unpackhi_epi32(u[2 * i], u[2 * i + 1]));
+		r = _mm512_add_epi32(_mm512_shuffle_i32x4(v[0], v[1], 0x88),
+				     _mm512_shuffle_i32x4(v[0], v[1], 0xdd));
+		r = _mm512_permutexvar_epi32(order, r);
+		r = _mm512_sub_epi32(_mm512_setzero_si512(),
+				     _mm512_slli_epi32(r, (unsigned)shift));
+		_mm512_mask_storeu_epi32(c + g, (__mmask16)((1u << n) - 1), r);
+	}
+}
+
+/* A token's activation dword at p, broadcast */
+static inline __m512i act_dword(const uint8_t *p)
+{
+	int32_t x;
+
+	memcpy(&x, p, sizeof(x));
+	return _mm512_set1_epi32(x);
+}
+
+static inline float act_float(const uint8_t *p)
+{
+	float x;
+
+	memcpy(&x, p, sizeof(x));
+	return x;
+}
+
+/* The register tile: V row vectors of pk by T tokens, activation blocks
+ * of token t at act + t * act_stride (the chunk's first block), nblk
+ * blocks; y + t * ldy + 16 v is the vector's output, vm[v] its rows.
+ * first: the chunk starts the row, else y holds the sum so far. MIN: the
+ * format has a min (pk->m); else corr + t * MM_KB holds each block's
+ * offset term. */
+static inline __attribute__((always_inline)) void
+mm_tile(int V, int T, int MIN, const struct mm_panel *pk, int nblk,
+	const uint8_t *act, size_t act_stride, const int32_t *corr,
+	float *y, int64_t ldy, const __mmask16 *vm, int first)
+{
+	const int as = sizeof(struct block_q8_a);
+	__m512 acc[MM_V][MM_T];
+
+	#pragma GCC unroll 8
+	for (int t = 0; t < T; t++)
+		#pragma GCC unroll 4
+		for (int v = 0; v < V; v++)
+			acc[v][t] = first ? _mm512_setzero_ps()
+					  : _mm512_maskz_loadu_ps(
+						    vm[v], y + t * ldy + 16 * v);
+	for (int b = 0; b < nblk; b++) {
+		const uint8_t *ab = act + b * as;
+		__m512i D[MM_V][MM_T];
+
+		#pragma GCC unroll 8
+		for (int k = 0; k < 8; k++) {
+			__m512i W[MM_V];
+
+			#pragma GCC unroll 4
+			for (int v = 0; v < V; v++)
+				W[v] = _mm512_load_si512(&pk->q[b][k][v]);
+			#pragma GCC unroll 8
+			for (int t = 0; t < T; t++) {
+				const uint8_t *qs = ab + t * act_stride +
+					offsetof(struct block_q8_a, qs);
+				__m512i A = act_dword(qs + 4 * k);
+				__m512i D0 = MIN ? _mm512_setzero_si512()
+					: _mm512_set1_epi32(corr[t * MM_KB + b]);
+
+				#pragma GCC unroll 4
+				for (int v = 0; v < V; v++)
+					D[v][t] = _mm512_dpbusd_epi32(
+						k ? D[v][t] : D0, W[v], A);
+			}
+		}
+		#pragma GCC unroll 8
+		for (int t = 0; t < T; t++) {
+			const uint8_t *at = ab + t * act_stride;
+			__m512 da = _mm512_set1_ps(act_float(
+				at + offsetof(struct block_q8_a, d)));
+			__m512 sa = _mm512_set1_ps(act_float(
+				at + offsetof(struct block_q8_a, s)));
+
+			#pragma GCC unroll 4
+			for (int v = 0; v < V; v++) {
+				__m512 sc = _mm512_mul_ps(pk->d[b][v], da);
+
+				acc[v][t] = _mm512_fmadd_ps(
+					_mm512_cvtepi32_ps(D[v][t]), sc,
+					acc[v][t]);
+				if (MIN)
+					acc[v][t] = _mm512_fmadd_ps(
+						pk->m[b][v], sa, acc[v][t]);
+			}
+		}
+	}
+	#pragma GCC unroll 8
+	for (int t = 0; t < T; t++)
+		#pragma GCC unroll 4
+		for (int v = 0; v < V; v++)
+			_mm512_mask_storeu_ps(y + t * ldy + 16 * v, vm[v],
+					      acc[v][t]);
+}
+
+/* Every token through V row vectors of pk: whole tiles of MM_T tokens,
+ * then one tile of the rest. */
+static inline __attribute__((always_inline)) void
+mm_tokens(int V, int MIN, const struct mm_panel *pk, int nblk,
+	  const uint8_t *act, size_t act_stride, const int32_t *corr,
+	  float *y, int64_t ldy, int64_t n_tok, const __mmask16 *vm,
+	  int first)
+{
+	int64_t t = 0;
+
+	for (; t + MM_T <= n_tok; t += MM_T)
+		mm_tile(V, MM_T, MIN, pk, nblk, act + t * act_stride, act_stride,
+			corr + t * MM_KB, y + t * ldy, ldy, vm, first);
+	act += t * act_stride;
+	corr += t * MM_KB;
+	y += t * ldy;
+	switch (n_tok - t) {
+	case 1:
+		mm_tile(V, 1, MIN, pk, nblk, act, act_stride, corr, y, ldy, vm,
+			first);
+		break;
+	case 2:
+		mm_tile(V, 2, MIN, pk, nblk, act, act_stride, corr, y, ldy, vm,
+			first);
+		break;
+	case 3:
+		mm_tile(V, 3, MIN, pk, nblk, act, act_stride, corr, y, ldy, vm,
+			first);
+		break;
+	default:
+		break;
+	}
+}
+_Static_assert(MM_T == 4, "mm_tokens handles leftovers up to 3 tokens");
+
+/* Every token (n_tok <= MM_TS) through the nv vectors of pk; corr is
+ * NULL for the formats with a min. Not inlined: it does not depend on
+ * the weight type, so the five types share it. */
+static void __attribute__((noinline))
+mm_panel_tokens(int nv, const struct mm_panel *pk, int nblk,
+		const uint8_t *act, size_t act_stride, const int32_t *corr,
+		float *y, int64_t ldy, int64_t n_tok, const __mmask16 *vm,
+		int first)
+{
+	if (nv == MM_V && !corr)
+		mm_tokens(MM_V, 1, pk, nblk, act, act_stride, corr, y, ldy,
+			  n_tok, vm, first);
+	else if (nv == MM_V)
+		mm_tokens(MM_V, 0, pk, nblk, act, act_stride, corr, y, ldy,
+			  n_tok, vm, first);
+	else if (!corr)
+		mm_tokens(1, 1, pk, nblk, act, act_stride, corr, y, ldy, n_tok,
+			  vm, first);
+	else
+		mm_tokens(1, 0, pk, nblk, act, act_stride, corr, y, ldy, n_tok,
+			  vm, first);
+}
+_Static_assert(MM_V <= 2, "mm_panel_tokens handles 1 or MM_V vectors");
+
+/* kern_matmul_fn for a 32-element format. Loops, outer to inner: MM_TS
+ * tokens (one offset-sum buffer), K chunks (their activations stay in
+ * L2 for every panel), panels of 16 * MM_V rows (repacked once), tiles
+ * of MM_T tokens. Fewer than MM_MIN_TOK tokens go to the matvec. Stack:
+ * ~72 KiB (panel and offset sums). */
+static inline __attribute__((always_inline)) void
+matmul_q32(uint32_t type, const void *w, size_t row_bytes, const void *act,
+	   size_t act_stride, float *y, int64_t ldy, int64_t n, int64_t r0,
+	   int64_t r1, int64_t n_tok)
+{
+	const int as = sizeof(struct block_q8_a);
+	const int64_t nb = n / 32;
+	const uint8_t *a = act;
+	struct mm_panel pk __attribute__((aligned(64)));
+	int32_t corr[MM_TS * MM_KB]; /* offset terms, unused with a min */
+
+	if (n_tok < MM_MIN_TOK || r0 >= r1) {
+		for (int64_t t = 0; t < n_tok; t++)
+			matvec_q32(type, w, row_bytes, a + t * act_stride,
+				   y + t * ldy, n, r0, r1);
+		return;
+	}
+	for (int64_t t0 = 0; t0 < n_tok; t0 += MM_TS) {
+		int64_t nt = n_tok - t0 < MM_TS ? n_tok - t0 : MM_TS;
+		const uint8_t *at = a + t0 * act_stride;
+
+		for (int64_t c0 = 0; c0 < nb; c0 += MM_KB) {
+			int nblk = nb - c0 < MM_KB ? (int)(nb - c0) : MM_KB;
+
+			for (int64_t t = 0; !has_min(type) && t < nt; t++)
+				mm_act_corr(at + t * act_stride + c0 * as, nblk,
+					    quant_off(type), corr + t * MM_KB);
+			for (int64_t p = r0; p < r1; p += 16 * MM_V) {
+				int nv = (int)((r1 - p + 15) / 16);
+				__mmask16 vm[MM_V];
+
+				nv = nv < MM_V ? nv : MM_V;
+				for (int v = 0; v < nv; v++) {
+					int64_t left = r1 - p - 16 * v;
+
+					vm[v] = left >= 16
+						? 0xffff
+						: (__mmask16)((1u << left) - 1);
+				}
+				mm_pack(type, w, row_bytes, p, r1, nv, c0, nblk,
+					&pk);
+				mm_panel_tokens(nv, &pk, nblk, at + c0 * as,
+						act_stride,
+						has_min(type) ? NULL : corr,
+						y + t0 * ldy + p, ldy, nt, vm,
+						c0 == 0);
+			}
+		}
+	}
+}
+
+static void matmul_q4_0(const void *w, size_t row_bytes, const void *act,
+			size_t act_stride, float *y, int64_t ldy, int64_t n,
+			int64_t r0, int64_t r1, int64_t n_tok)
+{
+	matmul_q32(KT_Q4_0, w, row_bytes, act, act_stride, y, ldy, n, r0, r1,
+		   n_tok);
+}
+
+static void matmul_q4_1(const void *w, size_t row_bytes, const void *act,
+			size_t act_stride, float *y, int64_t ldy, int64_t n,
+			int64_t r0, int64_t r1, int64_t n_tok)
+{
+	matmul_q32(KT_Q4_1, w, row_bytes, act, act_stride, y, ldy, n, r0, r1,
+		   n_tok);
+}
+
+static void matmul_q5_0(const void *w, size_t row_bytes, const void *act,
+			size_t act_stride, float *y, int64_t ldy, int64_t n,
+			int64_t r0, int64_t r1, int64_t n_tok)
+{
+	matmul_q32(KT_Q5_0, w, row_bytes, act, act_stride, y, ldy, n, r0, r1,
+		   n_tok);
+}
+
+static void matmul_q5_1(const void *w, size_t row_bytes, const void *act,
+			size_t act_stride, float *y, int64_t ldy, int64_t n,
+			int64_t r0, int64_t r1, int64_t n_tok)
+{
+	matmul_q32(KT_Q5_1, w, row_bytes, act, act_stride, y, ldy, n, r0, r1,
+		   n_tok);
+}
+
+static void matmul_q8_0(const void *w, size_t row_bytes, const void *act,
+			size_t act_stride, float *y, int64_t ldy, int64_t n,
+			int64_t r0, int64_t r1, int64_t n_tok)
+{
+	matmul_q32(KT_Q8_0, w, row_bytes, act, act_stride, y, ldy, n, r0, r1,
+		   n_tok);
+}
+
 /* ---- 32-element formats: dequantization -------------------------------- */
 
 /* One block's 32 values, in the reference's order of operations
@@ -713,14 +1161,19 @@ void kern_fill_avx512(struct kern_table *t)
 	t->ops[KT_F16].dequant = dequant_f16;
 	t->ops[KT_BF16].dequant = dequant_bf16;
 	t->ops[KT_Q4_0] = (struct kern_ops){ .dequant = dequant_q4_0,
-					     .matvec = matvec_q4_0 };
+					     .matvec = matvec_q4_0,
+					     .matmul = matmul_q4_0 };
 	t->ops[KT_Q4_1] = (struct kern_ops){ .dequant = dequant_q4_1,
-					     .matvec = matvec_q4_1 };
+					     .matvec = matvec_q4_1,
+					     .matmul = matmul_q4_1 };
 	t->ops[KT_Q5_0] = (struct kern_ops){ .dequant = dequant_q5_0,
-					     .matvec = matvec_q5_0 };
+					     .matvec = matvec_q5_0,
+					     .matmul = matmul_q5_0 };
 	t->ops[KT_Q5_1] = (struct kern_ops){ .dequant = dequant_q5_1,
-					     .matvec = matvec_q5_1 };
+					     .matvec = matvec_q5_1,
+					     .matmul = matmul_q5_1 };
 	t->ops[KT_Q8_0] = (struct kern_ops){ .dequant = dequant_q8_0,
-					     .matvec = matvec_q8_0 };
+					     .matvec = matvec_q8_0,
+					     .matmul = matmul_q8_0 };
 	t->quantize_act[KT_Q8_A] = quantize_q8_a;
 }

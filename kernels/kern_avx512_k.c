@@ -15,6 +15,10 @@
  *    as one int32 vector per row, converted and scaled by d once;
  *  - the integer sums are exactly those of kern_ref_k.c; only the order
  *    of the float additions differs.
+ *
+ * Prefill (several tokens against the same weights) has its own batched
+ * product, matmul_q*_k, at the end of the file: compute-bound instead of
+ * memory-bound, with its own layout (see there).
  */
 #include <immintrin.h>
 #include <stddef.h>
@@ -587,10 +591,508 @@ static void quantize_q8_k(const float *x, void *dst, int64_t n)
 	}
 }
 
+/* ---- batched product for prefill (kern_matmul_fn) ------------------------
+ *
+ * A register tile of MM_ROWS rows x MM_TOK tokens. The weights are
+ * repacked so that int32 lane r of a vector belongs to row r: q[v] holds
+ * the four u8 values of elements 4v .. 4v+3 of each of 16 rows, so one
+ * vpdpbusd against the broadcast dword v of a token's Q8_K qs adds 64
+ * products into 16 row sums, and each repacked vector serves every token.
+ * The sub-block scales are then per-lane vectors as well: one vpmulld per
+ * (token, sub-block) for 16 rows, amortized over the 8 (Q4_K/Q5_K) or 4
+ * (Q6_K) vpdpbusd of the sub-block. The min terms (Q4_K/Q5_K) and the
+ * "- 32" of Q6_K come from the activation's bsums by vpdpwssd, and each
+ * super-block ends in one conversion and FMA per (token, term). The
+ * integer sums per super-block are exactly those of kern_ref_k.c; only the
+ * float rounding order differs (and it is the same as kern_avx2_k.c's).
+ *
+ * Repacking is a dword transpose of 16 rows (loads and shuffles), done
+ * once per call for every MM_CHUNK super-blocks of a row group (23 KiB,
+ * kept in L1 while every token passes over it); at n_tok = 128 it is
+ * under a tenth of the time. A short row group repeats its last row in
+ * the missing lanes, which are never stored, so callers should pass row
+ * ranges in multiples of MM_ROWS: a 4-row range runs at a quarter of the
+ * speed. Measured (one Zen 5 core, 2048 x 2048, 128 tokens, weights in
+ * cache): Q4_K ~650 GOP/s, 3.6x the matvec loop; about 80% of the time is
+ * the vpdpbusd loop, 10% min terms and block ends, 10% repacking.
+ */
+
+#define MM_ROWS 16 /* rows per group: one int32 lane each */
+#define MM_TOK 8   /* tokens per tile: 3 accumulators each (of 32 zmm) */
+#define MM_CHUNK 4 /* super-blocks repacked at a time */
+
+/* One super-block of a group of MM_ROWS rows, one row per int32 lane */
+struct mm_blk {
+	__m512i q[QK_K / 4]; /* u8 values of elements 4v .. 4v+3 */
+	__m512i sc[16];      /* Q4_K/Q5_K: sc of 8 sub-blocks of 32;
+				Q6_K: scales of 16 sub-blocks of 16 */
+	__m512i mb[8];       /* int16 pairs: Q4_K/Q5_K (m_2p, m_2p+1)
+				against sub-block sums (B_2p, B_2p+1)
+				(p < 4); Q6_K (-32 s_2p, -32 s_2p+1)
+				against bsums (2p, 2p+1) */
+	__m512 d, dmin;      /* dmin: Q4_K/Q5_K only */
+};
+
+/*
+ * Dword transposes. tr16x16: x[r] holds 16 dwords of row r; afterwards
+ * x[c] holds dword c of every row, row r in lane r.
+ */
+static inline __attribute__((always_inline)) void tr16x16(__m512i x[16])
+{
+	__m512i t[16], u[16];
+
+	for (int i = 0; i < 16; i += 2) {
+		t[i] = _mm512_unpacklo_epi32(x[i], x[i + 1]);
+		t[i + 1] = _mm512_unpackhi_epi32(x[i], x[i + 1]);
+	}
+	/* u[4g + j], 128-bit lane L: rows 4g .. 4g+3 of column 4L + j */
+	for (int i = 0; i < 16; i += 4) {
+		u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+		u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+		u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+		u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+	}
+	for (int j = 0; j < 4; j++) {
+		__m512i a = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88);
+		__m512i b = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xDD);
+		__m512i c = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88);
+		__m512i d = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xDD);
+
+		x[j] = _mm512_shuffle_i32x4(a, c, 0x88);
+		x[4 + j] = _mm512_shuffle_i32x4(b, d, 0x88);
+		x[8 + j] = _mm512_shuffle_i32x4(a, c, 0xDD);
+		x[12 + j] = _mm512_shuffle_i32x4(b, d, 0xDD);
+	}
+}
+
+/* tr16x8: x[i] (i < 8) holds 8 dwords of row i, then 8 of row i + 8;
+ * afterwards x[m] holds dword m of every row, row r in lane r. */
+static inline __attribute__((always_inline)) void tr16x8(__m512i x[8])
+{
+	const __m512i lo = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
+	const __m512i hi = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+	__m512i t[8], u[8];
+
+	for (int i = 0; i < 8; i += 2) {
+		t[i] = _mm512_unpacklo_epi32(x[i], x[i + 1]);
+		t[i + 1] = _mm512_unpackhi_epi32(x[i], x[i + 1]);
+	}
+	/* u[4g + j], 128-bit lane L: rows 4g .. 4g+3 (+ 8 for L >= 2) of
+	 * column 4 (L & 1) + j */
+	for (int i = 0; i < 8; i += 4) {
+		u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+		u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+		u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+		u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+	}
+	for (int j = 0; j < 4; j++) {
+		x[j] = _mm512_permutex2var_epi64(u[j], lo, u[4 + j]);
+		x[4 + j] = _mm512_permutex2var_epi64(u[j], hi, u[4 + j]);
+	}
+}
+
+/* the 64 bytes at row[r] + at of 16 rows, x[c] lane r = dword c */
+static inline __attribute__((always_inline)) void
+load_t16(const uint8_t *const row[MM_ROWS], size_t at, __m512i x[16])
+{
+	for (int r = 0; r < 16; r++)
+		x[r] = _mm512_loadu_si512(row[r] + at);
+	tr16x16(x);
+}
+
+/* the 32 bytes at row[r] + at of 16 rows, x[m] lane r = dword m */
+static inline __attribute__((always_inline)) void
+load_t8(const uint8_t *const row[MM_ROWS], size_t at, __m512i x[8])
+{
+	for (int i = 0; i < 8; i++)
+		x[i] = _mm512_inserti64x4(
+			_mm512_castsi256_si512(_mm256_loadu_si256(
+				(const __m256i *)(row[i] + at))),
+			_mm256_loadu_si256((const __m256i *)(row[i + 8] + at)),
+			1);
+	tr16x8(x);
+}
+
+/* x shifted left by s bits (right by -s) in each 32-bit lane */
+static inline __attribute__((always_inline)) __m512i shl32(__m512i x, int s)
+{
+	return s >= 0 ? _mm512_slli_epi32(x, (unsigned)s) :
+			_mm512_srli_epi32(x, (unsigned)-s);
+}
+
+/* a | (b & c) */
+static inline __attribute__((always_inline)) __m512i
+or_and(__m512i a, __m512i b, __m512i c)
+{
+	return _mm512_ternarylogic_epi32(a, b, c, 0xF8);
+}
+
+/*
+ * Repack the super-blocks at row[r] + at of Q4_K (q5 = 0) or Q5_K. Dword
+ * c = 8h + m of qs holds elements 64h + 4m + {0..3} (sub-block 2h) in its
+ * low nibbles and 32 further on (sub-block 2h + 1) in its high ones; the
+ * fifth bit of sub-block j is bit j of qh dword m.
+ */
+static inline __attribute__((always_inline)) void
+repack_k4(const uint8_t *const row[MM_ROWS], size_t at, struct mm_blk *o,
+	  const int q5)
+{
+	const __m512i m4 = _mm512_set1_epi8(0x0F);
+	const __m512i b4 = _mm512_set1_epi8(0x10);
+	const size_t qs_at = q5 ? offsetof(struct block_q5_k, qs) :
+				  offsetof(struct block_q4_k, qs);
+	__m512i h[8], x[16];
+
+	if (q5)
+		load_t8(row, at + offsetof(struct block_q5_k, qh), h);
+	for (int half = 0; half < 2; half++) {
+		load_t16(row, at + qs_at + 64 * half, x);
+		for (int i = 0; i < 16; i++) {
+			const int hh = 2 * half + i / 8, m = i % 8;
+			__m512i lo = _mm512_and_si512(x[i], m4);
+			__m512i hi = _mm512_and_si512(
+				_mm512_srli_epi32(x[i], 4), m4);
+
+			if (q5) { /* sub-blocks 2hh, 2hh + 1: bit -> bit 4 */
+				lo = or_and(lo, shl32(h[m], 4 - 2 * hh), b4);
+				hi = or_and(hi, shl32(h[m], 3 - 2 * hh), b4);
+			}
+			o->q[16 * hh + m] = lo;
+			o->q[16 * hh + 8 + m] = hi;
+		}
+	}
+
+	/* header dwords: d | dmin << 16, then scales[0..12) as u0, u1, u2;
+	 * kern_get_scale_min_k4 for all j, 16 rows at once */
+	const __m512i m6 = _mm512_set1_epi32(63);
+	const __m512i lo4 = _mm512_set1_epi32(0x0F);
+	const __m512i m30 = _mm512_set1_epi32(0x30);
+	__m512i hd[8];
+
+	__m512i mn[8];
+
+	load_t8(row, at, hd);
+	for (int j = 0; j < 4; j++) {
+		__m512i u0 = hd[1], u1 = hd[2], u2 = hd[3];
+
+		o->sc[j] = _mm512_and_si512(_mm512_srli_epi32(u0, 8 * j), m6);
+		o->sc[j + 4] = or_and(
+			_mm512_and_si512(_mm512_srli_epi32(u2, 8 * j), lo4),
+			_mm512_srli_epi32(u0, 8 * j + 2), m30);
+		mn[j] = _mm512_and_si512(_mm512_srli_epi32(u1, 8 * j), m6);
+		mn[j + 4] = or_and(
+			_mm512_and_si512(_mm512_srli_epi32(u2, 8 * j + 4), lo4),
+			_mm512_srli_epi32(u1, 8 * j + 2), m30);
+	}
+	for (int p = 0; p < 4; p++)
+		o->mb[p] = _mm512_or_si512(mn[2 * p],
+					   _mm512_slli_epi32(mn[2 * p + 1], 16));
+	o->d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(hd[0]));
+	o->dmin = _mm512_cvtph_ps(
+		_mm512_cvtepi32_epi16(_mm512_srli_epi32(hd[0], 16)));
+}
+
+/*
+ * Repack Q6_K super-blocks. Within half hf, element 32k + 4m + b takes
+ * the low (k < 2) or high nibble of ql dword 16hf + 8(k & 1) + m and bits
+ * 2k, 2k + 1 of qh dword 8hf + m (the layout of q6k_value).
+ */
+static inline __attribute__((always_inline)) void
+repack_q6(const uint8_t *const row[MM_ROWS], size_t at, struct mm_blk *o)
+{
+	const __m512i m4 = _mm512_set1_epi8(0x0F);
+	const __m512i m30 = _mm512_set1_epi8(0x30);
+	__m512i h[8], l[16];
+
+	for (int hf = 0; hf < 2; hf++) {
+		load_t8(row, at + offsetof(struct block_q6_k, qh) + 32 * hf, h);
+		load_t16(row, at + offsetof(struct block_q6_k, ql) + 64 * hf, l);
+		for (int m = 0; m < 8; m++) {
+			__m512i *q = &o->q[32 * hf + m];
+			__m512i l0 = l[m], l1 = l[8 + m];
+
+			q[0] = or_and(_mm512_and_si512(l0, m4),
+				      _mm512_slli_epi32(h[m], 4), m30);
+			q[8] = or_and(_mm512_and_si512(l1, m4),
+				      _mm512_slli_epi32(h[m], 2), m30);
+			q[16] = or_and(_mm512_and_si512(
+					       _mm512_srli_epi32(l0, 4), m4),
+				       h[m], m30);
+			q[24] = or_and(_mm512_and_si512(
+					       _mm512_srli_epi32(l1, 4), m4),
+				       _mm512_srli_epi32(h[m], 2), m30);
+		}
+	}
+
+	/* the block's last 32 bytes: qh[50..64), scales[16], d; scale j is
+	 * byte 14 + j of them. int8 scales sign-extended, and (-32 s,
+	 * -32 s') int16 pairs for the bsums. */
+	const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
+	const size_t tail = sizeof(struct block_q6_k) - 32;
+	__m512i s8[8];
+
+	_Static_assert(offsetof(struct block_q6_k, scales) - 14 ==
+			       sizeof(struct block_q6_k) - 32,
+		       "q6_K tail layout");
+	load_t8(row, at + tail, s8);
+	for (int j = 0; j < 16; j++) {
+		const int e = 14 + j;
+		o->sc[j] = _mm512_srai_epi32(
+			_mm512_slli_epi32(s8[e / 4], 24 - 8 * (e % 4)), 24);
+	}
+	for (int p = 0; p < 8; p++) {
+		__m512i e = _mm512_sub_epi32(_mm512_setzero_si512(),
+					     _mm512_slli_epi32(o->sc[2 * p], 5));
+		__m512i f = _mm512_sub_epi32(
+			_mm512_setzero_si512(),
+			_mm512_slli_epi32(o->sc[2 * p + 1], 5));
+		o->mb[p] = _mm512_or_si512(_mm512_and_si512(e, lo16),
+					   _mm512_slli_epi32(f, 16));
+	}
+	o->d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(s8[7], 16)));
+	o->dmin = _mm512_setzero_ps();
+}
+
+/* dword v (4 bytes) of an activation block's qs, broadcast */
+static inline __attribute__((always_inline)) __m512i
+act_dword(const uint8_t *a, size_t at)
+{
+	return _mm512_set1_epi32((int)load_u32(a + at));
+}
+
+/*
+ * One repacked super-block against nt (<= MM_TOK) tokens' Q8_K blocks
+ * a[t] (bp[t]: their sub-block sum pairs, Q4_K/Q5_K): acc[t] (lane r:
+ * row r) += the block's part of the dot products. The #pragma unrolls
+ * keep the per-token arrays in registers (-O2 leaves them in memory).
+ * type: 4 (Q4_K and Q5_K, which differ only in the repacking) or 6.
+ * Per sub-block j the vpdpbusd sums go to is[t], then into bi[t] scaled
+ * by sc[j]; at most 256 x 63 x 127 x 128 in all, well inside int32.
+ */
+static inline __attribute__((always_inline)) void
+mm_block(const struct mm_blk *b, const uint8_t *const a[],
+	 const uint32_t bp[][4], const int nt, __m512 acc[], const int type)
+{
+	const size_t qs_at = offsetof(struct block_q8_k, qs);
+	const size_t bs_at = offsetof(struct block_q8_k, bsums);
+	const int nsub = type == 6 ? 16 : 8, vps = QK_K / 4 / nsub;
+	__m512i bi[MM_TOK], is[MM_TOK];
+
+	/* Q6_K: start from -32 sum_j s_j bsums_j */
+	#pragma GCC unroll 16
+	for (int t = 0; t < nt; t++) {
+		bi[t] = _mm512_setzero_si512();
+		if (type == 6)
+			#pragma GCC unroll 16
+			for (int p = 0; p < 8; p++)
+				bi[t] = _mm512_dpwssd_epi32(
+					bi[t], b->mb[p],
+					act_dword(a[t], bs_at + 4 * p));
+	}
+	for (int j = 0; j < nsub; j++) {
+		#pragma GCC unroll 16
+		for (int t = 0; t < nt; t++)
+			is[t] = _mm512_setzero_si512();
+		#pragma GCC unroll 16
+		for (int m = 0; m < vps; m++) {
+			const int v = vps * j + m;
+			const __m512i w = b->q[v];
+
+			#pragma GCC unroll 16
+			for (int t = 0; t < nt; t++)
+				is[t] = _mm512_dpbusd_epi32(
+					is[t], w, act_dword(a[t], qs_at + 4 * v));
+		}
+		#pragma GCC unroll 16
+		for (int t = 0; t < nt; t++)
+			bi[t] = _mm512_add_epi32(
+				bi[t], _mm512_mullo_epi32(is[t], b->sc[j]));
+	}
+	/* Q4_K/Q5_K: min terms sum_j m_j B_j */
+	if (type != 6)
+		#pragma GCC unroll 16
+		for (int t = 0; t < nt; t++) {
+			is[t] = _mm512_setzero_si512();
+			#pragma GCC unroll 16
+			for (int p = 0; p < 4; p++)
+				is[t] = _mm512_dpwssd_epi32(
+					is[t], b->mb[p],
+					_mm512_set1_epi32((int)bp[t][p]));
+		}
+	#pragma GCC unroll 16
+	for (int t = 0; t < nt; t++) {
+		__m512 ad = _mm512_set1_ps(
+			load_f32(a[t] + offsetof(struct block_q8_k, d)));
+
+		acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(bi[t]),
+					 _mm512_mul_ps(b->d, ad), acc[t]);
+		if (type != 6)
+			acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(is[t]),
+						  _mm512_mul_ps(b->dmin, ad),
+						  acc[t]);
+	}
+}
+
+/*
+ * nc repacked super-blocks against nt tokens: activation t's first block
+ * at a0 + t * as, results for the rows in mask k at y + t * ldy (added to
+ * what is there unless first).
+ */
+static inline __attribute__((always_inline)) void
+mm_tile(const struct mm_blk *blk, int nc, const uint8_t *a0, size_t as,
+	float *y, int64_t ldy, __mmask16 k, int first, const int nt,
+	const int type)
+{
+	const uint8_t *a[MM_TOK];
+	__m512 acc[MM_TOK];
+
+	#pragma GCC unroll 16
+	for (int t = 0; t < nt; t++) {
+		a[t] = a0 + t * as;
+		acc[t] = first ? _mm512_setzero_ps() :
+				 _mm512_maskz_loadu_ps(k, y + t * ldy);
+	}
+	/* Q4_K/Q5_K: sub-block sums B_j = bsums[2j] + bsums[2j+1] as
+	 * int16 (|B_j| <= 32 * 127), pairs (B_2p, B_2p+1) in dword p */
+	uint32_t bp[MM_CHUNK][MM_TOK][4];
+
+	if (type != 6)
+		for (int c = 0; c < nc; c++)
+			#pragma GCC unroll 16
+			for (int t = 0; t < nt; t++) {
+				__m256i bs = _mm256_loadu_si256((const __m256i *)(
+					a[t] + c * sizeof(struct block_q8_k) +
+					offsetof(struct block_q8_k, bsums)));
+				bs = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
+				_mm_storeu_si128((__m128i *)bp[c][t],
+						 _mm256_cvtepi32_epi16(bs));
+			}
+	for (int c = 0; c < nc; c++) {
+		mm_block(&blk[c], a, (const uint32_t(*)[4])bp[c], nt, acc,
+			 type);
+		#pragma GCC unroll 16
+		for (int t = 0; t < nt; t++)
+			a[t] += sizeof(struct block_q8_k);
+	}
+	#pragma GCC unroll 16
+	for (int t = 0; t < nt; t++)
+		_mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+}
+
+/* mm_tile with nt a constant (1 .. MM_TOK), so that the tile stays in
+ * registers */
+static inline __attribute__((always_inline)) void
+mm_tile_n(const struct mm_blk *blk, int nc, const uint8_t *a0, size_t as,
+	  float *y, int64_t ldy, __mmask16 k, int first, int nt,
+	  const int type)
+{
+	switch (nt) {
+	case 1: mm_tile(blk, nc, a0, as, y, ldy, k, first, 1, type); break;
+	case 2: mm_tile(blk, nc, a0, as, y, ldy, k, first, 2, type); break;
+	case 3: mm_tile(blk, nc, a0, as, y, ldy, k, first, 3, type); break;
+	case 4: mm_tile(blk, nc, a0, as, y, ldy, k, first, 4, type); break;
+	case 5: mm_tile(blk, nc, a0, as, y, ldy, k, first, 5, type); break;
+	case 6: mm_tile(blk, nc, a0, as, y, ldy, k, first, 6, type); break;
+	case 7: mm_tile(blk, nc, a0, as, y, ldy, k, first, 7, type); break;
+	default: mm_tile(blk, nc, a0, as, y, ldy, k, first, 8, type); break;
+	}
+}
+
+_Static_assert(MM_TOK == 8, "mm_tile_n instantiates 1 .. 8 tokens");
+
+/*
+ * The batched product for type 4 (Q4_K), 5 (Q5_K) or 6 (Q6_K): row groups
+ * of MM_ROWS, and per group chunks of MM_CHUNK super-blocks repacked once,
+ * then swept by every token, MM_TOK at a time. The lanes of a short group
+ * repeat its last row (never stored). The next chunk's weights are
+ * prefetched while the tokens run over the current one.
+ */
+static inline __attribute__((always_inline)) void
+matmul_k(const void *w, size_t rb, const void *act, size_t as, float *y,
+	 int64_t ldy, int64_t n, int64_t r0, int64_t r1, int64_t n_tok,
+	 const int type)
+{
+	const size_t bsz = type == 4 ? sizeof(struct block_q4_k) :
+			   type == 5 ? sizeof(struct block_q5_k) :
+				       sizeof(struct block_q6_k);
+	const int64_t nb = n / QK_K;
+	struct mm_blk blk[MM_CHUNK];
+
+	if (nb == 0) { /* empty rows: zero, as matvec gives */
+		for (int64_t t = 0; t < n_tok; t++)
+			for (int64_t r = r0; r < r1; r++)
+				y[t * ldy + r] = 0;
+		return;
+	}
+	for (int64_t rg = r0; rg < r1; rg += MM_ROWS) {
+		const int nr = r1 - rg < MM_ROWS ? (int)(r1 - rg) : MM_ROWS;
+		const __mmask16 k = (__mmask16)((1u << nr) - 1);
+		const uint8_t *row[MM_ROWS];
+
+		for (int r = 0; r < MM_ROWS; r++)
+			row[r] = (const uint8_t *)w +
+				 (rg + (r < nr ? r : nr - 1)) * rb;
+		for (int64_t i0 = 0; i0 < nb; i0 += MM_CHUNK) {
+			const int nc = nb - i0 < MM_CHUNK ? (int)(nb - i0) :
+							    MM_CHUNK;
+			/* next chunk: this group's, or the next group's first */
+			uintptr_t next = i0 + nc < nb ?
+				(uintptr_t)row[0] + (i0 + nc) * bsz :
+				(uintptr_t)row[0] + MM_ROWS * rb;
+
+			for (int c = 0; c < nc; c++) {
+				size_t at = (size_t)(i0 + c) * bsz;
+				if (type == 6)
+					repack_q6(row, at, &blk[c]);
+				else
+					repack_k4(row, at, &blk[c], type == 5);
+			}
+			for (int r = 0; r < MM_ROWS; r++)
+				prefetch_block(next + r * rb, MM_CHUNK * bsz);
+			for (int64_t t0 = 0; t0 < n_tok; t0 += MM_TOK) {
+				int nt = n_tok - t0 < MM_TOK ?
+						 (int)(n_tok - t0) : MM_TOK;
+				mm_tile_n(blk, nc,
+					  (const uint8_t *)act + t0 * as +
+						  i0 * sizeof(struct block_q8_k),
+					  as, y + t0 * ldy + rg, ldy, k, i0 == 0,
+					  nt, type == 6 ? 6 : 4);
+			}
+		}
+	}
+}
+
+static void matmul_q4_k(const void *w, size_t rb, const void *act, size_t as,
+			float *y, int64_t ldy, int64_t n, int64_t r0,
+			int64_t r1, int64_t n_tok)
+{
+	matmul_k(w, rb, act, as, y, ldy, n, r0, r1, n_tok, 4);
+}
+
+static void matmul_q5_k(const void *w, size_t rb, const void *act, size_t as,
+			float *y, int64_t ldy, int64_t n, int64_t r0,
+			int64_t r1, int64_t n_tok)
+{
+	matmul_k(w, rb, act, as, y, ldy, n, r0, r1, n_tok, 5);
+}
+
+static void matmul_q6_k(const void *w, size_t rb, const void *act, size_t as,
+			float *y, int64_t ldy, int64_t n, int64_t r0,
+			int64_t r1, int64_t n_tok)
+{
+	matmul_k(w, rb, act, as, y, ldy, n, r0, r1, n_tok, 6);
+}
+
 void kern_fill_avx512_k(struct kern_table *t)
 {
-	t->ops[KT_Q4_K] = (struct kern_ops){ dequant_q4_k, matvec_q4_k };
-	t->ops[KT_Q5_K] = (struct kern_ops){ dequant_q5_k, matvec_q5_k };
-	t->ops[KT_Q6_K] = (struct kern_ops){ dequant_q6_k, matvec_q6_k };
+	t->ops[KT_Q4_K] = (struct kern_ops){ .dequant = dequant_q4_k,
+					      .matvec = matvec_q4_k,
+					      .matmul = matmul_q4_k };
+	t->ops[KT_Q5_K] = (struct kern_ops){ .dequant = dequant_q5_k,
+					      .matvec = matvec_q5_k,
+					      .matmul = matmul_q5_k };
+	t->ops[KT_Q6_K] = (struct kern_ops){ .dequant = dequant_q6_k,
+					      .matvec = matvec_q6_k,
+					      .matmul = matmul_q6_k };
 	t->quantize_act[KT_Q8_K] = quantize_q8_k;
 }

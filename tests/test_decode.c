@@ -86,38 +86,52 @@ static void test_threads_bit_identical(void **state)
 		free(lg[k]);
 }
 
-/* The prompt evaluated as a batch (f32 GEMM) and token by token (8-bit
- * activations, matvec) must agree on every position's logits within the
- * activation quantization error, and on the argmax where it is clear. */
+/* The prompt evaluated as a batch (batched int8 matmul kernels) and token
+ * by token (matvec) must agree on every position's logits. Both quantize
+ * activations to 8 bits; the kernels differ only in float summation order
+ * (~2e-7 relative), but a last-bit change can flip an 8-bit rounding, and
+ * over 30 layers the two paths end up as far apart as 8-bit activations
+ * are from float: measured max 0.5-1.2, RMS ~0.1 on logits of magnitude
+ * ~20. A real bug (wrong RoPE position, KV slot, head) moves the RMS past
+ * 1. With the reference kernels (no batched kernel) the two paths are
+ * bit-identical, which STRATA_KERNELS=ref checks. */
 static void test_prefill_matches_decode(void **state)
 {
-	struct engine a, b;
+	struct engine b;
 	(void)state;
-	open_engine(&a, 2, 256);
 	open_engine(&b, 2, 256);
-	int64_t nv = a.model.hp.n_vocab;
-	float *all = malloc((size_t)(N_PROMPT * nv) * sizeof(float));
+	int64_t nv = b.model.hp.n_vocab;
+	float *all = malloc((size_t)nv * sizeof(float));
 	float *one = malloc((size_t)nv * sizeof(float));
+	bool ref = kern_isa_active() == KERN_ISA_REF;
 
-	assert_int_equal(engine_prefill(&a, prompt, N_PROMPT, 0, all, true), 0);
-	for (int32_t i = 0; i < N_PROMPT; i++) {
-		assert_int_equal(engine_decode(&b, prompt[i], i, one), 0);
-		const float *p = all + i * nv;
-		double max_diff = 0, max_abs = 0;
+	/* prefill of the first n tokens (last position's logits, int8 head)
+	 * against decode of token n-1 after the n-1 before it */
+	for (int32_t n = 1; n <= N_PROMPT; n++) {
+		struct engine c;
+		open_engine(&c, 2, 256);
+		assert_int_equal(engine_prefill(&c, prompt, n, 0, all, false), 0);
+		engine_destroy(&c);
+		assert_int_equal(engine_decode(&b, prompt[n - 1], n - 1, one), 0);
+		double max_diff = 0, ss = 0, max_abs = 0;
 		for (int64_t v = 0; v < nv; v++) {
-			max_diff = fmax(max_diff, fabs((double)p[v] - one[v]));
-			max_abs = fmax(max_abs, fabs((double)p[v]));
+			double dlt = fabs((double)all[v] - one[v]);
+			max_diff = fmax(max_diff, dlt);
+			ss += dlt * dlt;
+			max_abs = fmax(max_abs, fabs((double)all[v]));
 		}
-		/* Q8 activations over 30 layers: measured max diff ~0.1-0.3
-		 * on logits of magnitude ~20; 1.0 catches any real bug (a
-		 * wrong RoPE position or KV slot moves logits by several) */
-		assert_true(max_diff < 1.0);
+		double rms = sqrt(ss / (double)nv);
+		if (getenv("STRATA_TEST_VERBOSE"))
+			fprintf(stderr, "position %d: max logit diff %.4f rms %.4f\n",
+				n - 1, max_diff, rms);
+		if (ref)
+			assert_true(max_diff == 0.0);
+		assert_true(rms < 0.6);
+		assert_true(max_diff < 4.0);
 		assert_true(max_abs > 1.0); /* logits are not all ~0 */
-		assert_int_equal(ops_argmax(p, nv), ops_argmax(one, nv));
 	}
 	free(all);
 	free(one);
-	engine_destroy(&a);
 	engine_destroy(&b);
 }
 

@@ -41,7 +41,7 @@ struct options {
 	const char *dump_logits;
 	bool tokenize_only;
 	enum memtier_kind tier;
-	bool no_display_prompt;
+	bool prefill_blas;
 };
 
 static void usage(FILE *f)
@@ -69,6 +69,8 @@ static void usage(FILE *f)
 "      --ignore-eos         keep generating past end-of-sequence\n"
 "      --prompt-tokens N    use N fixed token ids as the prompt (benchmarks)\n"
 "      --tier dram          where the weights live (flash, mmap: coming)\n"
+"      --prefill-blas       prefill quantized weights as dequantized tiles x\n"
+"                           OpenBLAS SGEMM instead of the int8 kernels\n"
 "      --stats              print measured statistics to stderr\n"
 "      --stats-json FILE    write them as JSON\n"
 "      --perplexity FILE    perplexity of FILE over chunks of -c tokens\n"
@@ -116,7 +118,7 @@ enum {
 	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT_PENALTY,
 	OPT_REPEAT_LAST_N, OPT_CHAT, OPT_SYSTEM, OPT_IGNORE_EOS,
 	OPT_PROMPT_TOKENS, OPT_TIER, OPT_STATS, OPT_STATS_JSON,
-	OPT_PERPLEXITY, OPT_DUMP_LOGITS, OPT_TOKENIZE,
+	OPT_PERPLEXITY, OPT_DUMP_LOGITS, OPT_TOKENIZE, OPT_PREFILL_BLAS,
 };
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -146,6 +148,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"perplexity", required_argument, 0, OPT_PERPLEXITY},
 		{"dump-logits", required_argument, 0, OPT_DUMP_LOGITS},
 		{"tokenize", no_argument, 0, OPT_TOKENIZE},
+		{"prefill-blas", no_argument, 0, OPT_PREFILL_BLAS},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0},
 	};
@@ -219,6 +222,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case OPT_PERPLEXITY: o->perplexity_file = optarg; break;
 		case OPT_DUMP_LOGITS: o->dump_logits = optarg; break;
 		case OPT_TOKENIZE: o->tokenize_only = true; break;
+		case OPT_PREFILL_BLAS: o->prefill_blas = true; break;
 		case 'h': usage(stdout); exit(0);
 		case ':':
 			fprintf(stderr, "error: %s needs a value\n", argv[optind - 1]);
@@ -594,6 +598,7 @@ int main(int argc, char **argv)
 	}
 	struct engine_config cfg = {
 		.n_threads = o.n_threads, .n_ctx = o.n_ctx, .n_batch = o.n_batch,
+		.prefill_blas = o.prefill_blas,
 		.mt = {.kind = o.tier, .dram_budget_bytes = UINT64_MAX,
 		       .huge_pages = true},
 	};

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,11 +30,13 @@ static const char *model_path;
 static const int32_t prompt[] = {504, 3575, 282, 4649, 314};
 #define N_PROMPT ((int32_t)(sizeof(prompt) / sizeof(prompt[0])))
 
-static void open_engine(struct engine *e, int threads, int32_t n_ctx)
+static void open_engine_cfg(struct engine *e, int threads, int32_t n_ctx,
+			    bool blas)
 {
 	struct engine_config cfg = {
 		.n_threads = threads,
 		.n_ctx = n_ctx,
+		.prefill_blas = blas,
 		.mt = {.kind = MEMTIER_DRAM, .huge_pages = true},
 	};
 	char err[512];
@@ -41,6 +44,11 @@ static void open_engine(struct engine *e, int threads, int32_t n_ctx)
 	if (rc)
 		fprintf(stderr, "engine_init: %s\n", err);
 	assert_int_equal(rc, 0);
+}
+
+static void open_engine(struct engine *e, int threads, int32_t n_ctx)
+{
+	open_engine_cfg(e, threads, n_ctx, false);
 }
 
 /* greedy n tokens after the prompt; logits of every step into lg_all */
@@ -147,6 +155,33 @@ static void test_known_continuation(void **state)
 	engine_destroy(&e);
 }
 
+/* The OpenBLAS prefill (dequantized tiles x SGEMM, float activations)
+ * against token-by-token decode: same bounds as the int8 path, and the
+ * same greedy continuation. */
+static void test_prefill_blas(void **state)
+{
+	struct engine a, b;
+	(void)state;
+	open_engine_cfg(&a, 2, 64, true);
+	open_engine(&b, 2, 64);
+	int64_t nv = a.model.hp.n_vocab;
+	float *p = malloc((size_t)nv * sizeof(float));
+	float *one = malloc((size_t)nv * sizeof(float));
+	double ss = 0;
+
+	assert_int_equal(engine_prefill(&a, prompt, N_PROMPT, 0, p, false), 0);
+	for (int32_t i = 0; i < N_PROMPT; i++)
+		assert_int_equal(engine_decode(&b, prompt[i], i, one), 0);
+	for (int64_t v = 0; v < nv; v++)
+		ss += ((double)p[v] - one[v]) * ((double)p[v] - one[v]);
+	assert_true(sqrt(ss / (double)nv) < 0.6);
+	assert_int_equal(ops_argmax(p, nv), 7042); /* " Paris" */
+	free(p);
+	free(one);
+	engine_destroy(&a);
+	engine_destroy(&b);
+}
+
 static void test_context_limits(void **state)
 {
 	struct engine e;
@@ -186,6 +221,7 @@ int main(void)
 		cmocka_unit_test(test_context_limits),
 		cmocka_unit_test(test_known_continuation),
 		cmocka_unit_test(test_prefill_matches_decode),
+		cmocka_unit_test(test_prefill_blas),
 		cmocka_unit_test(test_threads_bit_identical),
 	};
 

@@ -140,10 +140,11 @@ asan:
 		LDFLAGS="-fsanitize=address,undefined" \
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
 		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
-		build-asan/decode models
+		build-asan/tests/test_decode build-asan/decode models
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) tests/run.sh \
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
-		build-asan/tests/test_tokenizer build-asan/tests/test_sampler
+		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
+		build-asan/tests/test_decode
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) \
 		tests/test_cli.sh build-asan/decode
 

@@ -1,9 +1,13 @@
 /*
- * memtier.c - the dram tier: every tensor resident in one arena.
+ * memtier.c - the dram and mmap tiers.
  *
- * The arena is one anonymous mapping, 2 MiB aligned and advised for huge
- * pages, filled with large pread()s at open (so the first-touch cost that
- * MACHINE.md measures is paid once, at load, and counted as load time).
+ * dram: every tensor resident in one arena, an anonymous mapping 2 MiB
+ * aligned and advised for huge pages, filled with large pread()s at open
+ * (so the first-touch cost that MACHINE.md measures is paid once, at load,
+ * and counted as load time).
+ * mmap: the file mapped read-only and shared; pages come from the page
+ * cache on first use (llama.cpp's default), so a cold first token pays the
+ * faults and a memory limit that evicts page cache makes every token pay.
  */
 #include "memtier/memtier.h"
 
@@ -14,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/util.h"
@@ -130,6 +135,37 @@ static int dram_load(struct memtier *m, const char *path, char *err,
 	return rc;
 }
 
+static int mmap_load(struct memtier *m, const char *path, char *err,
+		     size_t errlen)
+{
+	struct stat st;
+	int rc;
+
+	if (fstat(m->fd, &st) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: cannot stat: %s", path, strerror(-rc));
+		return rc;
+	}
+	m->map_bytes = (size_t)st.st_size;
+	for (uint32_t i = 0; i < m->n_tensors; i++)
+		if (m->tensors[i].file_offset + m->tensors[i].n_bytes > m->map_bytes) {
+			snprintf(err, errlen, "%s: tensor %u lies past the end of "
+				 "the file (%zu bytes)", path, i, m->map_bytes);
+			return -EINVAL;
+		}
+	void *p = mmap(NULL, m->map_bytes ? m->map_bytes : 1, PROT_READ,
+		       MAP_SHARED, m->fd, 0);
+	if (p == MAP_FAILED) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: mmap failed: %s", path, strerror(-rc));
+		return rc;
+	}
+	m->map = p;
+	for (uint32_t i = 0; i < m->n_tensors; i++)
+		m->ptr[i] = (char *)p + m->tensors[i].file_offset;
+	return 0;
+}
+
 int memtier_open(struct memtier *m, const struct memtier_config *cfg,
 		 const char *path, const struct memtier_tensor *tensors,
 		 uint32_t n_tensors, const struct memtier_segment *segs,
@@ -140,9 +176,9 @@ int memtier_open(struct memtier *m, const struct memtier_config *cfg,
 	memset(m, 0, sizeof(*m));
 	m->fd = -1;
 	m->cfg = *cfg;
-	if (cfg->kind != MEMTIER_DRAM) {
-		snprintf(err, errlen, "tier '%s' is not available yet (only "
-			 "'dram')", memtier_kind_name(cfg->kind));
+	if (cfg->kind != MEMTIER_DRAM && cfg->kind != MEMTIER_MMAP) {
+		snprintf(err, errlen, "tier '%s' is not available yet (dram, "
+			 "mmap)", memtier_kind_name(cfg->kind));
 		return -ENOTSUP;
 	}
 	m->fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -175,7 +211,8 @@ int memtier_open(struct memtier *m, const struct memtier_config *cfg,
 		m->segs[s].n = segs[s].n;
 		m->segs[s].ids = ids;
 	}
-	rc = dram_load(m, path, err, errlen);
+	rc = cfg->kind == MEMTIER_MMAP ? mmap_load(m, path, err, errlen)
+				       : dram_load(m, path, err, errlen);
 	if (rc)
 		goto err_close;
 	return 0;
@@ -189,6 +226,8 @@ void memtier_close(struct memtier *m)
 {
 	if (m->arena)
 		munmap(m->arena, m->arena_bytes);
+	if (m->map)
+		munmap(m->map, m->map_bytes ? m->map_bytes : 1);
 	if (m->fd >= 0)
 		close(m->fd);
 	for (uint32_t s = 0; m->segs && s < m->n_segs; s++)
@@ -207,8 +246,8 @@ int memtier_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 		return -EINVAL;
 	for (uint32_t i = 0; i < m->segs[seg].n; i++)
 		ptrs[i] = m->ptr[m->segs[seg].ids[i]];
-	m->stats[MEMTIER_DRAM].bytes_read += m->seg_bytes[seg];
-	m->stats[MEMTIER_DRAM].n_acquire++;
+	m->stats[m->cfg.kind].bytes_read += m->seg_bytes[seg];
+	m->stats[m->cfg.kind].n_acquire++;
 	return 0;
 }
 
@@ -229,7 +268,7 @@ int memtier_read_row(struct memtier *m, uint32_t id, int64_t row, void *dst)
 		return -ERANGE;
 	memcpy(dst, (const char *)m->ptr[id] + (uint64_t)row * t->row_bytes,
 	       t->row_bytes);
-	m->stats[MEMTIER_DRAM].bytes_read += t->row_bytes;
+	m->stats[m->cfg.kind].bytes_read += t->row_bytes;
 	return 0;
 }
 
@@ -237,6 +276,6 @@ const void *memtier_tensor_ptr(struct memtier *m, uint32_t id)
 {
 	if (id >= m->n_tensors)
 		return NULL;
-	m->stats[MEMTIER_DRAM].bytes_read += m->tensors[id].n_bytes;
+	m->stats[m->cfg.kind].bytes_read += m->tensors[id].n_bytes;
 	return m->ptr[id];
 }

@@ -7,7 +7,9 @@
  * calls memtier_acquire(seg) before computing with a segment and
  * memtier_release(seg) after; a tier that streams (flash, next) uses the
  * pair to keep reads of later segments in flight while one is computed.
- * Today the dram tier holds every byte resident and acquire only accounts.
+ * The dram tier copies every byte into one resident arena at open; the
+ * mmap tier maps the file and lets the page cache decide (the baseline
+ * llama.cpp uses); in both acquire only accounts.
  *
  * Every acquire counts the bytes the compute will read from the tier that
  * holds them; single rows (an embedding lookup) are read with
@@ -23,7 +25,7 @@
 enum memtier_kind {
 	MEMTIER_DRAM = 0,
 	MEMTIER_FLASH = 1, /* not built yet: refused by memtier_open */
-	MEMTIER_MMAP = 2,  /* not built yet: refused by memtier_open */
+	MEMTIER_MMAP = 2,  /* the file mapped read-only: page cache, as llama.cpp */
 	MEMTIER_KIND_COUNT,
 };
 
@@ -65,6 +67,8 @@ struct memtier {
 	void **ptr;                   /* [n_tensors] resident address */
 	void *arena;                  /* dram: one mapping for all tensors */
 	size_t arena_bytes;
+	void *map;                    /* mmap: the whole file */
+	size_t map_bytes;
 	uint64_t *seg_bytes;          /* [n_segs] */
 	struct memtier_tier_stats stats[MEMTIER_KIND_COUNT];
 };

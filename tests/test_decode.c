@@ -30,20 +30,26 @@ static const char *model_path;
 static const int32_t prompt[] = {504, 3575, 282, 4649, 314};
 #define N_PROMPT ((int32_t)(sizeof(prompt) / sizeof(prompt[0])))
 
-static void open_engine_cfg(struct engine *e, int threads, int32_t n_ctx,
-			    bool blas)
+static void open_engine_tier(struct engine *e, int threads, int32_t n_ctx,
+			     bool blas, enum memtier_kind kind)
 {
 	struct engine_config cfg = {
 		.n_threads = threads,
 		.n_ctx = n_ctx,
 		.prefill_blas = blas,
-		.mt = {.kind = MEMTIER_DRAM, .huge_pages = true},
+		.mt = {.kind = kind, .huge_pages = true},
 	};
 	char err[512];
 	int rc = engine_init(e, model_path, &cfg, err, sizeof(err));
 	if (rc)
 		fprintf(stderr, "engine_init: %s\n", err);
 	assert_int_equal(rc, 0);
+}
+
+static void open_engine_cfg(struct engine *e, int threads, int32_t n_ctx,
+			    bool blas)
+{
+	open_engine_tier(e, threads, n_ctx, blas, MEMTIER_DRAM);
 }
 
 static void open_engine(struct engine *e, int threads, int32_t n_ctx)
@@ -182,6 +188,37 @@ static void test_prefill_blas(void **state)
 	engine_destroy(&b);
 }
 
+/* Same bytes, same arithmetic: the mmap tier's logits are bit-identical
+ * to the dram tier's, and both count the same bytes per token, each under
+ * its own tier. */
+static void test_mmap_tier_identical(void **state)
+{
+	const int32_t n = 16;
+	int32_t ids[2][16];
+	float *lg[2];
+	uint64_t bytes[2];
+	enum memtier_kind kinds[2] = {MEMTIER_DRAM, MEMTIER_MMAP};
+	struct engine e;
+	int64_t nv = 0;
+
+	(void)state;
+	for (int k = 0; k < 2; k++) {
+		open_engine_tier(&e, 2, 128, false, kinds[k]);
+		nv = e.model.hp.n_vocab;
+		lg[k] = malloc((size_t)(n * nv) * sizeof(float));
+		greedy(&e, n, ids[k], lg[k]);
+		bytes[k] = e.mt.stats[kinds[k]].bytes_read;
+		assert_int_equal(e.mt.stats[kinds[1 - k]].bytes_read, 0);
+		engine_destroy(&e);
+	}
+	assert_memory_equal(ids[0], ids[1], sizeof(ids[0]));
+	assert_memory_equal(lg[0], lg[1], (size_t)(n * nv) * sizeof(float));
+	assert_int_equal(bytes[0], bytes[1]);
+	assert_true(bytes[0] > 0);
+	free(lg[0]);
+	free(lg[1]);
+}
+
 static void test_context_limits(void **state)
 {
 	struct engine e;
@@ -222,6 +259,7 @@ int main(void)
 		cmocka_unit_test(test_known_continuation),
 		cmocka_unit_test(test_prefill_matches_decode),
 		cmocka_unit_test(test_prefill_blas),
+		cmocka_unit_test(test_mmap_tier_identical),
 		cmocka_unit_test(test_threads_bit_identical),
 	};
 

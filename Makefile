@@ -41,6 +41,7 @@ LIB_SRCS = \
 	models/tokenizer.c \
 	models/chat.c \
 	memtier/memtier.c \
+	memtier/flash.c \
 	engine/forward.c \
 	engine/sampler.c \
 	engine/stats.c \

@@ -42,6 +42,7 @@ struct options {
 	bool tokenize_only;
 	enum memtier_kind tier;
 	bool prefill_blas;
+	int prefetch;
 };
 
 static void usage(FILE *f)
@@ -68,8 +69,10 @@ static void usage(FILE *f)
 "      --system TEXT        system message for --chat\n"
 "      --ignore-eos         keep generating past end-of-sequence\n"
 "      --prompt-tokens N    use N fixed token ids as the prompt (benchmarks)\n"
-"      --tier dram|mmap     where the weights live: a resident copy\n"
-"                           (default) or the page-cache mapping (flash: coming)\n"
+"      --tier dram|mmap|flash  where the weights live: a resident copy\n"
+"                           (default), the page-cache mapping, or the file\n"
+"                           streamed with io_uring + O_DIRECT every token\n"
+"      --prefetch N         flash tier: segments (layers) read ahead (default 2)\n"
 "      --prefill-blas       prefill quantized weights as dequantized tiles x\n"
 "                           OpenBLAS SGEMM instead of the int8 kernels\n"
 "      --stats              print measured statistics to stderr\n"
@@ -120,6 +123,7 @@ enum {
 	OPT_REPEAT_LAST_N, OPT_CHAT, OPT_SYSTEM, OPT_IGNORE_EOS,
 	OPT_PROMPT_TOKENS, OPT_TIER, OPT_STATS, OPT_STATS_JSON,
 	OPT_PERPLEXITY, OPT_DUMP_LOGITS, OPT_TOKENIZE, OPT_PREFILL_BLAS,
+	OPT_PREFETCH,
 };
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -150,6 +154,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"dump-logits", required_argument, 0, OPT_DUMP_LOGITS},
 		{"tokenize", no_argument, 0, OPT_TOKENIZE},
 		{"prefill-blas", no_argument, 0, OPT_PREFILL_BLAS},
+		{"prefetch", required_argument, 0, OPT_PREFETCH},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0},
 	};
@@ -162,6 +167,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 			 .min_p = 0.05f, .repeat_penalty = 1.0f,
 			 .repeat_last_n = 64, .seed = 42},
 		.tier = MEMTIER_DRAM,
+		.prefetch = 2,
 	};
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:p:f:n:c:b:t:s:h", longs, NULL)) != -1) {
@@ -224,6 +230,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case OPT_DUMP_LOGITS: o->dump_logits = optarg; break;
 		case OPT_TOKENIZE: o->tokenize_only = true; break;
 		case OPT_PREFILL_BLAS: o->prefill_blas = true; break;
+		case OPT_PREFETCH:
+			rc = parse_int("--prefetch", optarg, 0, 64, &v);
+			o->prefetch = (int)v;
+			break;
 		case 'h': usage(stdout); exit(0);
 		case ':':
 			fprintf(stderr, "error: %s needs a value\n", argv[optind - 1]);
@@ -507,7 +517,8 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	int32_t *gen = xmalloc((size_t)(budget + 1) * sizeof(*gen));
 	double *step_ms = xmalloc((size_t)(budget + 1) * sizeof(*step_ms));
 	int32_t n_gen = 0;
-	uint64_t bytes0[MEMTIER_KIND_COUNT];
+	uint64_t bytes0[MEMTIER_KIND_COUNT], loaded0[MEMTIER_KIND_COUNT];
+	int64_t stall0[MEMTIER_KIND_COUNT];
 
 	int32_t *eog = xmalloc(64 * sizeof(*eog)), n_eog = 0;
 	for (int32_t i = 0; i < (int32_t)n_vocab && n_eog < 64; i++)
@@ -521,8 +532,11 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	if (dump && (rc = write_logits(dump, logits, (int64_t)n_prompt * n_vocab)))
 		goto out;
 	float *last = logits + (all ? (int64_t)(n_prompt - 1) * n_vocab : 0);
-	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
+	for (int k = 0; k < MEMTIER_KIND_COUNT; k++) {
 		bytes0[k] = e->mt.stats[k].bytes_read;
+		loaded0[k] = e->mt.stats[k].bytes_loaded;
+		stall0[k] = e->mt.stats[k].stall_ns;
+	}
 	int64_t t_dec = now_ns();
 	int32_t pos = n_prompt;
 	char piece[256];
@@ -557,8 +571,11 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	rs->decode_tokens = e->stats.n_decode_tokens;
 	rs->decode_s = (double)e->stats.decode_ns / 1e9;
 	rs->median_step_ms = stats_median(step_ms, e->stats.n_decode_tokens);
-	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
+	for (int k = 0; k < MEMTIER_KIND_COUNT; k++) {
 		rs->decode_bytes[k] = e->mt.stats[k].bytes_read - bytes0[k];
+		rs->decode_loaded[k] = e->mt.stats[k].bytes_loaded - loaded0[k];
+		rs->decode_stall_s[k] = (double)(e->mt.stats[k].stall_ns - stall0[k]) / 1e9;
+	}
 out:
 	if (dump && fclose(dump) && !rc)
 		rc = -EIO;
@@ -601,7 +618,7 @@ int main(int argc, char **argv)
 		.n_threads = o.n_threads, .n_ctx = o.n_ctx, .n_batch = o.n_batch,
 		.prefill_blas = o.prefill_blas,
 		.mt = {.kind = o.tier, .dram_budget_bytes = UINT64_MAX,
-		       .huge_pages = true},
+		       .huge_pages = true, .prefetch = o.prefetch},
 	};
 	if ((rc = engine_init(&e, o.model, &cfg, err, sizeof(err)))) {
 		fprintf(stderr, "error: %s\n", err);

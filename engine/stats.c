@@ -57,6 +57,14 @@ void stats_print_table(FILE *f, const struct run_stats *r)
 		fprintf(f, "%-5s read      %8.1f MiB/token  %8.2f GB/s achieved\n",
 			memtier_kind_name((enum memtier_kind)k), bpt / (1 << 20),
 			per_s((double)r->decode_bytes[k], r->decode_s) / 1e9);
+		if (r->decode_loaded[k])
+			fprintf(f, "%-5s I/O       %8.1f MiB/token  %8.2f GB/s, "
+				"stalled %.3f s of %.3f s\n",
+				memtier_kind_name((enum memtier_kind)k),
+				per_s((double)r->decode_loaded[k],
+				      (double)r->decode_tokens) / (1 << 20),
+				per_s((double)r->decode_loaded[k], r->decode_s) / 1e9,
+				r->decode_stall_s[k], r->decode_s);
 	}
 	fprintf(f, "peak RSS        %8.1f MiB   (KV cache reserved %.1f MiB)\n",
 		(double)r->peak_rss_bytes / (1 << 20),
@@ -123,11 +131,15 @@ int stats_write_json(const char *path, const struct run_stats *r)
 		if (!r->decode_bytes[k] && k != MEMTIER_DRAM)
 			continue;
 		fprintf(f, "%s\"%s\":{\"bytes_read\":%llu,\"bytes_per_token\":%.1f,"
-			"\"gbps\":%.4f}", first ? "" : ",",
+			"\"gbps\":%.4f,\"bytes_loaded\":%llu,\"io_gbps\":%.4f,"
+			"\"stall_seconds\":%.6f}", first ? "" : ",",
 			memtier_kind_name((enum memtier_kind)k),
 			(unsigned long long)r->decode_bytes[k],
 			per_s((double)r->decode_bytes[k], (double)r->decode_tokens),
-			per_s((double)r->decode_bytes[k], r->decode_s) / 1e9);
+			per_s((double)r->decode_bytes[k], r->decode_s) / 1e9,
+			(unsigned long long)r->decode_loaded[k],
+			per_s((double)r->decode_loaded[k], r->decode_s) / 1e9,
+			r->decode_stall_s[k]);
 		first = 0;
 	}
 	fprintf(f, "}");

@@ -25,6 +25,8 @@ struct run_stats {
 	double decode_s;
 	double median_step_ms; /* median of per-token decode step times */
 	uint64_t decode_bytes[MEMTIER_KIND_COUNT]; /* read during decode */
+	uint64_t decode_loaded[MEMTIER_KIND_COUNT]; /* moved from the file */
+	double decode_stall_s[MEMTIER_KIND_COUNT]; /* acquire waited */
 	uint64_t weight_bytes;
 	uint64_t kv_bytes_alloc;
 	uint64_t peak_rss_bytes;

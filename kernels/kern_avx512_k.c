@@ -244,6 +244,11 @@ step_k4(const uint8_t *blk, const struct act_k4 *act, const int q5,
  * a pass are separate streams, which the hardware prefetcher alone
  * follows poorly.
  */
+static inline size_t kern_prefetch_ahead_m(int rows, size_t row_bytes, size_t mn)
+{
+	size_t pass = (size_t)rows * row_bytes;
+	return pass ? (mn + pass - 1) / pass * pass : 0;
+}
 static inline __attribute__((always_inline)) void
 rows_k4(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
 	float *y, const int nr, const int q5)
@@ -256,8 +261,14 @@ rows_k4(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
 	for (int64_t i = 0; i < nb; i++, w += bsz) {
 		struct act_k4 act;
 		prep_act_k4(a + i * sizeof(struct block_q8_k), &act);
+#ifndef K4_MIN
+#define K4_MIN 0
+#endif
+		{
+		const size_t ahead = K4_MIN ? kern_prefetch_ahead_m(nr, rb, K4_MIN) : (size_t)nr * rb;
 		for (int r = 0; r < nr; r++)
-			prefetch_block((uintptr_t)w + (r + nr) * rb, bsz);
+			prefetch_block((uintptr_t)w + r * rb + ahead, bsz);
+		}
 
 		acc0 = step_k4(w, &act, q5, acc0);
 		if (nr > 1)
@@ -281,10 +292,32 @@ static void matvec_q4_k(const void *w, size_t row_bytes, const void *act,
 {
 	const uint8_t *base = w;
 	int64_t r = r0;
+#ifdef K4_PRE
+	const int64_t nb = n / QK_K;
+	if (nb <= 64) {
+		struct act_k4 pa[64];
+		const size_t ahead = kern_prefetch_ahead(1, row_bytes);
+		for (int64_t i = 0; i < nb; i++)
+			prep_act_k4((const uint8_t *)act + i * sizeof(struct block_q8_k), &pa[i]);
+		for (; r < r1; r++) {
+			const uint8_t *p = base + r * row_bytes;
+			__m512 acc = _mm512_setzero_ps();
+			for (int64_t i = 0; i < nb; i++, p += sizeof(struct block_q4_k)) {
+				prefetch_block((uintptr_t)p + ahead, sizeof(struct block_q4_k));
+				acc = step_k4(p, &pa[i], 0, acc);
+			}
+			y[r] = _mm512_reduce_add_ps(acc);
+		}
+		return;
+	}
+#endif
 
-	for (; r + KROWS <= r1; r += KROWS)
+#ifndef K4_NR
+#define K4_NR KROWS
+#endif
+	for (; r + K4_NR <= r1; r += K4_NR)
 		rows_k4(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			KROWS, 0);
+			K4_NR, 0);
 	for (; r < r1; r++)
 		rows_k4(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
 			1, 0);
@@ -399,8 +432,29 @@ rows_q6(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
 			_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(
 				ab + offsetof(struct block_q8_k, bsums))), 4));
 		float ad = load_f32(ab + offsetof(struct block_q8_k, d));
+#ifndef Q6_MIN
+#define Q6_MIN 0
+#endif
+#ifndef Q6_HINT
+#define Q6_HINT _MM_HINT_T0
+#endif
+		{
+		const size_t ahead = Q6_MIN ? kern_prefetch_ahead_m(nr, rb, Q6_MIN) : (size_t)nr * rb;
+#if defined(Q6_NOPF)
+		(void)ahead;
+#elif defined(Q6_PF4)
+		for (int r = 0; r < nr; r++) {
+			uintptr_t at = (uintptr_t)w + r * rb + ahead;
+			_mm_prefetch((const char *)at, Q6_HINT);
+			_mm_prefetch((const char *)at + 64, Q6_HINT);
+			_mm_prefetch((const char *)at + 128, Q6_HINT);
+			_mm_prefetch((const char *)at + 192, Q6_HINT);
+		}
+#else
 		for (int r = 0; r < nr; r++)
-			prefetch_block((uintptr_t)w + (r + nr) * rb, bsz);
+			prefetch_block((uintptr_t)w + r * rb + ahead, bsz);
+#endif
+		}
 
 		step_q6(w, act, bs16, ad, &acc0);
 		if (nr > 1)
@@ -425,9 +479,12 @@ static void matvec_q6_k(const void *w, size_t row_bytes, const void *act,
 	const uint8_t *base = w;
 	int64_t r = r0;
 
-	for (; r + KROWS <= r1; r += KROWS)
+#ifndef Q6_NR
+#define Q6_NR KROWS
+#endif
+	for (; r + Q6_NR <= r1; r += Q6_NR)
 		rows_q6(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			KROWS);
+			Q6_NR);
 	for (; r < r1; r++)
 		rows_q6(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
 			1);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "engine/util.h"
+#include "memtier/flash.h"
 
 #define ARENA_ALIGN (2u << 20)
 #define TENSOR_ALIGN 64u
@@ -176,10 +177,9 @@ int memtier_open(struct memtier *m, const struct memtier_config *cfg,
 	memset(m, 0, sizeof(*m));
 	m->fd = -1;
 	m->cfg = *cfg;
-	if (cfg->kind != MEMTIER_DRAM && cfg->kind != MEMTIER_MMAP) {
-		snprintf(err, errlen, "tier '%s' is not available yet (dram, "
-			 "mmap)", memtier_kind_name(cfg->kind));
-		return -ENOTSUP;
+	if ((unsigned)cfg->kind >= MEMTIER_KIND_COUNT) {
+		snprintf(err, errlen, "unknown tier %d", (int)cfg->kind);
+		return -EINVAL;
 	}
 	m->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (m->fd < 0) {
@@ -211,8 +211,12 @@ int memtier_open(struct memtier *m, const struct memtier_config *cfg,
 		m->segs[s].n = segs[s].n;
 		m->segs[s].ids = ids;
 	}
-	rc = cfg->kind == MEMTIER_MMAP ? mmap_load(m, path, err, errlen)
-				       : dram_load(m, path, err, errlen);
+	if (cfg->kind == MEMTIER_FLASH)
+		rc = memtier_flash_open(m, path, err, errlen);
+	else if (cfg->kind == MEMTIER_MMAP)
+		rc = mmap_load(m, path, err, errlen);
+	else
+		rc = dram_load(m, path, err, errlen);
 	if (rc)
 		goto err_close;
 	return 0;
@@ -228,6 +232,7 @@ void memtier_close(struct memtier *m)
 		munmap(m->arena, m->arena_bytes);
 	if (m->map)
 		munmap(m->map, m->map_bytes ? m->map_bytes : 1);
+	memtier_flash_close(m->flash);
 	if (m->fd >= 0)
 		close(m->fd);
 	for (uint32_t s = 0; m->segs && s < m->n_segs; s++)
@@ -244,6 +249,14 @@ int memtier_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 {
 	if (seg >= m->n_segs)
 		return -EINVAL;
+	if (m->cfg.kind == MEMTIER_FLASH) {
+		int rc = memtier_flash_acquire(m, seg, ptrs);
+		if (rc)
+			return rc;
+		m->stats[MEMTIER_FLASH].bytes_read += m->seg_bytes[seg];
+		m->stats[MEMTIER_FLASH].n_acquire++;
+		return 0;
+	}
 	for (uint32_t i = 0; i < m->segs[seg].n; i++)
 		ptrs[i] = m->ptr[m->segs[seg].ids[i]];
 	m->stats[m->cfg.kind].bytes_read += m->seg_bytes[seg];
@@ -253,8 +266,8 @@ int memtier_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 
 void memtier_release(struct memtier *m, uint32_t seg)
 {
-	(void)m;
-	(void)seg;
+	if (m->cfg.kind == MEMTIER_FLASH && seg < m->n_segs)
+		memtier_flash_release(m, seg);
 }
 
 int memtier_read_row(struct memtier *m, uint32_t id, int64_t row, void *dst)
@@ -266,15 +279,26 @@ int memtier_read_row(struct memtier *m, uint32_t id, int64_t row, void *dst)
 	t = &m->tensors[id];
 	if (row < 0 || (uint64_t)(row + 1) * t->row_bytes > t->n_bytes)
 		return -ERANGE;
-	memcpy(dst, (const char *)m->ptr[id] + (uint64_t)row * t->row_bytes,
-	       t->row_bytes);
+	if (m->cfg.kind == MEMTIER_FLASH) {
+		/* one row: a small buffered read, not worth a slot */
+		ssize_t r = pread(m->fd, dst, t->row_bytes,
+				  (off_t)(t->file_offset + (uint64_t)row * t->row_bytes));
+		if (r < 0)
+			return -errno;
+		if ((uint64_t)r != t->row_bytes)
+			return -EIO;
+		m->stats[MEMTIER_FLASH].bytes_loaded += t->row_bytes;
+	} else {
+		memcpy(dst, (const char *)m->ptr[id] + (uint64_t)row * t->row_bytes,
+		       t->row_bytes);
+	}
 	m->stats[m->cfg.kind].bytes_read += t->row_bytes;
 	return 0;
 }
 
 const void *memtier_tensor_ptr(struct memtier *m, uint32_t id)
 {
-	if (id >= m->n_tensors)
+	if (id >= m->n_tensors || m->cfg.kind == MEMTIER_FLASH)
 		return NULL;
 	m->stats[m->cfg.kind].bytes_read += m->tensors[id].n_bytes;
 	return m->ptr[id];

@@ -9,7 +9,9 @@
  * pair to keep reads of later segments in flight while one is computed.
  * The dram tier copies every byte into one resident arena at open; the
  * mmap tier maps the file and lets the page cache decide (the baseline
- * llama.cpp uses); in both acquire only accounts.
+ * llama.cpp uses); in both acquire only accounts. The flash tier keeps
+ * the weights in the file and streams each segment through io_uring on
+ * acquire, with the next cfg.prefetch segments already in flight.
  *
  * Every acquire counts the bytes the compute will read from the tier that
  * holds them; single rows (an embedding lookup) are read with
@@ -24,7 +26,7 @@
 
 enum memtier_kind {
 	MEMTIER_DRAM = 0,
-	MEMTIER_FLASH = 1, /* not built yet: refused by memtier_open */
+	MEMTIER_FLASH = 1, /* the file, streamed per acquire (io_uring) */
 	MEMTIER_MMAP = 2,  /* the file mapped read-only: page cache, as llama.cpp */
 	MEMTIER_KIND_COUNT,
 };
@@ -57,6 +59,8 @@ struct memtier_tier_stats {
 	uint64_t n_acquire;
 };
 
+struct memtier_flash; /* private: memtier/flash.c */
+
 struct memtier {
 	struct memtier_config cfg;
 	int fd;
@@ -70,6 +74,7 @@ struct memtier {
 	void *map;                    /* mmap: the whole file */
 	size_t map_bytes;
 	uint64_t *seg_bytes;          /* [n_segs] */
+	struct memtier_flash *flash;  /* flash tier state */
 	struct memtier_tier_stats stats[MEMTIER_KIND_COUNT];
 };
 

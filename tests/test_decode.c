@@ -188,35 +188,53 @@ static void test_prefill_blas(void **state)
 	engine_destroy(&b);
 }
 
-/* Same bytes, same arithmetic: the mmap tier's logits are bit-identical
- * to the dram tier's, and both count the same bytes per token, each under
- * its own tier. */
-static void test_mmap_tier_identical(void **state)
+/* Same bytes, same arithmetic: the mmap and flash tiers (flash with 0, 1
+ * and 3 segments prefetched) give logits bit-identical to the dram tier's,
+ * and count the same bytes per token, each under its own tier. */
+static void test_tiers_identical(void **state)
 {
 	const int32_t n = 16;
-	int32_t ids[2][16];
-	float *lg[2];
-	uint64_t bytes[2];
-	enum memtier_kind kinds[2] = {MEMTIER_DRAM, MEMTIER_MMAP};
-	struct engine e;
+	enum { N_RUNS = 5 };
+	int32_t ids[N_RUNS][16];
+	float *lg[N_RUNS];
+	uint64_t bytes[N_RUNS];
+	const enum memtier_kind kinds[N_RUNS] = {MEMTIER_DRAM, MEMTIER_MMAP,
+		MEMTIER_FLASH, MEMTIER_FLASH, MEMTIER_FLASH};
+	const int prefetch[N_RUNS] = {0, 0, 0, 1, 3};
+	char err[512];
 	int64_t nv = 0;
 
 	(void)state;
-	for (int k = 0; k < 2; k++) {
-		open_engine_tier(&e, 2, 128, false, kinds[k]);
+	for (int k = 0; k < N_RUNS; k++) {
+		struct engine e;
+		struct engine_config cfg = {
+			.n_threads = 2, .n_ctx = 128,
+			.mt = {.kind = kinds[k], .huge_pages = true,
+			       .prefetch = prefetch[k]},
+		};
+		int rc = engine_init(&e, model_path, &cfg, err, sizeof(err));
+		if (rc)
+			fprintf(stderr, "engine_init: %s\n", err);
+		assert_int_equal(rc, 0);
 		nv = e.model.hp.n_vocab;
 		lg[k] = malloc((size_t)(n * nv) * sizeof(float));
 		greedy(&e, n, ids[k], lg[k]);
 		bytes[k] = e.mt.stats[kinds[k]].bytes_read;
-		assert_int_equal(e.mt.stats[kinds[1 - k]].bytes_read, 0);
+		for (int o = 0; o < MEMTIER_KIND_COUNT; o++)
+			if (o != (int)kinds[k])
+				assert_int_equal(e.mt.stats[o].bytes_read, 0);
+		if (kinds[k] == MEMTIER_FLASH) /* every weight byte came from the file */
+			assert_true(e.mt.stats[MEMTIER_FLASH].bytes_loaded >= bytes[k]);
 		engine_destroy(&e);
 	}
-	assert_memory_equal(ids[0], ids[1], sizeof(ids[0]));
-	assert_memory_equal(lg[0], lg[1], (size_t)(n * nv) * sizeof(float));
-	assert_int_equal(bytes[0], bytes[1]);
+	for (int k = 1; k < N_RUNS; k++) {
+		assert_memory_equal(ids[0], ids[k], sizeof(ids[0]));
+		assert_memory_equal(lg[0], lg[k], (size_t)(n * nv) * sizeof(float));
+		assert_int_equal(bytes[0], bytes[k]);
+	}
 	assert_true(bytes[0] > 0);
-	free(lg[0]);
-	free(lg[1]);
+	for (int k = 0; k < N_RUNS; k++)
+		free(lg[k]);
 }
 
 static void test_context_limits(void **state)
@@ -259,7 +277,7 @@ int main(void)
 		cmocka_unit_test(test_known_continuation),
 		cmocka_unit_test(test_prefill_matches_decode),
 		cmocka_unit_test(test_prefill_blas),
-		cmocka_unit_test(test_mmap_tier_identical),
+		cmocka_unit_test(test_tiers_identical),
 		cmocka_unit_test(test_threads_bit_identical),
 	};
 

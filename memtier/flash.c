@@ -1,0 +1,375 @@
+/*
+ * flash.c - the flash tier: weights stay in the file and are streamed
+ * through io_uring every time a segment is acquired.
+ *
+ * Reads are O_DIRECT (the page cache never holds the weights), READ_FIXED
+ * into registered buffers on a registered file. Buffers form a ring of
+ * slots, each big enough for the largest segment, allocated from huge pages
+ * and touched once at open (first touch is slow here, MACHINE.md). Segments
+ * are consumed in a cycle (layers 0..L-1, output head, layer 0 of the next
+ * token...), so every acquire also queues reads for the next `prefetch`
+ * segments; acquire waits only for what has not landed yet, and counts
+ * that wait as stall time.
+ *
+ * Each tensor is read as its range widened to 4 KiB boundaries (O_DIRECT
+ * alignment), in requests of at most 1 MiB; the tensor's pointer is its
+ * offset inside that widened copy.
+ */
+#include "memtier/flash.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "engine/util.h"
+
+#define FLASH_ALIGN 4096u
+#define FLASH_REQ_BYTES (1u << 20)
+#define FLASH_QD 64u
+
+struct flash_slot {
+	int64_t seg;       /* segment held or in flight, -1 if none */
+	int pending;       /* requests not completed yet */
+	int in_use;        /* acquired and not released */
+	int err;           /* first error of its reads (-errno) */
+	char *buf;
+};
+
+struct flash_req {
+	struct flash_slot *slot;
+	uint64_t file_off;
+	uint32_t len, done;
+	char *dst;
+	struct flash_req *next_free;
+};
+
+struct memtier_flash {
+	struct io_uring ring;
+	int ring_ok;
+	int fd_direct;
+	int n_slots;
+	struct flash_slot *slots;
+	size_t slot_bytes;
+	void *bufs;
+	size_t bufs_bytes;
+	uint64_t *span_off;  /* [n_tensors] offset of the tensor in its slot */
+	struct flash_req *reqs, *free_reqs;
+	unsigned in_flight;  /* requests submitted, not reaped */
+	uint64_t file_size;  /* reads past it end short; that is not an error */
+};
+
+static uint64_t align_down(uint64_t x) { return x / FLASH_ALIGN * FLASH_ALIGN; }
+static uint64_t align_up(uint64_t x) { return (x + FLASH_ALIGN - 1) / FLASH_ALIGN * FLASH_ALIGN; }
+
+/* bytes the slot copy of segment s needs, and each tensor's place in it */
+static uint64_t layout_segment(struct memtier *m, struct memtier_flash *f,
+			       uint32_t s)
+{
+	uint64_t at = 0;
+
+	for (uint32_t i = 0; i < m->segs[s].n; i++) {
+		const struct memtier_tensor *t = &m->tensors[m->segs[s].ids[i]];
+		uint64_t a = align_down(t->file_offset);
+		f->span_off[m->segs[s].ids[i]] = at + (t->file_offset - a);
+		at += align_up(t->file_offset + t->n_bytes) - a;
+	}
+	return at;
+}
+
+void memtier_flash_close(struct memtier_flash *f)
+{
+	if (!f)
+		return;
+	if (f->ring_ok)
+		io_uring_queue_exit(&f->ring);
+	if (f->fd_direct >= 0)
+		close(f->fd_direct);
+	if (f->bufs)
+		munmap(f->bufs, f->bufs_bytes);
+	free(f->slots);
+	free(f->span_off);
+	free(f->reqs);
+	free(f);
+}
+
+int memtier_flash_open(struct memtier *m, const char *path, char *err,
+		       size_t errlen)
+{
+	struct memtier_flash *f = xcalloc(1, sizeof(*f));
+	int rc;
+
+	f->fd_direct = -1;
+	m->flash = f;
+	f->span_off = xcalloc(m->n_tensors, sizeof(*f->span_off));
+	for (uint32_t s = 0; s < m->n_segs; s++) {
+		uint64_t b = layout_segment(m, f, s);
+		if (b > f->slot_bytes)
+			f->slot_bytes = b;
+	}
+	/* every tensor id belongs to one segment (the embedding, read by
+	 * row, to none), so span_off is fixed from here on */
+	f->slot_bytes = (f->slot_bytes + (2u << 20) - 1) / (2u << 20) * (2u << 20);
+	f->n_slots = (m->cfg.prefetch > 0 ? m->cfg.prefetch : 1) + 2;
+	if ((uint32_t)f->n_slots > m->n_segs)
+		f->n_slots = (int)m->n_segs;
+
+	f->fd_direct = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (f->fd_direct < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: cannot open with O_DIRECT: %s (the "
+			 "flash tier needs a file system that supports direct "
+			 "I/O)", path, strerror(-rc));
+		return rc;
+	}
+	off_t size = lseek(f->fd_direct, 0, SEEK_END);
+	if (size < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: cannot size: %s", path, strerror(-rc));
+		return rc;
+	}
+	f->file_size = (uint64_t)size;
+	f->bufs_bytes = f->slot_bytes * (size_t)f->n_slots;
+	void *p = mmap(NULL, f->bufs_bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		snprintf(err, errlen, "flash tier: cannot map %zu bytes of "
+			 "buffers", f->bufs_bytes);
+		return -ENOMEM;
+	}
+	f->bufs = p;
+	madvise(p, f->bufs_bytes, MADV_HUGEPAGE);
+	memset(p, 0, f->bufs_bytes); /* touch once, here, not per token */
+	f->slots = xcalloc((size_t)f->n_slots, sizeof(*f->slots));
+	for (int i = 0; i < f->n_slots; i++) {
+		f->slots[i].seg = -1;
+		f->slots[i].buf = (char *)p + (size_t)i * f->slot_bytes;
+	}
+	f->reqs = xcalloc(FLASH_QD, sizeof(*f->reqs));
+	for (unsigned i = 0; i < FLASH_QD; i++)
+		f->reqs[i].next_free = i + 1 < FLASH_QD ? &f->reqs[i + 1] : NULL;
+	f->free_reqs = f->reqs;
+
+	if ((rc = io_uring_queue_init(FLASH_QD, &f->ring, 0))) {
+		snprintf(err, errlen, "flash tier: io_uring_queue_init: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	f->ring_ok = 1;
+	struct iovec iov = {.iov_base = p, .iov_len = f->bufs_bytes};
+	if ((rc = io_uring_register_buffers(&f->ring, &iov, 1))) {
+		snprintf(err, errlen, "flash tier: registering %zu bytes of "
+			 "buffers: %s (as non-root, raise RLIMIT_MEMLOCK)",
+			 f->bufs_bytes, strerror(-rc));
+		return rc;
+	}
+	if ((rc = io_uring_register_files(&f->ring, &f->fd_direct, 1))) {
+		snprintf(err, errlen, "flash tier: registering the file: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+/* reap every available completion (wait for one if `wait`) */
+static int reap(struct memtier *m, struct memtier_flash *f, int wait);
+
+static int submit_req(struct memtier *m, struct memtier_flash *f,
+		      struct flash_req *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&f->ring);
+
+	if (!sqe) {
+		int rc = io_uring_submit(&f->ring);
+		if (rc < 0)
+			return rc;
+		sqe = io_uring_get_sqe(&f->ring);
+		if (!sqe)
+			return -EBUSY;
+	}
+	io_uring_prep_read_fixed(sqe, 0, r->dst + r->done, r->len - r->done,
+				 r->file_off + r->done, 0);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data(sqe, r);
+	f->in_flight++;
+	(void)m;
+	return 0;
+}
+
+static int reap(struct memtier *m, struct memtier_flash *f, int wait)
+{
+	struct io_uring_cqe *cqe;
+	int rc;
+
+	if (io_uring_submit(&f->ring) < 0)
+		return -EIO;
+	while (f->in_flight > 0) {
+		rc = wait ? io_uring_wait_cqe(&f->ring, &cqe)
+			  : io_uring_peek_cqe(&f->ring, &cqe);
+		if (rc == -EAGAIN && !wait)
+			return 0;
+		if (rc == -EINTR)
+			continue;
+		if (rc < 0)
+			return rc;
+		struct flash_req *r = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+		io_uring_cqe_seen(&f->ring, cqe);
+		f->in_flight--;
+		wait = 0;
+		if (res == 0 && r->file_off + r->done >= f->file_size) {
+			/* the widened tail of the last tensor: end of file */
+		} else if (res < 0 || res == 0) {
+			if (!r->slot->err)
+				r->slot->err = res < 0 ? res : -EIO;
+		} else {
+			r->done += (uint32_t)res;
+			m->stats[MEMTIER_FLASH].bytes_loaded += (uint64_t)res;
+			if (r->done < r->len &&
+			    r->file_off + r->done < f->file_size) {
+				/* short read inside the file: requeue the rest */
+				if ((rc = submit_req(m, f, r)))
+					return rc;
+				io_uring_submit(&f->ring);
+				continue;
+			}
+		}
+		r->slot->pending--;
+		r->next_free = f->free_reqs;
+		f->free_reqs = r;
+	}
+	return 0;
+}
+
+/* queue the reads of segment seg into slot */
+static int start_segment(struct memtier *m, struct memtier_flash *f,
+			 struct flash_slot *slot, uint32_t seg)
+{
+	slot->seg = seg;
+	slot->err = 0;
+	slot->pending = 0;
+	uint64_t at = 0;
+	for (uint32_t i = 0; i < m->segs[seg].n; i++) {
+		const struct memtier_tensor *t = &m->tensors[m->segs[seg].ids[i]];
+		uint64_t a = align_down(t->file_offset);
+		uint64_t end = align_up(t->file_offset + t->n_bytes);
+		for (uint64_t o = a; o < end; o += FLASH_REQ_BYTES) {
+			while (!f->free_reqs) {
+				int rc = reap(m, f, 1);
+				if (rc)
+					return rc;
+			}
+			struct flash_req *r = f->free_reqs;
+			f->free_reqs = r->next_free;
+			r->slot = slot;
+			r->file_off = o;
+			r->len = (uint32_t)(end - o < FLASH_REQ_BYTES ? end - o
+								: FLASH_REQ_BYTES);
+			r->done = 0;
+			r->dst = slot->buf + at + (o - a);
+			slot->pending++;
+			int rc = submit_req(m, f, r);
+			if (rc)
+				return rc;
+		}
+		at += end - a;
+	}
+	return io_uring_submit(&f->ring) < 0 ? -EIO : 0;
+}
+
+static struct flash_slot *find_slot(struct memtier_flash *f, int64_t seg)
+{
+	for (int i = 0; i < f->n_slots; i++)
+		if (f->slots[i].seg == seg)
+			return &f->slots[i];
+	return NULL;
+}
+
+/* an empty slot; failing that, a landed prefetch nobody holds (the
+ * cycle can skip a segment, e.g. the output head of a prefill that wants
+ * no logits); NULL if every slot is held or still being read */
+static struct flash_slot *free_slot(struct memtier_flash *f)
+{
+	struct flash_slot *landed = NULL;
+
+	for (int i = 0; i < f->n_slots; i++) {
+		struct flash_slot *s = &f->slots[i];
+		if (s->in_use || s->pending)
+			continue;
+		if (s->seg < 0)
+			return s;
+		landed = s;
+	}
+	return landed;
+}
+
+/* queue reads for the segments after seg in the cycle, while slots last */
+static int prefetch_after(struct memtier *m, struct memtier_flash *f,
+			  uint32_t seg)
+{
+	int want = m->cfg.prefetch > 0 ? m->cfg.prefetch : 0;
+
+	for (int k = 1; k <= want; k++) {
+		uint32_t s = (seg + (uint32_t)k) % m->n_segs;
+		if (find_slot(f, s))
+			continue;
+		struct flash_slot *slot = free_slot(f);
+		if (!slot)
+			break;
+		int rc = start_segment(m, f, slot, s);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int memtier_flash_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
+{
+	struct memtier_flash *f = m->flash;
+	struct flash_slot *slot = find_slot(f, seg);
+	int64_t t0 = now_ns();
+	int rc;
+
+	if (slot && slot->err) { /* an earlier read of it failed: retry */
+		slot->seg = -1;
+		slot = NULL;
+	}
+	while (!slot) {
+		slot = free_slot(f);
+		if (slot)
+			break;
+		if (f->in_flight == 0)
+			return -EBUSY; /* more segments held than slots */
+		if ((rc = reap(m, f, 1)))
+			return rc;
+	}
+	if (slot->seg != seg && (rc = start_segment(m, f, slot, seg)))
+		return rc;
+	slot->in_use = 1;
+	if ((rc = prefetch_after(m, f, seg)))
+		return rc;
+	while (slot->pending > 0)
+		if ((rc = reap(m, f, 1)))
+			return rc;
+	m->stats[MEMTIER_FLASH].stall_ns += now_ns() - t0;
+	if (slot->err)
+		return slot->err;
+	for (uint32_t i = 0; i < m->segs[seg].n; i++)
+		ptrs[i] = slot->buf + f->span_off[m->segs[seg].ids[i]];
+	return 0;
+}
+
+void memtier_flash_release(struct memtier *m, uint32_t seg)
+{
+	struct flash_slot *slot = find_slot(m->flash, seg);
+
+	if (slot && slot->in_use) {
+		slot->in_use = 0;
+		slot->seg = -1;
+	}
+}

@@ -70,7 +70,7 @@ all: $(PROGS)
 help:
 	@echo "make deps    install missing Debian/PyPI packages"
 	@echo "make         build ./decode, models/mkmodel, bench/kbench"
-	@echo "make demo    deps, build, fetch SmolLM2, decode (dram tier)"
+	@echo "make demo    deps, build, fetch SmolLM2, decode on the flash tier"
 	@echo "make test    deps, build, model, every test"
 	@echo "make asan    the C tests under ASan+UBSan"
 	@echo "make bench   decode speed side by side with llama.cpp"
@@ -124,7 +124,7 @@ $(SMOLLM2):
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all models
-	./decode -m $(SMOLLM2) --tier dram -p "Once upon a time" -n 64 --stats
+	./decode -m $(SMOLLM2) --tier flash -p "Once upon a time" -n 64 --stats
 
 # Every test: the cmocka programs (under a timeout each), then the
 # independent numpy reference and the llama.cpp fixtures.

@@ -6,10 +6,15 @@
  * Makefile; only called when kern_init found the CPU able to run it.
  *
  * Decode is memory-bound, so the loops are shaped to stream weights:
- *  - KROWS rows per pass share the activation loads and shuffles of each
- *    block; one float accumulator per row, reduced once at the end; the
- *    rows of the next pass are prefetched (the hardware prefetcher alone
- *    follows KROWS interleaved streams poorly: ~20 instead of ~35 GB/s);
+ *  - the weights are read as ONE stream: a row at a time, prefetched
+ *    kern_prefetch_ahead(1, row_bytes) ahead. Interleaving KROWS rows (the
+ *    earlier shape) makes KROWS streams a thread, which the prefetchers
+ *    follow poorly (Q6_K ~30 GB/s one core and ~37 two, against ~40 and
+ *    ~50 as one stream). Q4_K/Q5_K prepare the activation blocks (loads
+ *    and shuffles) once a call into a stack buffer that stays in L1, so a
+ *    single row costs no more compute than a row of a 4-row pass; rows
+ *    longer than that buffer fall back to KROWS-row passes;
+ *  - one float accumulator per row, reduced once at the end;
  *  - per 64 weight bytes: vpmaddubsw (u8 weight x s8 activation -> s16
  *    pairs) then vpdpwssd against the sub-block scales, so each block ends
  *    as one int32 vector per row, converted and scaled by d once;
@@ -244,11 +249,6 @@ step_k4(const uint8_t *blk, const struct act_k4 *act, const int q5,
  * a pass are separate streams, which the hardware prefetcher alone
  * follows poorly.
  */
-static inline size_t kern_prefetch_ahead_m(int rows, size_t row_bytes, size_t mn)
-{
-	size_t pass = (size_t)rows * row_bytes;
-	return pass ? (mn + pass - 1) / pass * pass : 0;
-}
 static inline __attribute__((always_inline)) void
 rows_k4(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
 	float *y, const int nr, const int q5)
@@ -261,14 +261,8 @@ rows_k4(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
 	for (int64_t i = 0; i < nb; i++, w += bsz) {
 		struct act_k4 act;
 		prep_act_k4(a + i * sizeof(struct block_q8_k), &act);
-#ifndef K4_MIN
-#define K4_MIN 0
-#endif
-		{
-		const size_t ahead = K4_MIN ? kern_prefetch_ahead_m(nr, rb, K4_MIN) : (size_t)nr * rb;
 		for (int r = 0; r < nr; r++)
-			prefetch_block((uintptr_t)w + r * rb + ahead, bsz);
-		}
+			prefetch_block((uintptr_t)w + (r + nr) * rb, bsz);
 
 		acc0 = step_k4(w, &act, q5, acc0);
 		if (nr > 1)
@@ -287,54 +281,62 @@ rows_k4(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
 		y[3] = _mm512_reduce_add_ps(acc3);
 }
 
-static void matvec_q4_k(const void *w, size_t row_bytes, const void *act,
-			float *y, int64_t n, int64_t r0, int64_t r1)
+/* blocks of activation matvec_k4 prepares up front (24 KiB of stack,
+ * half of L1d): rows of up to 16384 elements */
+#define K4_PREP_MAX 64
+
+/*
+ * Rows r0..r1 of Q4_K (q5 = 0) or Q5_K (q5 = 1). The activation blocks are
+ * prepared once, then each row is one sequential stream, prefetched
+ * kern_prefetch_ahead(1, row_bytes) ahead (see the top of the file).
+ */
+static inline __attribute__((always_inline)) void
+matvec_k4(const void *w, size_t row_bytes, const void *act, float *y,
+	  int64_t n, int64_t r0, int64_t r1, const int q5)
 {
+	const size_t bsz = q5 ? sizeof(struct block_q5_k) :
+				sizeof(struct block_q4_k);
 	const uint8_t *base = w;
-	int64_t r = r0;
-#ifdef K4_PRE
 	const int64_t nb = n / QK_K;
-	if (nb <= 64) {
-		struct act_k4 pa[64];
+	int64_t r = r0;
+
+	if (nb <= K4_PREP_MAX) {
+		struct act_k4 pa[K4_PREP_MAX];
 		const size_t ahead = kern_prefetch_ahead(1, row_bytes);
+
 		for (int64_t i = 0; i < nb; i++)
-			prep_act_k4((const uint8_t *)act + i * sizeof(struct block_q8_k), &pa[i]);
+			prep_act_k4((const uint8_t *)act +
+					    i * sizeof(struct block_q8_k),
+				    &pa[i]);
 		for (; r < r1; r++) {
 			const uint8_t *p = base + r * row_bytes;
 			__m512 acc = _mm512_setzero_ps();
-			for (int64_t i = 0; i < nb; i++, p += sizeof(struct block_q4_k)) {
-				prefetch_block((uintptr_t)p + ahead, sizeof(struct block_q4_k));
-				acc = step_k4(p, &pa[i], 0, acc);
+
+			for (int64_t i = 0; i < nb; i++, p += bsz) {
+				prefetch_block((uintptr_t)p + ahead, bsz);
+				acc = step_k4(p, &pa[i], q5, acc);
 			}
 			y[r] = _mm512_reduce_add_ps(acc);
 		}
 		return;
 	}
-#endif
-
-#ifndef K4_NR
-#define K4_NR KROWS
-#endif
-	for (; r + K4_NR <= r1; r += K4_NR)
-		rows_k4(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			K4_NR, 0);
+	for (; r + KROWS <= r1; r += KROWS)
+		rows_k4(base + r * row_bytes, row_bytes, act, nb, y + r, KROWS,
+			q5);
 	for (; r < r1; r++)
-		rows_k4(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			1, 0);
+		rows_k4(base + r * row_bytes, row_bytes, act, nb, y + r, 1, q5);
+}
+
+static void matvec_q4_k(const void *w, size_t row_bytes, const void *act,
+			float *y, int64_t n, int64_t r0, int64_t r1)
+{
+	matvec_k4(w, row_bytes, act, y, n, r0, r1, 0);
 }
 
 static void matvec_q5_k(const void *w, size_t row_bytes, const void *act,
 			float *y, int64_t n, int64_t r0, int64_t r1)
 {
-	const uint8_t *base = w;
-	int64_t r = r0;
-
-	for (; r + KROWS <= r1; r += KROWS)
-		rows_k4(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			KROWS, 1);
-	for (; r < r1; r++)
-		rows_k4(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			1, 1);
+	matvec_k4(w, row_bytes, act, y, n, r0, r1, 1);
 }
 
 /*
@@ -412,13 +414,17 @@ step_q6(const uint8_t *b, const __m512i act[4], __m256i bs16,
 			       *acc);
 }
 
-static inline __attribute__((always_inline)) void
-rows_q6(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
-	float *y, const int nr)
+/*
+ * Row r of Q6_K at w, nb blocks, one sequential stream prefetched ahead
+ * bytes ahead. The activation's loads and -16 * bsums are redone for
+ * every row: they come from L1 and cost less than the 4-row interleave
+ * loses in streaming (see the top of the file).
+ */
+static inline __attribute__((always_inline)) float
+row_q6(const uint8_t *w, size_t ahead, const uint8_t *a, int64_t nb)
 {
 	const size_t bsz = sizeof(struct block_q6_k);
-	__m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0,
-	       acc3 = acc0;
+	__m512 acc = _mm512_setzero_ps();
 
 	for (int64_t i = 0; i < nb; i++, w += bsz) {
 		const uint8_t *ab = a + i * sizeof(struct block_q8_k);
@@ -432,62 +438,21 @@ rows_q6(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
 			_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(
 				ab + offsetof(struct block_q8_k, bsums))), 4));
 		float ad = load_f32(ab + offsetof(struct block_q8_k, d));
-#ifndef Q6_MIN
-#define Q6_MIN 0
-#endif
-#ifndef Q6_HINT
-#define Q6_HINT _MM_HINT_T0
-#endif
-		{
-		const size_t ahead = Q6_MIN ? kern_prefetch_ahead_m(nr, rb, Q6_MIN) : (size_t)nr * rb;
-#if defined(Q6_NOPF)
-		(void)ahead;
-#elif defined(Q6_PF4)
-		for (int r = 0; r < nr; r++) {
-			uintptr_t at = (uintptr_t)w + r * rb + ahead;
-			_mm_prefetch((const char *)at, Q6_HINT);
-			_mm_prefetch((const char *)at + 64, Q6_HINT);
-			_mm_prefetch((const char *)at + 128, Q6_HINT);
-			_mm_prefetch((const char *)at + 192, Q6_HINT);
-		}
-#else
-		for (int r = 0; r < nr; r++)
-			prefetch_block((uintptr_t)w + r * rb + ahead, bsz);
-#endif
-		}
 
-		step_q6(w, act, bs16, ad, &acc0);
-		if (nr > 1)
-			step_q6(w + rb, act, bs16, ad, &acc1);
-		if (nr > 2)
-			step_q6(w + 2 * rb, act, bs16, ad, &acc2);
-		if (nr > 3)
-			step_q6(w + 3 * rb, act, bs16, ad, &acc3);
+		prefetch_block((uintptr_t)w + ahead, bsz);
+		step_q6(w, act, bs16, ad, &acc);
 	}
-	y[0] = _mm512_reduce_add_ps(acc0);
-	if (nr > 1)
-		y[1] = _mm512_reduce_add_ps(acc1);
-	if (nr > 2)
-		y[2] = _mm512_reduce_add_ps(acc2);
-	if (nr > 3)
-		y[3] = _mm512_reduce_add_ps(acc3);
+	return _mm512_reduce_add_ps(acc);
 }
 
 static void matvec_q6_k(const void *w, size_t row_bytes, const void *act,
 			float *y, int64_t n, int64_t r0, int64_t r1)
 {
 	const uint8_t *base = w;
-	int64_t r = r0;
+	const size_t ahead = kern_prefetch_ahead(1, row_bytes);
 
-#ifndef Q6_NR
-#define Q6_NR KROWS
-#endif
-	for (; r + Q6_NR <= r1; r += Q6_NR)
-		rows_q6(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			Q6_NR);
-	for (; r < r1; r++)
-		rows_q6(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			1);
+	for (int64_t r = r0; r < r1; r++)
+		y[r] = row_q6(base + r * row_bytes, ahead, act, n / QK_K);
 }
 
 /* ---- dequantization (prefill feeds GEMM with it) ------------------------ */

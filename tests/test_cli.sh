@@ -111,6 +111,7 @@ for bin in "${bins[@]}"; do
 	check "--repeat-penalty 0" 2 "--repeat-penalty" -- "${m[@]}" --repeat-penalty 0 -p hi
 	check "--top-k -1" 2 "--top-k" -- "${m[@]}" --top-k -1 -p hi
 	check "--tier bogus" 2 "unknown tier 'bogus'" -- "${m[@]}" --tier bogus -p hi
+	check "--prefetch -1" 2 "--prefetch: '-1'" -- "${m[@]}" --tier flash --prefetch -1 -p hi
 	check "unknown flag" 2 "unknown option '--bogus'" -- "${m[@]}" --bogus -p hi
 	check "unknown short flag" 2 "unknown option" -- "${m[@]}" -Z -p hi
 	check "missing value (short)" 2 "needs a value" -- "${m[@]}" -p

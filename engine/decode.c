@@ -434,6 +434,11 @@ static int run_perplexity(struct engine *e, const struct tokenizer *tok,
 		free(ids);
 		return n;
 	}
+	if (n_ctx < 4) {
+		fprintf(stderr, "error: --perplexity needs -c of at least 4\n");
+		free(ids);
+		return -EINVAL;
+	}
 	if (n < 2 * n_ctx) {
 		fprintf(stderr, "error: %s: %d tokens, need at least 2 * ctx = %d\n",
 			o->perplexity_file, n, 2 * n_ctx);
@@ -486,7 +491,8 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 {
 	const int64_t n_vocab = e->model.hp.n_vocab;
 	int32_t n_ctx = e->st.n_ctx;
-	int32_t budget = o->n_predict < 0 ? n_ctx - n_prompt : o->n_predict;
+	int64_t want = o->n_predict < 0 ? (int64_t)n_ctx - n_prompt : o->n_predict;
+	int32_t budget;
 	bool all = o->dump_logits != NULL;
 	FILE *dump = NULL;
 	struct sampler smp;
@@ -498,11 +504,13 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 			"context of %d\n", n_prompt, n_ctx);
 		return -ENOSPC;
 	}
-	if (n_prompt + budget > n_ctx) {
-		fprintf(stderr, "warning: generation stops at the context size "
-			"%d\n", n_ctx);
-		budget = n_ctx - n_prompt;
+	if (n_prompt + want > n_ctx) {
+		if (o->n_predict >= 0)
+			fprintf(stderr, "warning: generation stops at the context "
+				"size %d\n", n_ctx);
+		want = (int64_t)n_ctx - n_prompt;
 	}
+	budget = (int32_t)want;
 	if ((rc = sampler_init(&smp, &o->samp, (int32_t)n_vocab))) {
 		fprintf(stderr, "error: bad sampler settings\n");
 		return rc;
@@ -539,7 +547,7 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	}
 	int64_t t_dec = now_ns();
 	int32_t pos = n_prompt;
-	char piece[256];
+	char piece[4096]; /* longer than any token of the vocabularies we load */
 	while (n_gen < budget) {
 		/* --ignore-eos as llama.cpp: end-of-generation tokens are
 		 * never sampled */
@@ -637,7 +645,8 @@ int main(int argc, char **argv)
 		n_prompt = o.prompt_tokens;
 		prompt = xmalloc((size_t)n_prompt * sizeof(*prompt));
 		for (int32_t i = 0; i < n_prompt; i++) /* arbitrary valid ids */
-			prompt[i] = (int32_t)((i * 7919 + 13) % e.model.hp.n_vocab);
+			prompt[i] = (int32_t)(((int64_t)i * 7919 + 13) %
+					      e.model.hp.n_vocab);
 	} else {
 		if (!(text = build_prompt(&o, &e, &tok, &len))) {
 			rc = -EINVAL;

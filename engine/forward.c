@@ -210,9 +210,15 @@ int engine_init(struct engine *e, const char *path,
 	int rc;
 
 	memset(e, 0, sizeof(*e));
+	e->mt.fd = -1; /* destroy must not close(0) after an early failure */
 	e->cfg = *cfg;
-	e->n_threads = cfg->n_threads > 0 ? cfg->n_threads
-					  : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	e->n_threads = cfg->n_threads;
+	if (e->n_threads <= 0) { /* the CPUs this process may run on */
+		cpu_set_t allowed;
+		e->n_threads = sched_getaffinity(0, sizeof(allowed), &allowed) == 0
+				       ? CPU_COUNT(&allowed)
+				       : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	}
 	if (e->n_threads < 1)
 		e->n_threads = 1;
 	e->n_batch = cfg->n_batch > 0 ? cfg->n_batch : 128;
@@ -334,6 +340,7 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 	const uint32_t out_seg = (uint32_t)hp->n_layer;
 	const void *w[2][LT_COUNT];
 	int rc, shared_rc = 0;
+	int32_t held_at_fail = -1; /* the one layer still held if acquire fails */
 	int64_t t0 = now_ns();
 
 	if (pos < 0 || pos >= s->n_ctx)
@@ -359,8 +366,10 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 					memtier_release(&e->mt, (uint32_t)l - 1);
 				int r = memtier_acquire(&e->mt, (uint32_t)l + 1,
 							w[(l + 1) & 1]);
-				if (r)
+				if (r) {
 					shared_rc = r;
+					held_at_fail = l;
+				}
 			}
 			/* attention: q, k, v rows of this thread */
 			set_input(t, s->x, wl[LT_ATTN_NORM], d, hp->rms_eps);
@@ -426,13 +435,16 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 				    r0, r1);
 		}
 	}
+	if (shared_rc) {
+		memtier_release(&e->mt, (uint32_t)held_at_fail);
+		return shared_rc;
+	}
 	if (hp->n_layer > 0)
 		memtier_release(&e->mt, out_seg - 1);
-	if (!shared_rc)
-		memtier_release(&e->mt, out_seg);
+	memtier_release(&e->mt, out_seg);
 	e->stats.decode_ns += now_ns() - t0;
 	e->stats.n_decode_tokens++;
-	return shared_rc;
+	return 0;
 }
 
 /* ---- prefill ----------------------------------------------------------- */

@@ -352,16 +352,24 @@ int memtier_flash_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 		return rc;
 	slot->in_use = 1;
 	if ((rc = prefetch_after(m, f, seg)))
-		return rc;
+		goto err_slot;
 	while (slot->pending > 0)
 		if ((rc = reap(m, f, 1)))
-			return rc;
+			goto err_slot;
 	m->stats[MEMTIER_FLASH].stall_ns += now_ns() - t0;
-	if (slot->err)
-		return slot->err;
+	if ((rc = slot->err))
+		goto err_slot;
 	for (uint32_t i = 0; i < m->segs[seg].n; i++)
 		ptrs[i] = slot->buf + f->span_off[m->segs[seg].ids[i]];
 	return 0;
+
+err_slot:
+	/* not held; if reads are still in flight into it, it stays claimed
+	 * (seg set, pending > 0) until they are reaped */
+	slot->in_use = 0;
+	if (slot->pending == 0)
+		slot->seg = -1;
+	return rc;
 }
 
 void memtier_flash_release(struct memtier *m, uint32_t seg)

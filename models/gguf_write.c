@@ -289,7 +289,7 @@ static void put_value(struct out *o, const struct gguf_value *v)
 static void pad_to(struct out *o, uint64_t align)
 {
 	static const char zeros[64];
-	while (o->pos % align) {
+	while (!o->err && o->pos % align) {
 		size_t n = (size_t)(align - o->pos % align);
 		put(o, zeros, n < sizeof(zeros) ? n : sizeof(zeros));
 	}

@@ -84,6 +84,17 @@ static int read_hparams(struct llama_hparams *hp, const struct gguf_file *g,
 	}
 	hp->rope_base = 10000.0f;
 	hp->rms_eps = 1e-5f;
+	/* Llama-3.1-style frequency factors and RoPE scaling change the
+	 * rotation; refuse them rather than decode wrong logits silently */
+	const struct gguf_str *scaling;
+	if (gguf_find_tensor(g, "rope_freqs.weight") ||
+	    (!gguf_get_str(g, "llama.rope.scaling.type", &scaling) &&
+	     strcmp(scaling->s, "none"))) {
+		snprintf(err, errlen, "%s: RoPE scaling / frequency factors "
+			 "(rope_freqs.weight, llama.rope.scaling.type) are not "
+			 "supported", g->path);
+		return -ENOTSUP;
+	}
 	rc = gguf_get_f32(g, "llama.rope.freq_base", &hp->rope_base);
 	if (rc == -EINVAL || !(hp->rope_base > 1.0f)) {
 		snprintf(err, errlen, "%s: bad llama.rope.freq_base", g->path);

@@ -16,6 +16,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <strings.h>
 #include <stdio.h>
@@ -279,15 +280,20 @@ static int add_requant(struct gguf_writer *w, const struct gguf_file *src,
 {
 	uint32_t n_layer = 0;
 	gguf_get_u32(src, "llama.block_count", &n_layer);
+	/* everything but what would now be false: the writer's own
+	 * alignment, and the source's file type */
 	for (uint64_t i = 0; i < src->n_kv; i++)
-		gguf_writer_set_value(w, src->kv[i].key.s, &src->kv[i].val);
+		if (strcmp(src->kv[i].key.s, "general.alignment") &&
+		    strcmp(src->kv[i].key.s, "general.file_type"))
+			gguf_writer_set_value(w, src->kv[i].key.s, &src->kv[i].val);
 	for (uint64_t i = 0; i < src->n_tensors; i++) {
 		const struct gguf_tensor *t = &src->tensors[i];
 		int l = 0;
 		sscanf(t->name.s, "blk.%d.", &l);
-		int rc = gguf_writer_add_tensor_lazy(w, t->name.s,
-			pick_type(f, t->name.s, l, (int)n_layer, t->ne[0]),
-			t->n_dims, t->ne);
+		uint32_t type = t->n_dims == 1 ? KT_F32 /* norms, rope_freqs */
+			: pick_type(f, t->name.s, l, (int)n_layer, t->ne[0]);
+		int rc = gguf_writer_add_tensor_lazy(w, t->name.s, type,
+						     t->n_dims, t->ne);
 		if (rc)
 			return rc;
 	}
@@ -357,6 +363,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	/* past a file-size limit, fail the write (EFBIG) and clean up rather
+	 * than die by SIGXFSZ with a temporary file left behind */
+	signal(SIGXFSZ, SIG_IGN);
 	kern_init();
 	gguf_writer_init(&w);
 	struct gen_ctx g = {.w = &w, .seed = seed};

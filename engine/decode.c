@@ -546,6 +546,8 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 		stall0[k] = e->mt.stats[k].stall_ns;
 	}
 	int64_t t_dec = now_ns();
+	const uint64_t kv_row_bytes = (uint64_t)e->model.hp.n_head_kv *
+				      (uint64_t)e->model.hp.head_dim * sizeof(float);
 	int32_t pos = n_prompt;
 	char piece[4096]; /* longer than any token of the vocabularies we load */
 	while (n_gen < budget) {
@@ -568,6 +570,9 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 		if (rc)
 			break;
 		step_ms[n_gen - 1] = (double)(now_ns() - t0) / 1e6;
+		/* attention read K and V of every position so far, all layers */
+		rs->decode_kv_bytes += 2ull * (uint64_t)e->model.hp.n_layer *
+				       (uint64_t)pos * kv_row_bytes;
 		last = logits;
 		if (dump && (rc = write_logits(dump, logits, n_vocab)))
 			break;

@@ -54,7 +54,7 @@ void stats_print_table(FILE *f, const struct run_stats *r)
 		if (!r->decode_bytes[k])
 			continue;
 		double bpt = per_s((double)r->decode_bytes[k], (double)r->decode_tokens);
-		fprintf(f, "%-5s read      %8.1f MiB/token  %8.2f GB/s achieved\n",
+		fprintf(f, "%-5s weights   %8.1f MiB/token  %8.2f GB/s achieved\n",
 			memtier_kind_name((enum memtier_kind)k), bpt / (1 << 20),
 			per_s((double)r->decode_bytes[k], r->decode_s) / 1e9);
 		if (r->decode_loaded[k])
@@ -66,6 +66,10 @@ void stats_print_table(FILE *f, const struct run_stats *r)
 				per_s((double)r->decode_loaded[k], r->decode_s) / 1e9,
 				r->decode_stall_s[k], r->decode_s);
 	}
+	if (r->decode_kv_bytes)
+		fprintf(f, "kv cache read   %8.1f MiB/token  (dram)\n",
+			per_s((double)r->decode_kv_bytes, (double)r->decode_tokens) /
+				(1 << 20));
 	fprintf(f, "peak RSS        %8.1f MiB   (KV cache reserved %.1f MiB)\n",
 		(double)r->peak_rss_bytes / (1 << 20),
 		(double)r->kv_bytes_alloc / (1 << 20));
@@ -142,7 +146,9 @@ int stats_write_json(const char *path, const struct run_stats *r)
 			r->decode_stall_s[k]);
 		first = 0;
 	}
-	fprintf(f, "}");
+	fprintf(f, "},\"kv\":{\"bytes_read\":%llu,\"bytes_per_token\":%.1f}",
+		(unsigned long long)r->decode_kv_bytes,
+		per_s((double)r->decode_kv_bytes, (double)r->decode_tokens));
 	if (r->perplexity >= 0)
 		fprintf(f, ",\"perplexity\":%.6f", r->perplexity);
 	fprintf(f, ",\"tokens\":{\"prompt\":");

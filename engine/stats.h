@@ -24,7 +24,8 @@ struct run_stats {
 	int64_t decode_tokens;
 	double decode_s;
 	double median_step_ms; /* median of per-token decode step times */
-	uint64_t decode_bytes[MEMTIER_KIND_COUNT]; /* read during decode */
+	uint64_t decode_bytes[MEMTIER_KIND_COUNT]; /* weights read in decode */
+	uint64_t decode_kv_bytes; /* KV-cache bytes attention read in decode */
 	uint64_t decode_loaded[MEMTIER_KIND_COUNT]; /* moved from the file */
 	double decode_stall_s[MEMTIER_KIND_COUNT]; /* acquire waited */
 	uint64_t weight_bytes;

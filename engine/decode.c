@@ -43,6 +43,7 @@ struct options {
 	enum memtier_kind tier;
 	bool prefill_blas;
 	int prefetch;
+	uint64_t dram_budget; /* UINT64_MAX: not given */
 };
 
 static void usage(FILE *f)
@@ -73,6 +74,8 @@ static void usage(FILE *f)
 "                           (default), the page-cache mapping, or the file\n"
 "                           streamed with io_uring + O_DIRECT every token\n"
 "      --prefetch N         flash tier: segments (layers) read ahead (default 2)\n"
+"      --dram-budget SIZE   flash tier: weights kept resident (e.g. 512M, 2G;\n"
+"                           whole layers in read order), the rest streamed\n"
 "      --prefill-blas       prefill quantized weights as dequantized tiles x\n"
 "                           OpenBLAS SGEMM instead of the int8 kernels\n"
 "      --stats              print measured statistics to stderr\n"
@@ -123,7 +126,7 @@ enum {
 	OPT_REPEAT_LAST_N, OPT_CHAT, OPT_SYSTEM, OPT_IGNORE_EOS,
 	OPT_PROMPT_TOKENS, OPT_TIER, OPT_STATS, OPT_STATS_JSON,
 	OPT_PERPLEXITY, OPT_DUMP_LOGITS, OPT_TOKENIZE, OPT_PREFILL_BLAS,
-	OPT_PREFETCH,
+	OPT_PREFETCH, OPT_DRAM_BUDGET,
 };
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -155,6 +158,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"tokenize", no_argument, 0, OPT_TOKENIZE},
 		{"prefill-blas", no_argument, 0, OPT_PREFILL_BLAS},
 		{"prefetch", required_argument, 0, OPT_PREFETCH},
+		{"dram-budget", required_argument, 0, OPT_DRAM_BUDGET},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0},
 	};
@@ -168,6 +172,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 			 .repeat_last_n = 64, .seed = 42},
 		.tier = MEMTIER_DRAM,
 		.prefetch = 2,
+		.dram_budget = UINT64_MAX,
 	};
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:p:f:n:c:b:t:s:h", longs, NULL)) != -1) {
@@ -230,6 +235,13 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case OPT_DUMP_LOGITS: o->dump_logits = optarg; break;
 		case OPT_TOKENIZE: o->tokenize_only = true; break;
 		case OPT_PREFILL_BLAS: o->prefill_blas = true; break;
+		case OPT_DRAM_BUDGET:
+			if (parse_size(optarg, &o->dram_budget)) {
+				fprintf(stderr, "error: --dram-budget: '%s' is not a "
+					"size (e.g. 0, 512M, 2G)\n", optarg);
+				rc = -EINVAL;
+			}
+			break;
 		case OPT_PREFETCH:
 			rc = parse_int("--prefetch", optarg, 0, 64, &v);
 			o->prefetch = (int)v;
@@ -252,6 +264,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 	}
 	if (!o->model) {
 		fprintf(stderr, "error: no model given (-m FILE.gguf)\n");
+		return -EINVAL;
+	}
+	if (o->dram_budget != UINT64_MAX && o->tier != MEMTIER_FLASH) {
+		fprintf(stderr, "error: --dram-budget applies to --tier flash\n");
 		return -EINVAL;
 	}
 	if (o->prompt && o->prompt_file) {
@@ -630,7 +646,7 @@ int main(int argc, char **argv)
 	struct engine_config cfg = {
 		.n_threads = o.n_threads, .n_ctx = o.n_ctx, .n_batch = o.n_batch,
 		.prefill_blas = o.prefill_blas,
-		.mt = {.kind = o.tier, .dram_budget_bytes = UINT64_MAX,
+		.mt = {.kind = o.tier, .dram_budget_bytes = o.dram_budget,
 		       .huge_pages = true, .prefetch = o.prefetch},
 	};
 	if ((rc = engine_init(&e, o.model, &cfg, err, sizeof(err)))) {

@@ -62,6 +62,12 @@ struct memtier_flash {
 	struct flash_req *reqs, *free_reqs;
 	unsigned in_flight;  /* requests submitted, not reaped */
 	uint64_t file_size;  /* reads past it end short; that is not an error */
+	/* --dram-budget: segments copied into DRAM once, never streamed */
+	uint8_t *pinned;     /* [n_segs] */
+	char *pin_arena;
+	size_t pin_bytes;
+	const void **pin_ptr; /* [n_tensors] resident address of pinned ones */
+	uint32_t n_streamed; /* segments not pinned */
 };
 
 static uint64_t align_down(uint64_t x) { return x / FLASH_ALIGN * FLASH_ALIGN; }
@@ -92,10 +98,93 @@ void memtier_flash_close(struct memtier_flash *f)
 		close(f->fd_direct);
 	if (f->bufs)
 		munmap(f->bufs, f->bufs_bytes);
+	if (f->pin_arena)
+		munmap(f->pin_arena, f->pin_bytes);
+	free(f->pinned);
+	free(f->pin_ptr);
 	free(f->slots);
 	free(f->span_off);
 	free(f->reqs);
 	free(f);
+}
+
+/*
+ * DRAM budget policy: every segment is read once per token, so any byte
+ * kept resident saves one byte of I/O per token, wherever it sits. Pin
+ * whole segments greedily in the order the cycle reads them (layer 0, 1,
+ * ..., then the output head) while they fit: a run of resident layers at
+ * the start of the token gives the prefetch ring time to fill for the
+ * streamed ones. Stream buffers are the fixed overhead, not in the budget.
+ */
+static int pin_segments(struct memtier *m, struct memtier_flash *f,
+			const char *path, char *err, size_t errlen)
+{
+	uint64_t budget = m->cfg.dram_budget_bytes, used = 0;
+
+	f->pinned = xcalloc(m->n_segs, 1);
+	f->pin_ptr = xcalloc(m->n_tensors, sizeof(*f->pin_ptr));
+	for (uint32_t s = 0; s < m->n_segs; s++) {
+		uint64_t b = 0;
+		for (uint32_t i = 0; i < m->segs[s].n; i++)
+			b += (m->tensors[m->segs[s].ids[i]].n_bytes + 63) / 64 * 64;
+		if (budget != UINT64_MAX && used + b > budget)
+			break;
+		f->pinned[s] = 1;
+		used += b;
+	}
+	if (budget == UINT64_MAX) /* no budget given: stream everything */
+		memset(f->pinned, 0, m->n_segs), used = 0;
+	f->n_streamed = m->n_segs;
+	if (used == 0)
+		return 0;
+	f->pin_bytes = (used + (2u << 20) - 1) / (2u << 20) * (2u << 20);
+	void *p = mmap(NULL, f->pin_bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		snprintf(err, errlen, "flash tier: cannot map the %zu-byte DRAM "
+			 "budget", f->pin_bytes);
+		return -ENOMEM;
+	}
+	f->pin_arena = p;
+	madvise(p, f->pin_bytes, MADV_HUGEPAGE);
+	uint64_t at = 0;
+	for (uint32_t s = 0; s < m->n_segs; s++) {
+		if (!f->pinned[s])
+			continue;
+		f->n_streamed--;
+		for (uint32_t i = 0; i < m->segs[s].n; i++) {
+			uint32_t id = m->segs[s].ids[i];
+			const struct memtier_tensor *t = &m->tensors[id];
+			char *dst = f->pin_arena + at;
+			for (uint64_t o = 0; o < t->n_bytes;) {
+				ssize_t r = pread(m->fd, dst + o, t->n_bytes - o,
+						  (off_t)(t->file_offset + o));
+				if (r <= 0) {
+					int rc = r < 0 ? -errno : -EIO;
+					snprintf(err, errlen, "%s: reading pinned "
+						 "tensor at %" PRIu64 ": %s", path,
+						 t->file_offset, strerror(-rc));
+					return rc;
+				}
+				o += (uint64_t)r;
+			}
+			m->stats[MEMTIER_DRAM].bytes_loaded += t->n_bytes;
+			f->pin_ptr[id] = dst;
+			at += (t->n_bytes + 63) / 64 * 64;
+		}
+	}
+	return 0;
+}
+
+bool memtier_flash_pinned(const struct memtier *m, uint32_t seg)
+{
+	return m->flash && m->flash->pinned && seg < m->n_segs &&
+	       m->flash->pinned[seg];
+}
+
+size_t memtier_flash_resident_bytes(const struct memtier *m)
+{
+	return m->flash ? m->flash->pin_bytes : 0;
 }
 
 int memtier_flash_open(struct memtier *m, const char *path, char *err,
@@ -119,6 +208,12 @@ int memtier_flash_open(struct memtier *m, const char *path, char *err,
 	if ((uint32_t)f->n_slots > m->n_segs)
 		f->n_slots = (int)m->n_segs;
 
+	if ((rc = pin_segments(m, f, path, err, errlen)))
+		return rc;
+	if ((uint32_t)f->n_slots > f->n_streamed)
+		f->n_slots = (int)f->n_streamed;
+	if (f->n_slots == 0)
+		return 0; /* the budget holds everything: nothing to stream */
 	f->fd_direct = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 	if (f->fd_direct < 0) {
 		rc = -errno;
@@ -314,8 +409,11 @@ static int prefetch_after(struct memtier *m, struct memtier_flash *f,
 {
 	int want = m->cfg.prefetch > 0 ? m->cfg.prefetch : 0;
 
-	for (int k = 1; k <= want; k++) {
-		uint32_t s = (seg + (uint32_t)k) % m->n_segs;
+	for (uint32_t k = 1, queued = 0; k < m->n_segs && queued < (uint32_t)want; k++) {
+		uint32_t s = (seg + k) % m->n_segs;
+		if (f->pinned[s])
+			continue;
+		queued++;
 		if (find_slot(f, s))
 			continue;
 		struct flash_slot *slot = free_slot(f);
@@ -331,9 +429,15 @@ static int prefetch_after(struct memtier *m, struct memtier_flash *f,
 int memtier_flash_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 {
 	struct memtier_flash *f = m->flash;
-	struct flash_slot *slot = find_slot(f, seg);
 	int64_t t0 = now_ns();
 	int rc;
+
+	if (f->pinned[seg]) { /* resident: keep the stream going meanwhile */
+		for (uint32_t i = 0; i < m->segs[seg].n; i++)
+			ptrs[i] = f->pin_ptr[m->segs[seg].ids[i]];
+		return f->n_streamed ? prefetch_after(m, f, seg) : 0;
+	}
+	struct flash_slot *slot = find_slot(f, seg);
 
 	if (slot && slot->err) { /* an earlier read of it failed: retry */
 		slot->seg = -1;
@@ -374,6 +478,8 @@ err_slot:
 
 void memtier_flash_release(struct memtier *m, uint32_t seg)
 {
+	if (m->flash->pinned[seg])
+		return;
 	struct flash_slot *slot = find_slot(m->flash, seg);
 
 	if (slot && slot->in_use) {

@@ -6,6 +6,8 @@
 #ifndef STRATA_FLASH_H
 #define STRATA_FLASH_H
 
+#include <stdbool.h>
+
 #include "memtier/memtier.h"
 
 /* Set up m->flash for m's segments (m->fd, tensors, segs already set).
@@ -16,5 +18,9 @@ int memtier_flash_open(struct memtier *m, const char *path, char *err,
 void memtier_flash_close(struct memtier_flash *f);
 int memtier_flash_acquire(struct memtier *m, uint32_t seg, const void **ptrs);
 void memtier_flash_release(struct memtier *m, uint32_t seg);
+/* segment kept resident under the DRAM budget */
+bool memtier_flash_pinned(const struct memtier *m, uint32_t seg);
+/* bytes of the resident (pinned) copy */
+size_t memtier_flash_resident_bytes(const struct memtier *m);
 
 #endif

@@ -253,8 +253,11 @@ int memtier_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 		int rc = memtier_flash_acquire(m, seg, ptrs);
 		if (rc)
 			return rc;
-		m->stats[MEMTIER_FLASH].bytes_read += m->seg_bytes[seg];
-		m->stats[MEMTIER_FLASH].n_acquire++;
+		/* bytes are counted where they came from */
+		enum memtier_kind k = memtier_flash_pinned(m, seg) ? MEMTIER_DRAM
+								   : MEMTIER_FLASH;
+		m->stats[k].bytes_read += m->seg_bytes[seg];
+		m->stats[k].n_acquire++;
 		return 0;
 	}
 	for (uint32_t i = 0; i < m->segs[seg].n; i++)

@@ -45,7 +45,9 @@ struct memtier_segment {
 
 struct memtier_config {
 	enum memtier_kind kind;
-	uint64_t dram_budget_bytes; /* UINT64_MAX: no limit */
+	/* flash tier: bytes of weights kept resident (whole segments, in
+	 * read order); UINT64_MAX = none given, stream everything */
+	uint64_t dram_budget_bytes;
 	int prefetch;               /* segments in flight (streaming tiers) */
 	bool huge_pages;            /* back DRAM copies with huge pages */
 };

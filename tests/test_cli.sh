@@ -112,6 +112,8 @@ for bin in "${bins[@]}"; do
 	check "--top-k -1" 2 "--top-k" -- "${m[@]}" --top-k -1 -p hi
 	check "--tier bogus" 2 "unknown tier 'bogus'" -- "${m[@]}" --tier bogus -p hi
 	check "--prefetch -1" 2 "--prefetch: '-1'" -- "${m[@]}" --tier flash --prefetch -1 -p hi
+	check "--dram-budget 12Q" 2 "--dram-budget: '12Q'" -- "${m[@]}" --tier flash --dram-budget 12Q -p hi
+	check "--dram-budget on dram" 2 "applies to --tier flash" -- "${m[@]}" --dram-budget 1G -p hi
 	check "unknown flag" 2 "unknown option '--bogus'" -- "${m[@]}" --bogus -p hi
 	check "unknown short flag" 2 "unknown option" -- "${m[@]}" -Z -p hi
 	check "missing value (short)" 2 "needs a value" -- "${m[@]}" -p

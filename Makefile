@@ -59,7 +59,7 @@ TEST_NAMES = \
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 
-PROGS = decode models/mkmodel bench/kbench
+PROGS = decode models/mkmodel bench/kbench bench/probe
 
 ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o)
 
@@ -98,6 +98,10 @@ models/mkmodel: $(BUILD)/models/mkmodel.o $(LIB)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 bench/kbench: $(BUILD)/bench/kbench.o $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench/probe: $(BUILD)/bench/probe.o $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -609,7 +609,9 @@ out:
 	if (dump && fclose(dump) && !rc)
 		rc = -EIO;
 	if (rc)
-		fprintf(stderr, "error: evaluation failed: %s\n", strerror(-rc));
+		fprintf(stderr, "error: evaluation failed (%s tier, %s): %s\n",
+			memtier_kind_name(e->cfg.mt.kind), e->gguf.path,
+			strerror(-rc));
 	free(eog);
 	free(step_ms);
 	free(logits);
@@ -634,6 +636,13 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &o))
 		return 2;
+	const char *fault = getenv("STRATA_FAULT");
+	struct memtier_config fault_cfg = {0};
+	if (fault && memtier_fault_parse(fault, &fault_cfg)) {
+		fprintf(stderr, "error: STRATA_FAULT='%s' is not eio:N or short:N\n",
+			fault);
+		return 2;
+	}
 	if ((isa = kern_init()) < 0) {
 		fprintf(stderr, "error: STRATA_KERNELS='%s' is not an ISA this "
 			"CPU runs (ref, avx2, avx512)\n", getenv("STRATA_KERNELS"));
@@ -647,7 +656,8 @@ int main(int argc, char **argv)
 		.n_threads = o.n_threads, .n_ctx = o.n_ctx, .n_batch = o.n_batch,
 		.prefill_blas = o.prefill_blas,
 		.mt = {.kind = o.tier, .dram_budget_bytes = o.dram_budget,
-		       .huge_pages = true, .prefetch = o.prefetch},
+		       .huge_pages = true, .prefetch = o.prefetch,
+		       .fault = fault_cfg.fault, .fault_every = fault_cfg.fault_every},
 	};
 	if ((rc = engine_init(&e, o.model, &cfg, err, sizeof(err)))) {
 		fprintf(stderr, "error: %s\n", err);

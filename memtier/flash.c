@@ -68,6 +68,7 @@ struct memtier_flash {
 	size_t pin_bytes;
 	const void **pin_ptr; /* [n_tensors] resident address of pinned ones */
 	uint32_t n_streamed; /* segments not pinned */
+	uint64_t n_completions; /* for fault injection */
 };
 
 static uint64_t align_down(uint64_t x) { return x / FLASH_ALIGN * FLASH_ALIGN; }
@@ -315,6 +316,14 @@ static int reap(struct memtier *m, struct memtier_flash *f, int wait)
 		struct flash_req *r = io_uring_cqe_get_data(cqe);
 		int res = cqe->res;
 		io_uring_cqe_seen(&f->ring, cqe);
+		/* injection hook (off by default): fail or shorten a read */
+		if (m->cfg.fault != MEMTIER_FAULT_NONE && res > 0 &&
+		    ++f->n_completions % m->cfg.fault_every == 0) {
+			if (m->cfg.fault == MEMTIER_FAULT_EIO)
+				res = -EIO;
+			else if (res >= 2 * (int)FLASH_ALIGN)
+				res = (int)align_down((uint64_t)res / 2);
+		}
 		f->in_flight--;
 		wait = 0;
 		if (res == 0 && r->file_off + r->done >= f->file_size) {

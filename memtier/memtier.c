@@ -36,6 +36,24 @@ const char *memtier_kind_name(enum memtier_kind k)
 	return (unsigned)k < MEMTIER_KIND_COUNT ? kind_names[k] : "?";
 }
 
+int memtier_fault_parse(const char *s, struct memtier_config *cfg)
+{
+	char kind[16];
+	unsigned long long every;
+	char extra;
+
+	if (sscanf(s, "%15[a-z]:%llu%c", kind, &every, &extra) != 2 || every == 0)
+		return -EINVAL;
+	if (!strcmp(kind, "eio"))
+		cfg->fault = MEMTIER_FAULT_EIO;
+	else if (!strcmp(kind, "short"))
+		cfg->fault = MEMTIER_FAULT_SHORT;
+	else
+		return -EINVAL;
+	cfg->fault_every = every;
+	return 0;
+}
+
 int memtier_kind_parse(const char *s, enum memtier_kind *out)
 {
 	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)

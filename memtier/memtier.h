@@ -43,6 +43,14 @@ struct memtier_segment {
 	const uint32_t *ids;
 };
 
+/* Fault injection into the flash tier's completions (tests; off = NONE):
+ * every `fault_every`-th read completion is turned into the fault. */
+enum memtier_fault {
+	MEMTIER_FAULT_NONE = 0,
+	MEMTIER_FAULT_EIO,   /* the read fails with -EIO */
+	MEMTIER_FAULT_SHORT, /* the read returns half its bytes (requeued) */
+};
+
 struct memtier_config {
 	enum memtier_kind kind;
 	/* flash tier: bytes of weights kept resident (whole segments, in
@@ -50,7 +58,12 @@ struct memtier_config {
 	uint64_t dram_budget_bytes;
 	int prefetch;               /* segments in flight (streaming tiers) */
 	bool huge_pages;            /* back DRAM copies with huge pages */
+	enum memtier_fault fault;
+	uint64_t fault_every;       /* 1 = every read */
 };
+
+/* Parse "eio:N" / "short:N" (STRATA_FAULT) into cfg; 0 or -EINVAL */
+int memtier_fault_parse(const char *s, struct memtier_config *cfg);
 
 struct memtier_tier_stats {
 	uint64_t bytes_read;    /* bytes handed to compute (acquire/read_row) */

@@ -114,6 +114,8 @@ for bin in "${bins[@]}"; do
 	check "--prefetch -1" 2 "--prefetch: '-1'" -- "${m[@]}" --tier flash --prefetch -1 -p hi
 	check "--dram-budget 12Q" 2 "--dram-budget: '12Q'" -- "${m[@]}" --tier flash --dram-budget 12Q -p hi
 	check "--dram-budget on dram" 2 "applies to --tier flash" -- "${m[@]}" --dram-budget 1G -p hi
+	check "STRATA_FAULT bogus" 2 "STRATA_FAULT" STRATA_FAULT=bogus -- "${m[@]}" --tier flash -p hi
+	check "flash read EIO" 1 "Input/output error" STRATA_FAULT=eio:20 -- "${m[@]}" --tier flash -p hi -n 8
 	check "unknown flag" 2 "unknown option '--bogus'" -- "${m[@]}" --bogus -p hi
 	check "unknown short flag" 2 "unknown option" -- "${m[@]}" -Z -p hi
 	check "missing value (short)" 2 "needs a value" -- "${m[@]}" -p

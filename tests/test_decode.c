@@ -255,6 +255,54 @@ static void test_tiers_identical(void **state)
 		free(lg[k]);
 }
 
+/* The injection hook in the flash tier: every read cut short (requeued
+ * for the rest) still gives the dram tier's tokens and logits; a read
+ * failing with EIO ends prefill or decode with -EIO, and the engine is
+ * still destroyable (no leak under ASan). */
+static void test_flash_faults(void **state)
+{
+	const int32_t n = 8;
+	int32_t ids[2][8];
+	float *lg[2];
+	struct engine e;
+	char err[512];
+	int64_t nv;
+
+	(void)state;
+	open_engine(&e, 2, 64);
+	nv = e.model.hp.n_vocab;
+	lg[0] = malloc((size_t)(n * nv) * sizeof(float));
+	lg[1] = malloc((size_t)(n * nv) * sizeof(float));
+	greedy(&e, n, ids[0], lg[0]);
+	engine_destroy(&e);
+
+	struct engine_config cfg = {
+		.n_threads = 2, .n_ctx = 64,
+		.mt = {.kind = MEMTIER_FLASH, .prefetch = 2,
+		       .dram_budget_bytes = UINT64_MAX,
+		       .fault = MEMTIER_FAULT_SHORT, .fault_every = 1},
+	};
+	assert_int_equal(engine_init(&e, model_path, &cfg, err, sizeof(err)), 0);
+	greedy(&e, n, ids[1], lg[1]);
+	engine_destroy(&e);
+	assert_memory_equal(ids[0], ids[1], sizeof(ids[0]));
+	assert_memory_equal(lg[0], lg[1], (size_t)(n * nv) * sizeof(float));
+
+	/* EIO on the 40th read: inside the prompt's layers */
+	cfg.mt.fault = MEMTIER_FAULT_EIO;
+	cfg.mt.fault_every = 40;
+	assert_int_equal(engine_init(&e, model_path, &cfg, err, sizeof(err)), 0);
+	float *one = malloc((size_t)nv * sizeof(float));
+	int rc = engine_prefill(&e, prompt, N_PROMPT, 0, one, false);
+	for (int32_t i = 0; rc == 0 && i < 64; i++)
+		rc = engine_decode(&e, 1, N_PROMPT + i, one);
+	assert_int_equal(rc, -EIO);
+	engine_destroy(&e);
+	free(one);
+	free(lg[0]);
+	free(lg[1]);
+}
+
 static void test_context_limits(void **state)
 {
 	struct engine e;
@@ -296,6 +344,7 @@ int main(void)
 		cmocka_unit_test(test_prefill_matches_decode),
 		cmocka_unit_test(test_prefill_blas),
 		cmocka_unit_test(test_tiers_identical),
+		cmocka_unit_test(test_flash_faults),
 		cmocka_unit_test(test_threads_bit_identical),
 	};
 

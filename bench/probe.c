@@ -1,0 +1,933 @@
+/*
+ * probe - measure this machine into a hardware profile: the yardstick for
+ * the flash tier and the input of the simulator to come.
+ *
+ *   DRAM   read bandwidth by thread count (1 .. the CPUs this process may
+ *          run on): a streaming sum (AVX-512 where the CPU has it, scalar
+ *          otherwise or with STRATA_KERNELS=ref) over a buffer far above
+ *          L3, allocated with huge pages and touched once before timing;
+ *          OpenMP threads pinned one per CPU; median of several passes.
+ *   flash  io_uring + O_DIRECT reads of a test file in --flash-dir, into
+ *          one registered huge-page-backed buffer through a registered
+ *          file: sequential GB/s by block size (64 KiB .. 4 MiB) and queue
+ *          depth (1, 4, 16, 64), then 4 KiB random reads: latency p50/p99
+ *          at QD1 (submit to completion, so it includes the submit
+ *          syscall) and IOPS at QD64.
+ *
+ * The test file is made with mkstemp (never clobbers another run's file)
+ * and unlinked at once, with SIGINT/SIGTERM blocked between the two, so the
+ * open descriptor is its only name: nothing is left behind on normal exit,
+ * on error, on a signal, or even on SIGKILL.
+ *
+ * A human table goes to stderr; the profile, JSON, to stdout or -o FILE.
+ * GB/s is 1e9 bytes per second. Exit 0 on success, 1 on any failure, with
+ * a message saying what is missing (no io_uring, no O_DIRECT, memlock ...).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <immintrin.h>
+#include <liburing.h>
+#include <omp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/util.h"
+
+#define MIB ((size_t)1 << 20)
+#define GIB ((size_t)1 << 30)
+#define HUGE_BYTES (2 * MIB)
+#define N_BS 4
+#define N_QD 4
+#define QD_MAX 64
+#define RAND_BS 4096
+
+static const size_t bs_list[N_BS] = { 64 * 1024, 256 * 1024, MIB, 4 * MIB };
+static const int qd_list[N_QD] = { 1, 4, 16, 64 };
+
+struct probe_opts {
+	const char *flash_dir;
+	const char *out_path;  /* NULL: stdout */
+	uint64_t file_bytes;   /* test file; a multiple of 4 MiB */
+	uint64_t dram_bytes;   /* DRAM sum buffer */
+	uint64_t seq_bytes;    /* per pass of one (block, QD) point ... */
+	double seq_max_s;      /* ... or fewer once this much time is spent */
+	int passes;            /* median of this many (DRAM and flash) */
+	int lat_ops;           /* QD1 4 KiB reads for p50/p99 ... */
+	double rand_max_s;     /* ... and the time cap of each random phase */
+	int quick, no_flash, no_dram;
+};
+
+struct dram_result {
+	int n_threads;            /* measured 1 .. n_threads */
+	double gbps[CPU_SETSIZE]; /* [t-1]: median GB/s with t threads */
+	const char *method;       /* "avx512" or "scalar" */
+	uint64_t thp_bytes;       /* of the buffer, backed by huge pages */
+};
+
+struct flash_result {
+	double gbps[N_BS][N_QD]; /* median sequential GB/s */
+	double p50_us, p99_us;   /* 4 KiB random, QD1 */
+	double iops_qd64;        /* 4 KiB random, QD64 */
+	uint64_t buf_bytes;      /* registered buffer ... */
+	uint64_t thp_bytes;      /* ... and how much of it is huge pages */
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* median of v[0..n) (sorts v in place) */
+static double median(double *v, int n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/*
+ * mmap `bytes` (rounded up to 2 MiB) of anonymous memory aligned to 2 MiB,
+ * ask for transparent huge pages and touch every page once with `threads`
+ * threads, so no page fault lands inside a timed region (first touch here
+ * costs ~15 us per 4 KiB page: MACHINE.md). Returns the pointer in *out
+ * and 0, or -ENOMEM. Free with huge_free(p, bytes).
+ */
+static int huge_alloc(size_t bytes, int threads, void **out)
+{
+	size_t len = (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1);
+	uint8_t *raw, *p;
+	uintptr_t a;
+
+	raw = mmap(NULL, len + HUGE_BYTES, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED)
+		return -errno;
+	a = ((uintptr_t)raw + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1);
+	p = (uint8_t *)a;
+	/* trim to exactly [p, p + len) so huge_free needs no bookkeeping */
+	if (p > raw)
+		munmap(raw, p - raw);
+	if (p + len < raw + len + HUGE_BYTES)
+		munmap(p + len, raw + len + HUGE_BYTES - (p + len));
+	madvise(p, len, MADV_HUGEPAGE); /* a hint: no THP is not an error */
+#pragma omp parallel for num_threads(threads) schedule(static)
+	for (size_t off = 0; off < len; off += HUGE_BYTES)
+		memset(p + off, 1, HUGE_BYTES);
+	*out = p;
+	return 0;
+}
+
+static void huge_free(void *p, size_t bytes)
+{
+	if (p)
+		munmap(p, (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1));
+}
+
+/* AnonHugePages of the mapping that holds p, from /proc/self/smaps;
+ * 0 when it cannot be read. */
+static uint64_t thp_bytes_of(const void *p)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	int in = 0;
+	unsigned long lo, hi, kb;
+	uint64_t r = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		/* a mapping's header "lo-hi perms ..."; no field line
+		 * ("Size:", "AnonHugePages:") parses as two hex numbers */
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		else if (in && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1) {
+			r = (uint64_t)kb * 1024;
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+/* ---- DRAM ------------------------------------------------------------- */
+
+/* Sum of n uint64 (n a multiple of 32, p 64-byte aligned): four independent
+ * accumulators so the adds never wait on each other; loads are the limit. */
+__attribute__((target("avx512f")))
+static uint64_t sum_avx512(const uint64_t *p, size_t n)
+{
+	__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+
+	for (size_t i = 0; i < n; i += 32) {
+		a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
+		a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + i + 8));
+		a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + i + 16));
+		a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + i + 24));
+	}
+	a0 = _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3));
+	return (uint64_t)_mm512_reduce_add_epi64(a0);
+}
+
+/* the reference: same contract as sum_avx512 */
+static uint64_t sum_scalar(const uint64_t *p, size_t n)
+{
+	uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+
+	for (size_t i = 0; i < n; i += 4) {
+		s0 += p[i];
+		s1 += p[i + 1];
+		s2 += p[i + 2];
+		s3 += p[i + 3];
+	}
+	return s0 + s1 + s2 + s3;
+}
+
+typedef uint64_t (*sum_fn)(const uint64_t *p, size_t n);
+
+/* the i-th CPU (0-based) of the set, or -1 */
+static int nth_cpu(const cpu_set_t *set, int i)
+{
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, set) && i-- == 0)
+			return c;
+	return -1;
+}
+
+/* Pin each thread of a team of n to its own CPU of `allowed`. The libgomp
+ * pool keeps its threads between regions of the same size, so the pinning
+ * holds for the timed regions that follow. */
+static void pin_team(const cpu_set_t *allowed, int n)
+{
+#pragma omp parallel num_threads(n)
+	{
+		cpu_set_t one;
+		int c = nth_cpu(allowed, omp_get_thread_num());
+
+		CPU_ZERO(&one);
+		if (c >= 0) {
+			CPU_SET(c, &one);
+			sched_setaffinity(0, sizeof(one), &one);
+		}
+	}
+}
+
+/*
+ * DRAM read bandwidth with 1 .. CPU-count threads into *r. Each pass, the
+ * threads sum disjoint equal slices of the whole buffer; a pass is timed
+ * from before the region to after its join (fork/join is microseconds
+ * against tens of milliseconds). Restores the caller's CPU affinity.
+ * Returns 0 or -ENOMEM.
+ */
+static int probe_dram(const struct probe_opts *o, struct dram_result *r)
+{
+	cpu_set_t allowed;
+	const char *env = getenv("STRATA_KERNELS");
+	int use512 = __builtin_cpu_supports("avx512f") &&
+		     !(env && !strcmp(env, "ref")) &&
+		     !(env && !strcmp(env, "avx2"));
+	sum_fn sum = use512 ? sum_avx512 : sum_scalar;
+	size_t n = (o->dram_bytes / 8) & ~(size_t)(32 * CPU_SETSIZE - 1);
+	double *pass_gbps = xcalloc(o->passes, sizeof(double));
+	uint64_t *buf = NULL;
+	volatile uint64_t sink = 0;
+	int n_cpu, err;
+
+	sched_getaffinity(0, sizeof(allowed), &allowed);
+	n_cpu = CPU_COUNT(&allowed);
+	err = huge_alloc(n * 8, n_cpu, (void **)&buf);
+	if (err)
+		goto out;
+	r->method = use512 ? "avx512" : "scalar";
+	r->n_threads = n_cpu;
+	r->thp_bytes = thp_bytes_of(buf);
+	for (int t = 1; t <= n_cpu; t++) {
+		/* slices a multiple of 32 elements: n is a multiple of 32*CPU_SETSIZE */
+		size_t slice = n / t;
+
+		pin_team(&allowed, t);
+		sink += sum(buf, n / n_cpu); /* warm: TLB, pool, clocks */
+		for (int p = 0; p < o->passes; p++) {
+			int64_t t0 = now_ns();
+			uint64_t s = 0;
+
+#pragma omp parallel num_threads(t) reduction(+ : s)
+			s += sum(buf + slice * omp_get_thread_num(), slice);
+			pass_gbps[p] = (double)(slice * t * 8) / (now_ns() - t0);
+			sink += s;
+		}
+		r->gbps[t - 1] = median(pass_gbps, o->passes);
+	}
+	sched_setaffinity(0, sizeof(allowed), &allowed);
+	huge_free(buf, n * 8);
+out:
+	free(pass_gbps);
+	(void)sink;
+	return err;
+}
+
+/* ---- flash ------------------------------------------------------------ */
+
+/* one request slot: its part of the buffer and what it still has to read */
+struct req {
+	uint8_t *buf;
+	uint64_t off;
+	uint32_t len, done;
+	int64_t t_submit_ns;
+};
+
+struct flash_ctx {
+	struct io_uring ring;
+	int ring_ok;
+	int fd;
+	uint64_t file_bytes;
+	uint8_t *buf; /* QD_MAX * 4 MiB, registered as fixed buffer 0 */
+	size_t buf_bytes;
+	uint64_t cursor; /* next sequential offset; persists across points */
+	uint64_t rng;
+	struct req reqs[QD_MAX];
+};
+
+/* one run of reads: what to do ... */
+struct io_run {
+	size_t bs;
+	int qd;
+	int random;
+	uint64_t max_bytes; /* stop issuing after this many ... */
+	double max_s;       /* ... or after this long */
+	int64_t *lat_ns;    /* if set: per-request latency, up to lat_cap */
+	int lat_cap;
+	/* ... and what it did */
+	uint64_t bytes;
+	int64_t ops;
+	int64_t elapsed_ns;
+	int n_lat;
+};
+
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static uint64_t next_offset(struct flash_ctx *c, size_t bs, int random)
+{
+	uint64_t off;
+
+	if (random)
+		return (xorshift(&c->rng) % (c->file_bytes / bs)) * bs;
+	if (c->cursor + bs > c->file_bytes)
+		c->cursor = 0;
+	off = c->cursor;
+	c->cursor += bs;
+	return off;
+}
+
+/* queue a READ_FIXED of what slot r still lacks, via fixed file 0 */
+static int queue_req(struct flash_ctx *c, struct req *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+
+	if (!sqe)
+		return -EBUSY; /* cannot happen: in flight <= QD <= SQ size */
+	io_uring_prep_read_fixed(sqe, 0, r->buf + r->done, r->len - r->done,
+				 r->off + r->done, 0);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data(sqe, r);
+	r->t_submit_ns = now_ns();
+	return 0;
+}
+
+/*
+ * Run one batch of reads as `run` describes: fill the queue to run->qd,
+ * submit, reap every completion, requeue short reads, refill each finished
+ * slot until the byte or time cap. On an error it stops issuing, drains
+ * every read in flight (the buffer is reused) and returns the first
+ * cqe->res < 0, or -EIO for a read that returned 0 bytes. Returns 0 and
+ * fills run->bytes, ops, elapsed_ns, n_lat on success.
+ */
+static int run_reads(struct flash_ctx *c, struct io_run *run)
+{
+	int64_t t0 = now_ns(), deadline = t0 + (int64_t)(run->max_s * 1e9);
+	uint64_t issued = 0;
+	int inflight = 0, err = 0;
+
+	run->bytes = 0;
+	run->ops = 0;
+	run->n_lat = 0;
+	for (int s = 0; s < run->qd && issued < run->max_bytes; s++) {
+		struct req *r = &c->reqs[s];
+
+		r->buf = c->buf + (size_t)s * run->bs;
+		r->off = next_offset(c, run->bs, run->random);
+		r->len = run->bs;
+		r->done = 0;
+		if ((err = queue_req(c, r)))
+			return err;
+		issued += run->bs;
+		inflight++;
+	}
+	while (inflight > 0) {
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+		int ret = io_uring_submit_and_wait(&c->ring, 1);
+
+		if (ret < 0 && ret != -EINTR) {
+			/* nothing can be reaped safely if submit fails: give up
+			 * on the ring; the caller tears it down */
+			return ret;
+		}
+		io_uring_for_each_cqe(&c->ring, head, cqe) {
+			struct req *r = io_uring_cqe_get_data(cqe);
+			int res = cqe->res;
+
+			seen++;
+			inflight--;
+			if (res <= 0) {
+				if (!err)
+					err = res < 0 ? res : -EIO;
+				continue;
+			}
+			r->done += res;
+			run->bytes += res;
+			if (r->done < r->len) { /* short read: ask for the rest */
+				if (!err && !(err = queue_req(c, r)))
+					inflight++;
+				continue;
+			}
+			run->ops++;
+			if (run->lat_ns && run->n_lat < run->lat_cap)
+				run->lat_ns[run->n_lat++] = now_ns() - r->t_submit_ns;
+			if (err || issued >= run->max_bytes || now_ns() >= deadline)
+				continue;
+			r->off = next_offset(c, run->bs, run->random);
+			r->done = 0;
+			if (!(err = queue_req(c, r))) {
+				issued += run->bs;
+				inflight++;
+			}
+		}
+		io_uring_cq_advance(&c->ring, seen);
+	}
+	run->elapsed_ns = now_ns() - t0;
+	return err;
+}
+
+/* Describe an io_uring setup failure the way a user can act on it. */
+static const char *uring_hint(int err)
+{
+	switch (err) {
+	case -ENOSYS: return "this kernel has no io_uring";
+	case -EPERM: return "io_uring is disabled (sysctl kernel.io_uring_disabled, or a seccomp/container policy)";
+	case -ENOMEM: return "locked-memory limit too low for registered buffers (ulimit -l; run as root or raise RLIMIT_MEMLOCK)";
+	default: return strerror(-err);
+	}
+}
+
+/*
+ * Make the test file in `dir`: mkstemp, unlink at once (signals blocked in
+ * between, so no signal can leave it behind), switch to O_DIRECT, reserve
+ * the space, fill it from c->buf with O_DIRECT writes, fdatasync and drop
+ * it from the page cache. Sets c->fd. Returns 0 or -errno with a message.
+ */
+static int make_test_file(struct flash_ctx *c, const char *dir, char *msg,
+			  size_t msg_len)
+{
+	char path[4096];
+	sigset_t block, old;
+	int fd, err, fl;
+
+	if (snprintf(path, sizeof(path), "%s/strata-probe-XXXXXX", dir) >=
+	    (int)sizeof(path)) {
+		snprintf(msg, msg_len, "--flash-dir path too long");
+		return -ENAMETOOLONG;
+	}
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	fd = mkstemp(path);
+	err = fd < 0 ? -errno : 0;
+	if (fd >= 0 && unlink(path) < 0)
+		err = -errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (err) {
+		snprintf(msg, msg_len, "cannot create a test file in %s: %s",
+			 dir, strerror(-err));
+		goto err_fd;
+	}
+	c->fd = fd;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) < 0) {
+		err = -errno;
+		snprintf(msg, msg_len, "O_DIRECT is not supported on the file "
+			 "system of %s (%s)", dir, strerror(-err));
+		goto err_fd;
+	}
+	err = posix_fallocate(fd, 0, c->file_bytes);
+	if (err && err != EOPNOTSUPP && err != EINVAL) {
+		err = -err;
+		snprintf(msg, msg_len, "cannot reserve %llu MiB in %s: %s",
+			 (unsigned long long)(c->file_bytes / MIB), dir,
+			 strerror(-err));
+		goto err_fd;
+	}
+	for (uint64_t off = 0; off < c->file_bytes;) {
+		size_t n = c->file_bytes - off < c->buf_bytes ?
+				   c->file_bytes - off : c->buf_bytes;
+		ssize_t w = pwrite(fd, c->buf, n, off);
+
+		if (w <= 0) {
+			err = w < 0 ? -errno : -EIO;
+			snprintf(msg, msg_len, "writing the test file in %s: %s%s",
+				 dir, strerror(-err), err == -EINVAL ?
+				 " (O_DIRECT alignment refused)" : "");
+			goto err_fd;
+		}
+		off += w;
+	}
+	if (fdatasync(fd) < 0) {
+		err = -errno;
+		snprintf(msg, msg_len, "fdatasync of the test file: %s",
+			 strerror(-err));
+		goto err_fd;
+	}
+	/* O_DIRECT bypasses the page cache; this evicts anything that a
+	 * file system might have cached anyway */
+	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	return 0;
+
+err_fd:
+	if (fd >= 0)
+		close(fd);
+	c->fd = -1;
+	return err;
+}
+
+static void flash_destroy(struct flash_ctx *c)
+{
+	if (c->ring_ok)
+		io_uring_queue_exit(&c->ring); /* also unregisters buffer, file */
+	if (c->fd >= 0)
+		close(c->fd);
+	huge_free(c->buf, c->buf_bytes);
+}
+
+/*
+ * Set up the ring (probing READ_FIXED), the registered huge-page buffer,
+ * the test file and its registration. Returns 0 or -errno with a message
+ * in msg; flash_destroy undoes a partial set-up.
+ */
+static int flash_init(struct flash_ctx *c, const struct probe_opts *o,
+		      char *msg, size_t msg_len)
+{
+	struct io_uring_probe *pr;
+	struct iovec iov;
+	int err;
+
+	c->fd = -1;
+	c->file_bytes = o->file_bytes;
+	c->rng = 0x9e3779b97f4a7c15ull;
+	err = io_uring_queue_init(QD_MAX, &c->ring, 0);
+	if (err) {
+		snprintf(msg, msg_len, "io_uring unavailable: %s", uring_hint(err));
+		return err;
+	}
+	c->ring_ok = 1;
+	pr = io_uring_get_probe_ring(&c->ring);
+	if (!pr || !io_uring_opcode_supported(pr, IORING_OP_READ_FIXED)) {
+		io_uring_free_probe(pr);
+		snprintf(msg, msg_len, "io_uring unavailable: this kernel lacks "
+			 "IORING_OP_READ_FIXED");
+		return -EOPNOTSUPP;
+	}
+	io_uring_free_probe(pr);
+	c->buf_bytes = QD_MAX * bs_list[N_BS - 1];
+	err = huge_alloc(c->buf_bytes, 1, (void **)&c->buf);
+	if (err) {
+		c->buf = NULL;
+		snprintf(msg, msg_len, "cannot allocate %zu MiB of I/O buffers",
+			 c->buf_bytes / MIB);
+		return err;
+	}
+	/* non-constant contents, so nothing below can shortcut a zero page */
+	for (size_t i = 0; i < c->buf_bytes / 8; i++)
+		((uint64_t *)c->buf)[i] = xorshift(&c->rng);
+	iov.iov_base = c->buf;
+	iov.iov_len = c->buf_bytes;
+	err = io_uring_register_buffers(&c->ring, &iov, 1);
+	if (err) {
+		snprintf(msg, msg_len, "registering %zu MiB of I/O buffers: %s",
+			 c->buf_bytes / MIB, uring_hint(err));
+		return err;
+	}
+	err = make_test_file(c, o->flash_dir, msg, msg_len);
+	if (err)
+		return err;
+	err = io_uring_register_files(&c->ring, &c->fd, 1);
+	if (err) {
+		snprintf(msg, msg_len, "registering the test file: %s",
+			 uring_hint(err));
+		return err;
+	}
+	return 0;
+}
+
+/* print the failing point and pass err through */
+static int io_fail(int err, const char *what, size_t bs, int qd, char *msg,
+		   size_t msg_len)
+{
+	snprintf(msg, msg_len, "%s (block %zu, QD %d): %s%s", what, bs, qd,
+		 strerror(-err), err == -EINVAL ?
+		 " (O_DIRECT refused this alignment or size)" : "");
+	return err;
+}
+
+/*
+ * The flash measurements into *r. Returns 0 or -errno with msg set.
+ */
+static int probe_flash(const struct probe_opts *o, struct flash_result *r,
+		       char *msg, size_t msg_len)
+{
+	struct flash_ctx *c = xcalloc(1, sizeof(*c));
+	double *pass = xcalloc(o->passes, sizeof(double));
+	int64_t *lat = xcalloc(o->lat_ops, sizeof(int64_t));
+	double *lat_us = xcalloc(o->lat_ops, sizeof(double));
+	struct io_run run;
+	int err;
+
+	fprintf(stderr, "flash: writing a %llu MiB test file in %s ...\n",
+		(unsigned long long)(o->file_bytes / MIB), o->flash_dir);
+	err = flash_init(c, o, msg, msg_len);
+	if (err)
+		goto out;
+	r->buf_bytes = c->buf_bytes;
+	r->thp_bytes = thp_bytes_of(c->buf);
+
+	/* sequential: every block size at every queue depth */
+	for (int b = 0; b < N_BS; b++)
+		for (int q = 0; q < N_QD; q++) {
+			for (int p = 0; p < o->passes; p++) {
+				run = (struct io_run){ .bs = bs_list[b], .qd = qd_list[q],
+					.max_bytes = o->seq_bytes, .max_s = o->seq_max_s };
+				err = run_reads(c, &run);
+				if (err) {
+					io_fail(err, "sequential read", run.bs, run.qd, msg, msg_len);
+					goto out;
+				}
+				pass[p] = (double)run.bytes / run.elapsed_ns;
+			}
+			r->gbps[b][q] = median(pass, o->passes);
+		}
+
+	/* 4 KiB random, QD1: latency percentiles */
+	run = (struct io_run){ .bs = RAND_BS, .qd = 1, .random = 1,
+		.max_bytes = (uint64_t)o->lat_ops * RAND_BS,
+		.max_s = o->rand_max_s, .lat_ns = lat, .lat_cap = o->lat_ops };
+	err = run_reads(c, &run);
+	if (err || run.n_lat == 0) {
+		io_fail(err ? err : -EIO, "random read", RAND_BS, 1, msg, msg_len);
+		err = err ? err : -EIO;
+		goto out;
+	}
+	for (int i = 0; i < run.n_lat; i++)
+		lat_us[i] = lat[i] * 1e-3;
+	qsort(lat_us, run.n_lat, sizeof(double), cmp_double);
+	r->p50_us = lat_us[run.n_lat / 2];
+	r->p99_us = lat_us[(int)(run.n_lat * 0.99)];
+
+	/* 4 KiB random, QD64: IOPS, capped by time only */
+	run = (struct io_run){ .bs = RAND_BS, .qd = QD_MAX, .random = 1,
+		.max_bytes = UINT64_MAX, .max_s = o->rand_max_s };
+	err = run_reads(c, &run);
+	if (err) {
+		io_fail(err, "random read", RAND_BS, QD_MAX, msg, msg_len);
+		goto out;
+	}
+	r->iops_qd64 = run.ops / (run.elapsed_ns * 1e-9);
+out:
+	flash_destroy(c);
+	free(c);
+	free(pass);
+	free(lat);
+	free(lat_us);
+	return err;
+}
+
+/* ---- output ----------------------------------------------------------- */
+
+static void cpu_model(char *out, size_t len)
+{
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	char line[512], *v;
+
+	snprintf(out, len, "unknown");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "model name", 10) && (v = strchr(line, ':'))) {
+			v += strspn(v + 1, " \t") + 1;
+			v[strcspn(v, "\n")] = '\0';
+			snprintf(out, len, "%s", v);
+			break;
+		}
+	fclose(f);
+}
+
+/* s as a JSON string body: escape quotes, backslashes and controls */
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch < 0x20)
+			fprintf(f, "\\u%04x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+static void print_table(const struct probe_opts *o, const struct dram_result *d,
+			const struct flash_result *fl)
+{
+	if (d) {
+		fprintf(stderr, "\nDRAM read (%s sum, %llu MiB buffer, %llu MiB "
+			"in huge pages, median of %d)\n", d->method,
+			(unsigned long long)(o->dram_bytes / MIB),
+			(unsigned long long)(d->thp_bytes / MIB), o->passes);
+		fprintf(stderr, "  threads   GB/s\n");
+		for (int t = 1; t <= d->n_threads; t++)
+			fprintf(stderr, "  %7d %6.1f\n", t, d->gbps[t - 1]);
+	}
+	if (fl) {
+		fprintf(stderr, "\nflash read GB/s (io_uring, O_DIRECT, %s, file "
+			"%llu MiB, buffer %llu MiB with %llu MiB in huge pages, "
+			"median of %d)\n", o->flash_dir,
+			(unsigned long long)(o->file_bytes / MIB),
+			(unsigned long long)(fl->buf_bytes / MIB),
+			(unsigned long long)(fl->thp_bytes / MIB), o->passes);
+		fprintf(stderr, "  block   ");
+		for (int q = 0; q < N_QD; q++)
+			fprintf(stderr, "  QD%-4d", qd_list[q]);
+		fputc('\n', stderr);
+		for (int b = 0; b < N_BS; b++) {
+			fprintf(stderr, "  %4zu KiB", bs_list[b] / 1024);
+			for (int q = 0; q < N_QD; q++)
+				fprintf(stderr, " %6.2f ", fl->gbps[b][q]);
+			fputc('\n', stderr);
+		}
+		fprintf(stderr, "  4 KiB random: p50 %.1f us, p99 %.1f us at QD1; "
+			"%.0f IOPS at QD64\n", fl->p50_us, fl->p99_us, fl->iops_qd64);
+	}
+}
+
+/* Write the profile to f. Returns 0 or -EIO if the stream failed. */
+static int write_json(FILE *f, const struct probe_opts *o,
+		      const struct dram_result *d, const struct flash_result *fl)
+{
+	char cpu[256], host[256] = "unknown", date[64];
+	struct utsname u;
+	time_t now = time(NULL);
+	cpu_set_t allowed;
+
+	cpu_model(cpu, sizeof(cpu));
+	gethostname(host, sizeof(host) - 1);
+	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+	sched_getaffinity(0, sizeof(allowed), &allowed);
+	if (uname(&u) < 0)
+		snprintf(u.release, sizeof(u.release), "unknown");
+
+	fprintf(f, "{\n  \"machine\": {\"cpu\": ");
+	json_str(f, cpu);
+	fprintf(f, ", \"cores\": %d, \"online_cpus\": %ld, \"hostname\": ",
+		CPU_COUNT(&allowed), sysconf(_SC_NPROCESSORS_ONLN));
+	json_str(f, host);
+	fprintf(f, ", \"kernel\": ");
+	json_str(f, u.release);
+	fprintf(f, ", \"avx512f\": %s},\n",
+		__builtin_cpu_supports("avx512f") ? "true" : "false");
+
+	if (d) {
+		fprintf(f, "  \"dram\": {\"method\": \"%s\", \"buffer_bytes\": %llu, "
+			"\"thp_bytes\": %llu, \"passes\": %d, \"read_gbps_by_threads\": {",
+			d->method, (unsigned long long)o->dram_bytes,
+			(unsigned long long)d->thp_bytes, o->passes);
+		for (int t = 1; t <= d->n_threads; t++)
+			fprintf(f, "%s\"%d\": %.2f", t > 1 ? ", " : "", t, d->gbps[t - 1]);
+		fprintf(f, "}},\n");
+	} else {
+		fprintf(f, "  \"dram\": null,\n");
+	}
+	if (fl) {
+		fprintf(f, "  \"flash\": {\"dir\": ");
+		json_str(f, o->flash_dir);
+		fprintf(f, ", \"file_bytes\": %llu, \"buffer_bytes\": %llu, "
+			"\"buffer_thp_bytes\": %llu, \"passes\": %d,\n    \"read_gbps\": {",
+			(unsigned long long)o->file_bytes,
+			(unsigned long long)fl->buf_bytes,
+			(unsigned long long)fl->thp_bytes, o->passes);
+		for (int b = 0; b < N_BS; b++) {
+			fprintf(f, "%s\n      \"%zu\": {", b ? "," : "", bs_list[b]);
+			for (int q = 0; q < N_QD; q++)
+				fprintf(f, "%s\"%d\": %.3f", q ? ", " : "", qd_list[q],
+					fl->gbps[b][q]);
+			fputc('}', f);
+		}
+		fprintf(f, "},\n    \"rand4k_p50_us\": %.1f, \"rand4k_p99_us\": %.1f, "
+			"\"rand4k_iops_qd64\": %.0f},\n", fl->p50_us, fl->p99_us,
+			fl->iops_qd64);
+	} else {
+		fprintf(f, "  \"flash\": null,\n");
+	}
+	fprintf(f, "  \"quick\": %s,\n  \"date\": \"%s\"\n}\n",
+		o->quick ? "true" : "false", date);
+	return fflush(f) || ferror(f) ? -EIO : 0;
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: bench/probe [options]\n"
+		"  measures DRAM and flash bandwidth into a JSON hardware profile\n"
+		"  -o FILE           write the profile to FILE (default: stdout)\n"
+		"  --flash-dir DIR   where the flash test file goes (default:\n"
+		"                    $STRATA_CACHE or ~/.cache/strata)\n"
+		"  --file-size SIZE  test file size (default 1G, --quick 256M)\n"
+		"  --quick           smaller buffers, fewer passes (~10 s)\n"
+		"  --no-flash        skip the flash measurements\n"
+		"  --no-dram         skip the DRAM measurements\n"
+		"  -h, --help        this text\n"
+		"  STRATA_KERNELS=ref forces the scalar DRAM sum.\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longs[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "flash-dir", required_argument, NULL, 'd' },
+		{ "file-size", required_argument, NULL, 's' },
+		{ "quick", no_argument, NULL, 'q' },
+		{ "no-flash", no_argument, NULL, 'F' },
+		{ "no-dram", no_argument, NULL, 'D' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct probe_opts o = { 0 };
+	struct dram_result dram = { 0 };
+	struct flash_result flash = { 0 };
+	const char *file_size = NULL;
+	char default_dir[4096], msg[512] = "";
+	FILE *out = stdout;
+	int c, err, rc = 1;
+
+	while ((c = getopt_long(argc, argv, "ho:", longs, NULL)) != -1) {
+		switch (c) {
+		case 'h': usage(stdout); return 0;
+		case 'o': o.out_path = optarg; break;
+		case 'd': o.flash_dir = optarg; break;
+		case 's': file_size = optarg; break;
+		case 'q': o.quick = 1; break;
+		case 'F': o.no_flash = 1; break;
+		case 'D': o.no_dram = 1; break;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		usage(stderr);
+		return 2;
+	}
+	/* sizes chosen so the default run stays under a minute (flash at
+	 * ~0.5-7 GB/s, DRAM first touch ~0.25 GB/s without huge pages) */
+	o.dram_bytes = o.quick ? 256 * MIB : GIB;
+	o.file_bytes = o.quick ? 256 * MIB : GIB;
+	o.seq_bytes = o.quick ? 64 * MIB : 256 * MIB;
+	o.seq_max_s = o.quick ? 0.15 : 0.5;
+	o.passes = o.quick ? 3 : 5;
+	o.lat_ops = o.quick ? 2000 : 10000;
+	o.rand_max_s = o.quick ? 0.3 : 1.0;
+	if (file_size && (parse_size(file_size, &o.file_bytes) ||
+			  o.file_bytes < 4 * MIB)) {
+		fprintf(stderr, "probe: --file-size %s: want a size of at least 4M\n",
+			file_size);
+		return 2;
+	}
+	o.file_bytes &= ~(uint64_t)(4 * MIB - 1); /* whole largest blocks */
+	if (!o.flash_dir) {
+		const char *env = getenv("STRATA_CACHE"), *home = getenv("HOME");
+
+		if (env && *env)
+			snprintf(default_dir, sizeof(default_dir), "%s", env);
+		else
+			snprintf(default_dir, sizeof(default_dir), "%s/.cache/strata",
+				 home ? home : ".");
+		o.flash_dir = default_dir;
+	}
+
+	if (!o.no_dram) {
+		fprintf(stderr, "dram: touching a %llu MiB buffer ...\n",
+			(unsigned long long)(o.dram_bytes / MIB));
+		err = probe_dram(&o, &dram);
+		if (err) {
+			fprintf(stderr, "probe: DRAM buffer of %llu MiB: %s\n",
+				(unsigned long long)(o.dram_bytes / MIB), strerror(-err));
+			return 1;
+		}
+	}
+	if (!o.no_flash) {
+		struct stat st;
+
+		if (stat(o.flash_dir, &st) < 0) {
+			fprintf(stderr, "probe: --flash-dir %s: %s\n", o.flash_dir,
+				strerror(errno));
+			return 1;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			fprintf(stderr, "probe: --flash-dir %s: not a directory\n",
+				o.flash_dir);
+			return 1;
+		}
+		err = probe_flash(&o, &flash, msg, sizeof(msg));
+		if (err) {
+			fprintf(stderr, "probe: flash: %s\n", msg);
+			return 1;
+		}
+	}
+	print_table(&o, o.no_dram ? NULL : &dram, o.no_flash ? NULL : &flash);
+
+	if (o.out_path && !(out = fopen(o.out_path, "w"))) {
+		fprintf(stderr, "probe: -o %s: %s\n", o.out_path, strerror(errno));
+		return 1;
+	}
+	err = write_json(out, &o, o.no_dram ? NULL : &dram,
+			 o.no_flash ? NULL : &flash);
+	if (out != stdout && fclose(out) && !err)
+		err = -EIO;
+	if (err) {
+		fprintf(stderr, "probe: writing the profile: %s\n", strerror(-err));
+		if (o.out_path)
+			unlink(o.out_path); /* no partial profile left behind */
+	} else {
+		rc = 0;
+	}
+	return rc;
+}

@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,6 +79,7 @@ struct flash_result {
 	double gbps[N_BS][N_QD]; /* median sequential GB/s */
 	double p50_us, p99_us;   /* 4 KiB random, QD1 */
 	double iops_qd64;        /* 4 KiB random, QD64 */
+	char fs[32];             /* file system of --flash-dir */
 	uint64_t buf_bytes;      /* registered buffer ... */
 	uint64_t thp_bytes;      /* ... and how much of it is huge pages */
 };
@@ -162,6 +164,31 @@ static uint64_t thp_bytes_of(const void *p)
 	return r;
 }
 
+/* Name of the file system that holds dir ("ext4", "tmpfs" ... or its
+ * magic in hex); *ram set when it lives in memory, not on a disk. */
+static void fs_name(const char *dir, char *out, size_t len, int *ram)
+{
+	static const struct { unsigned long magic; const char *name; int ram; } fs[] = {
+		{ 0xef53, "ext4", 0 },      { 0x58465342, "xfs", 0 },
+		{ 0x9123683e, "btrfs", 0 }, { 0x2fc12fc1, "zfs", 0 },
+		{ 0xf2f52010, "f2fs", 0 },  { 0x01021994, "tmpfs", 1 },
+		{ 0x858458f6, "ramfs", 1 }, { 0x794c7630, "overlayfs", 0 },
+		{ 0x6969, "nfs", 0 },       { 0x65735546, "fuse", 0 },
+	};
+	struct statfs sf;
+
+	*ram = 0;
+	snprintf(out, len, "unknown");
+	if (statfs(dir, &sf) < 0)
+		return;
+	snprintf(out, len, "0x%lx", (unsigned long)sf.f_type);
+	for (size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++)
+		if ((unsigned long)sf.f_type == fs[i].magic) {
+			snprintf(out, len, "%s", fs[i].name);
+			*ram = fs[i].ram;
+		}
+}
+
 /* ---- DRAM ------------------------------------------------------------- */
 
 /* Sum of n uint64 (n a multiple of 32, p 64-byte aligned): four independent
@@ -177,8 +204,16 @@ static uint64_t sum_avx512(const uint64_t *p, size_t n)
 		a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + i + 16));
 		a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + i + 24));
 	}
+	uint64_t lanes[8] __attribute__((aligned(64)));
+	uint64_t s = 0;
+
+	/* lanes summed as unsigned: gcc's _mm512_reduce_add_epi64 adds
+	 * signed long longs, which wrap here and UBSan reports */
 	a0 = _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3));
-	return (uint64_t)_mm512_reduce_add_epi64(a0);
+	_mm512_store_si512(lanes, a0);
+	for (int i = 0; i < 8; i++)
+		s += lanes[i];
+	return s;
 }
 
 /* the reference: same contract as sum_avx512 */
@@ -609,10 +644,14 @@ static int probe_flash(const struct probe_opts *o, struct flash_result *r,
 	int64_t *lat = xcalloc(o->lat_ops, sizeof(int64_t));
 	double *lat_us = xcalloc(o->lat_ops, sizeof(double));
 	struct io_run run;
-	int err;
+	int err, ram;
 
-	fprintf(stderr, "flash: writing a %llu MiB test file in %s ...\n",
-		(unsigned long long)(o->file_bytes / MIB), o->flash_dir);
+	fs_name(o->flash_dir, r->fs, sizeof(r->fs), &ram);
+	fprintf(stderr, "flash: writing a %llu MiB test file in %s (%s) ...\n",
+		(unsigned long long)(o->file_bytes / MIB), o->flash_dir, r->fs);
+	if (ram)
+		fprintf(stderr, "probe: warning: %s is %s, in memory: these are "
+			"not flash figures\n", o->flash_dir, r->fs);
 	err = flash_init(c, o, msg, msg_len);
 	if (err)
 		goto out;
@@ -719,9 +758,9 @@ static void print_table(const struct probe_opts *o, const struct dram_result *d,
 			fprintf(stderr, "  %7d %6.1f\n", t, d->gbps[t - 1]);
 	}
 	if (fl) {
-		fprintf(stderr, "\nflash read GB/s (io_uring, O_DIRECT, %s, file "
-			"%llu MiB, buffer %llu MiB with %llu MiB in huge pages, "
-			"median of %d)\n", o->flash_dir,
+		fprintf(stderr, "\nflash read GB/s (io_uring, O_DIRECT, %s on %s, "
+			"file %llu MiB, buffer %llu MiB with %llu MiB in huge pages, "
+			"median of %d)\n", o->flash_dir, fl->fs,
 			(unsigned long long)(o->file_bytes / MIB),
 			(unsigned long long)(fl->buf_bytes / MIB),
 			(unsigned long long)(fl->thp_bytes / MIB), o->passes);
@@ -780,6 +819,8 @@ static int write_json(FILE *f, const struct probe_opts *o,
 	if (fl) {
 		fprintf(f, "  \"flash\": {\"dir\": ");
 		json_str(f, o->flash_dir);
+		fprintf(f, ", \"fs\": ");
+		json_str(f, fl->fs);
 		fprintf(f, ", \"file_bytes\": %llu, \"buffer_bytes\": %llu, "
 			"\"buffer_thp_bytes\": %llu, \"passes\": %d,\n    \"read_gbps\": {",
 			(unsigned long long)o->file_bytes,

@@ -19,6 +19,7 @@
 #include "engine/stats.h"
 #include "engine/util.h"
 #include "kernels/kern.h"
+#include "memtier/trace.h"
 #include "models/chat.h"
 #include "models/tokenizer.h"
 
@@ -44,6 +45,7 @@ struct options {
 	bool prefill_blas;
 	int prefetch;
 	uint64_t dram_budget; /* UINT64_MAX: not given */
+	const char *trace;
 };
 
 static void usage(FILE *f)
@@ -74,6 +76,8 @@ static void usage(FILE *f)
 "                           (default), the page-cache mapping, or the file\n"
 "                           streamed with io_uring + O_DIRECT every token\n"
 "      --prefetch N         flash tier: segments (layers) read ahead (default 2)\n"
+"      --trace FILE         Chrome trace-event JSON of compute per layer, waits\n"
+"                           and flash reads in flight (open in Perfetto)\n"
 "      --dram-budget SIZE   flash tier: weights kept resident (e.g. 512M, 2G;\n"
 "                           whole layers in read order), the rest streamed\n"
 "      --prefill-blas       prefill quantized weights as dequantized tiles x\n"
@@ -126,7 +130,7 @@ enum {
 	OPT_REPEAT_LAST_N, OPT_CHAT, OPT_SYSTEM, OPT_IGNORE_EOS,
 	OPT_PROMPT_TOKENS, OPT_TIER, OPT_STATS, OPT_STATS_JSON,
 	OPT_PERPLEXITY, OPT_DUMP_LOGITS, OPT_TOKENIZE, OPT_PREFILL_BLAS,
-	OPT_PREFETCH, OPT_DRAM_BUDGET,
+	OPT_PREFETCH, OPT_DRAM_BUDGET, OPT_TRACE,
 };
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -159,6 +163,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"prefill-blas", no_argument, 0, OPT_PREFILL_BLAS},
 		{"prefetch", required_argument, 0, OPT_PREFETCH},
 		{"dram-budget", required_argument, 0, OPT_DRAM_BUDGET},
+		{"trace", required_argument, 0, OPT_TRACE},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0},
 	};
@@ -235,6 +240,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case OPT_DUMP_LOGITS: o->dump_logits = optarg; break;
 		case OPT_TOKENIZE: o->tokenize_only = true; break;
 		case OPT_PREFILL_BLAS: o->prefill_blas = true; break;
+		case OPT_TRACE: o->trace = optarg; break;
 		case OPT_DRAM_BUDGET:
 			if (parse_size(optarg, &o->dram_budget)) {
 				fprintf(stderr, "error: --dram-budget: '%s' is not a "
@@ -627,6 +633,7 @@ int main(int argc, char **argv)
 	struct engine e;
 	struct tokenizer tok = {0};
 	struct run_stats rs = {.perplexity = -1};
+	struct trace tr;
 	char err[512];
 	int32_t *prompt = NULL, *gen = NULL;
 	int32_t n_prompt = 0, n_gen = 0;
@@ -657,8 +664,10 @@ int main(int argc, char **argv)
 		.prefill_blas = o.prefill_blas,
 		.mt = {.kind = o.tier, .dram_budget_bytes = o.dram_budget,
 		       .huge_pages = true, .prefetch = o.prefetch,
-		       .fault = fault_cfg.fault, .fault_every = fault_cfg.fault_every},
+		       .fault = fault_cfg.fault, .fault_every = fault_cfg.fault_every,
+		       .trace = o.trace ? &tr : NULL},
 	};
+	trace_init(&tr);
 	if ((rc = engine_init(&e, o.model, &cfg, err, sizeof(err)))) {
 		fprintf(stderr, "error: %s\n", err);
 		return 1;
@@ -734,7 +743,16 @@ report:
 				rc = r;
 		}
 	}
+	if (o.trace && (rc == 0 || rc == -EIO)) {
+		int r = trace_write(&tr, o.trace);
+		if (r) {
+			fprintf(stderr, "error: %s: %s\n", o.trace, strerror(-r));
+			if (!rc)
+				rc = r;
+		}
+	}
 out:
+	trace_destroy(&tr);
 	free(text);
 	free(prompt);
 	free(gen);

@@ -19,6 +19,7 @@
 #include "engine/util.h"
 #include "kernels/kern.h"
 #include "kernels/ops.h"
+#include "memtier/trace.h"
 
 /* rows of a weight matrix dequantized at once for a prefill GEMM: a tile
  * of TILE_ROWS x n_embd floats stays in the 1 MiB L2 for n_embd <= 2048 */
@@ -358,6 +359,7 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 
 		for (int32_t l = 0; l < hp->n_layer; l++) {
 			const void *const *wl = w[l & 1];
+			int64_t t_layer = ith == 0 ? now_ns() : 0;
 			float *kc = s->k_cache + ((size_t)l * s->n_ctx) * dkv;
 			float *vc = s->v_cache + ((size_t)l * s->n_ctx) * dkv;
 
@@ -424,6 +426,9 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 				    hp->n_ff, r0, r1);
 			ops_add(s->x, s->tmp, r0, r1);
 #pragma omp barrier
+			if (ith == 0)
+				trace_span(e->cfg.mt.trace, TRACE_COMPUTE, "layer", l,
+					   t_layer, now_ns());
 		}
 		/* output head: {output_norm, output} */
 		if (!shared_rc) {
@@ -586,6 +591,7 @@ static int prefill_batch(struct engine *e, const int32_t *tokens, int32_t nb,
 
 		if ((rc = memtier_acquire(&e->mt, (uint32_t)l, w)))
 			return rc;
+		int64_t t_layer = now_ns();
 		/* QKV for every token; K/V straight into the cache rows */
 		rmsnorm_rows(e, s->bxn, s->bx, w[LT_ATTN_NORM], nb, d);
 		gemm_layer(e, l, LT_WQ, w, s->bxn, nb, s->bq, d);
@@ -620,6 +626,8 @@ static int prefill_batch(struct engine *e, const int32_t *tokens, int32_t nb,
 		gemm_layer(e, l, LT_W_DOWN, w, s->bg, nb, s->btmp, d);
 		ops_add(s->bx, s->btmp, 0, (int64_t)nb * d);
 		memtier_release(&e->mt, (uint32_t)l);
+		trace_span(e->cfg.mt.trace, TRACE_COMPUTE, "prefill layer", l,
+			   t_layer, now_ns());
 	}
 	if (!logits)
 		return 0;

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "engine/util.h"
+#include "memtier/trace.h"
 
 #define FLASH_ALIGN 4096u
 #define FLASH_REQ_BYTES (1u << 20)
@@ -39,6 +40,7 @@ struct flash_slot {
 	int in_use;        /* acquired and not released */
 	int err;           /* first error of its reads (-errno) */
 	char *buf;
+	int64_t t_submit_ns; /* for the trace */
 };
 
 struct flash_req {
@@ -343,7 +345,10 @@ static int reap(struct memtier *m, struct memtier_flash *f, int wait)
 				continue;
 			}
 		}
-		r->slot->pending--;
+		if (--r->slot->pending == 0)
+			trace_span(m->cfg.trace, TRACE_IO, "read seg",
+				   (int32_t)r->slot->seg, r->slot->t_submit_ns,
+				   now_ns());
 		r->next_free = f->free_reqs;
 		f->free_reqs = r;
 	}
@@ -357,6 +362,7 @@ static int start_segment(struct memtier *m, struct memtier_flash *f,
 	slot->seg = seg;
 	slot->err = 0;
 	slot->pending = 0;
+	slot->t_submit_ns = now_ns();
 	uint64_t at = 0;
 	for (uint32_t i = 0; i < m->segs[seg].n; i++) {
 		const struct memtier_tensor *t = &m->tensors[m->segs[seg].ids[i]];
@@ -469,7 +475,10 @@ int memtier_flash_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 	while (slot->pending > 0)
 		if ((rc = reap(m, f, 1)))
 			goto err_slot;
-	m->stats[MEMTIER_FLASH].stall_ns += now_ns() - t0;
+	int64_t t1 = now_ns();
+	m->stats[MEMTIER_FLASH].stall_ns += t1 - t0;
+	if (t1 - t0 > 10000) /* waits under 10 us would only clutter the trace */
+		trace_span(m->cfg.trace, TRACE_WAIT, "wait seg", (int32_t)seg, t0, t1);
 	if ((rc = slot->err))
 		goto err_slot;
 	for (uint32_t i = 0; i < m->segs[seg].n; i++)

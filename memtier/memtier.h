@@ -60,6 +60,7 @@ struct memtier_config {
 	bool huge_pages;            /* back DRAM copies with huge pages */
 	enum memtier_fault fault;
 	uint64_t fault_every;       /* 1 = every read */
+	struct trace *trace;        /* NULL: no trace (memtier/trace.h) */
 };
 
 /* Parse "eio:N" / "short:N" (STRATA_FAULT) into cfg; 0 or -EINVAL */
@@ -75,6 +76,7 @@ struct memtier_tier_stats {
 };
 
 struct memtier_flash; /* private: memtier/flash.c */
+struct trace;
 
 struct memtier {
 	struct memtier_config cfg;

@@ -23,6 +23,7 @@
 #include "engine/forward.h"
 #include "kernels/kern.h"
 #include "kernels/ops.h"
+#include "memtier/trace.h"
 
 static const char *model_path;
 
@@ -303,6 +304,49 @@ static void test_flash_faults(void **state)
 	free(lg[1]);
 }
 
+/* --trace: a flash run with part of the model resident records compute
+ * spans for every layer of every token, reads of every streamed segment,
+ * and writes them as trace-event JSON */
+static void test_trace(void **state)
+{
+	struct trace tr;
+	struct engine e;
+	char err[512], path[] = "/tmp/strata-trace-XXXXXX";
+	int32_t ids[4];
+
+	(void)state;
+	trace_init(&tr);
+	struct engine_config cfg = {
+		.n_threads = 2, .n_ctx = 64,
+		.mt = {.kind = MEMTIER_FLASH, .prefetch = 2,
+		       .dram_budget_bytes = 24ull << 20, .trace = &tr},
+	};
+	assert_int_equal(engine_init(&e, model_path, &cfg, err, sizeof(err)), 0);
+	greedy(&e, 4, ids, NULL);
+	int n_layer = e.model.hp.n_layer;
+	engine_destroy(&e);
+	uint64_t n_compute = 0, n_io = 0;
+	for (uint64_t i = 0; i < tr.n; i++) {
+		n_compute += tr.ev[i].track == TRACE_COMPUTE;
+		n_io += tr.ev[i].track == TRACE_IO;
+		assert_true(tr.ev[i].t1_ns >= tr.ev[i].t0_ns);
+	}
+	/* prefill + 4 decode steps, every layer; reads for the streamed ones */
+	assert_int_equal(n_compute, (uint64_t)(5 * n_layer));
+	assert_true(n_io >= 4);
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(trace_write(&tr, path), 0);
+	FILE *f = fopen(path, "r");
+	char head[64] = "";
+	assert_non_null(fgets(head, sizeof(head), f));
+	assert_non_null(strstr(head, "traceEvents"));
+	fclose(f);
+	unlink(path);
+	trace_destroy(&tr);
+}
+
 static void test_context_limits(void **state)
 {
 	struct engine e;
@@ -345,6 +389,7 @@ int main(void)
 		cmocka_unit_test(test_prefill_blas),
 		cmocka_unit_test(test_tiers_identical),
 		cmocka_unit_test(test_flash_faults),
+		cmocka_unit_test(test_trace),
 		cmocka_unit_test(test_threads_bit_identical),
 	};
 

@@ -548,29 +548,22 @@ mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
  * stream, prefetched kern_prefetch_ahead(1, row_bytes) ahead. Rows whose
  * prepared activation does not fit MV_PREP_BYTES take the 4-row passes.
  *
+ * Only Q4_0 and Q4_1 take this path: it gained ~6% of TinyLlama Q4_0
+ * decode (median step, 2 threads). With one accumulator chain a row (kept
+ * so results stay bit-identical to the 4-row passes), Q8_0 and Q5 were
+ * latency-bound below DRAM speed from one row and measured slower.
+ *
  * A group's prepared bytes: d_a (and s_a) of its blocks as 16 floats,
- * then per step: q4 (quads): alo, ahi [, base] zmm; q5 (pairs): A
- * [, base] zmm; q8_0 (singles): base ymm a block (A is read from the
- * activation itself).
+ * then per four blocks the zmm alo, ahi [, base].
  */
 #define MV_PREP_BYTES 24576
-
-static inline __attribute__((always_inline)) int is_quads(uint32_t type)
-{
-	return type == KT_Q4_0 || type == KT_Q4_1;
-}
 
 static inline __attribute__((always_inline)) size_t
 prep_group_bytes(uint32_t type)
 {
-	const int g = group_blocks(type), hasb = quant_off(type) != 0;
-	size_t b = 64 * (1 + has_min(type));
+	const int hasb = quant_off(type) != 0;
 
-	if (type == KT_Q8_0)
-		return b + g * 32;
-	if (is_quads(type))
-		return b + g / 4 * 64 * (2 + hasb);
-	return b + g / 2 * 64 * (1 + hasb);
+	return 64 * (1 + has_min(type)) + group_blocks(type) / 4 * 64 * (2 + hasb);
 }
 
 static inline __attribute__((always_inline)) void
@@ -592,69 +585,39 @@ prep_group(uint32_t type, const uint8_t *act, int64_t b0, int nblk,
 						 nblk, full, (nb - b0) * as));
 		o += 64;
 	}
-	if (type == KT_Q8_0) {
-		for (int j = 0; j < nblk; j++, o += 32) {
-			__m256i A = _mm256_loadu_si256(act_qs(ag, j));
+	for (int p = 0; p < nblk; p += 4) {
+		int q[4];
+		__m512i x01, x23, alo, ahi;
 
-			_mm256_store_si256((__m256i *)o, _mm256_sub_epi32(
-				_mm256_setzero_si256(),
-				_mm256_dpbusd_epi32(_mm256_setzero_si256(),
-						    _mm256_set1_epi8((char)0x80),
-						    A)));
-		}
-	} else if (is_quads(type)) {
-		for (int p = 0; p < nblk; p += 4) {
-			int q[4];
-			__m512i x01, x23, alo, ahi;
+		for (int i = 0; i < 4; i++)
+			q[i] = p + i < nblk ? p + i : p;
+		x01 = _mm512_inserti64x4(
+			_mm512_castsi256_si512(_mm256_loadu_si256(act_qs(ag, q[0]))),
+			_mm256_loadu_si256(act_qs(ag, q[1])), 1);
+		x23 = _mm512_inserti64x4(
+			_mm512_castsi256_si512(_mm256_loadu_si256(act_qs(ag, q[2]))),
+			_mm256_loadu_si256(act_qs(ag, q[3])), 1);
+		alo = _mm512_shuffle_i64x2(x01, x23, 0x88);
+		ahi = _mm512_shuffle_i64x2(x01, x23, 0xdd);
+		_mm512_store_si512(o, alo);
+		_mm512_store_si512(o + 64, ahi);
+		o += 128;
+		if (off) {
+			const __m512i ov = _mm512_set1_epi8((char)off);
+			__m512i z = _mm512_setzero_si512();
 
-			for (int i = 0; i < 4; i++)
-				q[i] = p + i < nblk ? p + i : p;
-			x01 = _mm512_inserti64x4(
-				_mm512_castsi256_si512(_mm256_loadu_si256(act_qs(ag, q[0]))),
-				_mm256_loadu_si256(act_qs(ag, q[1])), 1);
-			x23 = _mm512_inserti64x4(
-				_mm512_castsi256_si512(_mm256_loadu_si256(act_qs(ag, q[2]))),
-				_mm256_loadu_si256(act_qs(ag, q[3])), 1);
-			alo = _mm512_shuffle_i64x2(x01, x23, 0x88);
-			ahi = _mm512_shuffle_i64x2(x01, x23, 0xdd);
-			_mm512_store_si512(o, alo);
-			_mm512_store_si512(o + 64, ahi);
-			o += 128;
-			if (off) {
-				const __m512i ov = _mm512_set1_epi8((char)off);
-				__m512i z = _mm512_setzero_si512();
-
-				_mm512_store_si512(o, _mm512_sub_epi32(
-					z, _mm512_dpbusd_epi32(
-						   _mm512_dpbusd_epi32(z, ov, alo),
-						   ov, ahi)));
-				o += 64;
-			}
-		}
-	} else {
-		for (int p = 0; p < nblk; p += 2) {
-			const int p1 = p + 1 < nblk ? p + 1 : p;
-			__m512i A = _mm512_inserti64x4(
-				_mm512_castsi256_si512(_mm256_loadu_si256(act_qs(ag, p))),
-				_mm256_loadu_si256(act_qs(ag, p1)), 1);
-
-			_mm512_store_si512(o, A);
+			_mm512_store_si512(o, _mm512_sub_epi32(
+				z, _mm512_dpbusd_epi32(
+					   _mm512_dpbusd_epi32(z, ov, alo),
+					   ov, ahi)));
 			o += 64;
-			if (off) {
-				__m512i z = _mm512_setzero_si512();
-
-				_mm512_store_si512(o, _mm512_sub_epi32(
-					z, _mm512_dpbusd_epi32(
-						   z, _mm512_set1_epi8((char)off), A)));
-				o += 64;
-			}
 		}
 	}
 }
 
 /* One group of one row against its prepared activation pa. */
 static inline __attribute__((always_inline)) __m512
-row_group(uint32_t type, const uint8_t *wr, const uint8_t *act, int64_t b0,
+row_group(uint32_t type, const uint8_t *wr, int64_t b0,
 	  int nblk, int64_t nb, size_t ahead, const uint8_t *pa, __m512 acc)
 {
 	const int full = nblk == group_blocks(type);
@@ -678,75 +641,33 @@ row_group(uint32_t type, const uint8_t *wr, const uint8_t *act, int64_t b0,
 				      _mm512_load_ps(pa), acc);
 		pa += 64;
 	}
-	if (type == KT_Q8_0) {
-		const __m256i flip = _mm256_set1_epi8((char)0x80);
-		const uint8_t *ag = act + b0 * sizeof(struct block_q8_a);
-		float scs[16] __attribute__((aligned(64)));
-		__m256 acc8 = _mm256_setzero_ps();
+	const __m512i nib = _mm512_set1_epi8(0x0f);
+	__m512i sidx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2,
+					1, 1, 1, 1, 0, 0, 0, 0);
 
-		_mm512_store_ps(scs, sc);
-		#pragma GCC unroll 8
-		for (int j = 0; j < nblk; j++) {
-			__m256i u = _mm256_xor_si256(
-				_mm256_loadu_si256((const __m256i *)(
-					wg + j * ts + offsetof(struct block_q8_0, qs))),
-				flip);
-			__m256i D = _mm256_dpbusd_epi32(
-				_mm256_load_si256((const __m256i *)(pa + 32 * j)),
-				u, _mm256_loadu_si256(act_qs(ag, j)));
-
-			acc8 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D),
-					       _mm256_broadcast_ss(&scs[j]), acc8);
-		}
-		acc = _mm512_add_ps(acc, _mm512_castps256_ps512(acc8));
-	} else if (is_quads(type)) {
-		const __m512i nib = _mm512_set1_epi8(0x0f);
-		__m512i sidx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2,
-						1, 1, 1, 1, 0, 0, 0, 0);
+	#pragma GCC unroll 4
+	for (int p = 0; p < nblk; p += 4) {
+		const uint8_t *wq = wg + qs_off(type);
+		int q[4];
+		__m512i v, lo, hi, D;
 
 		#pragma GCC unroll 4
-		for (int p = 0; p < nblk; p += 4) {
-			const uint8_t *wq = wg + qs_off(type);
-			int q[4];
-			__m512i v, lo, hi, D;
-
-			#pragma GCC unroll 4
-			for (int i = 0; i < 4; i++)
-				q[i] = p + i < nblk ? p + i : p;
-			v = _mm512_castsi128_si512(qs16(wq + q[0] * ts));
-			v = _mm512_inserti32x4(v, qs16(wq + q[1] * ts), 1);
-			v = _mm512_inserti32x4(v, qs16(wq + q[2] * ts), 2);
-			v = _mm512_inserti32x4(v, qs16(wq + q[3] * ts), 3);
-			lo = _mm512_and_si512(v, nib);
-			hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
-			D = hasb ? _mm512_load_si512(pa + 128) :
-				   _mm512_setzero_si512();
-			D = _mm512_dpbusd_epi32(D, lo, _mm512_load_si512(pa));
-			D = _mm512_dpbusd_epi32(D, hi, _mm512_load_si512(pa + 64));
-			acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D),
-					      _mm512_permutexvar_ps(sidx, sc), acc);
-			sidx = _mm512_add_epi32(sidx, _mm512_set1_epi32(4));
-			pa += 64 * (2 + hasb);
-		}
-	} else {
-		__m512i sidx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1,
-						0, 0, 0, 0, 0, 0, 0, 0);
-
-		#pragma GCC unroll 8
-		for (int p = 0; p < nblk; p += 2) {
-			const int p1 = p + 1 < nblk ? p + 1 : p;
-			__m512i D;
-
-			D = hasb ? _mm512_load_si512(pa + 64) :
-				   _mm512_setzero_si512();
-			D = _mm512_dpbusd_epi32(
-				D, load_pair(type, wg + p * ts, wg + p1 * ts),
-				_mm512_load_si512(pa));
-			acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D),
-					      _mm512_permutexvar_ps(sidx, sc), acc);
-			sidx = _mm512_add_epi32(sidx, _mm512_set1_epi32(2));
-			pa += 64 * (1 + hasb);
-		}
+		for (int i = 0; i < 4; i++)
+			q[i] = p + i < nblk ? p + i : p;
+		v = _mm512_castsi128_si512(qs16(wq + q[0] * ts));
+		v = _mm512_inserti32x4(v, qs16(wq + q[1] * ts), 1);
+		v = _mm512_inserti32x4(v, qs16(wq + q[2] * ts), 2);
+		v = _mm512_inserti32x4(v, qs16(wq + q[3] * ts), 3);
+		lo = _mm512_and_si512(v, nib);
+		hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+		D = hasb ? _mm512_load_si512(pa + 128) :
+			   _mm512_setzero_si512();
+		D = _mm512_dpbusd_epi32(D, lo, _mm512_load_si512(pa));
+		D = _mm512_dpbusd_epi32(D, hi, _mm512_load_si512(pa + 64));
+		acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D),
+				      _mm512_permutexvar_ps(sidx, sc), acc);
+		sidx = _mm512_add_epi32(sidx, _mm512_set1_epi32(4));
+		pa += 64 * (2 + hasb);
 	}
 	return acc;
 }
@@ -775,51 +696,40 @@ mv_q32_single_body(uint32_t type, const uint8_t *wb, size_t row_bytes,
 		int64_t g = 0;
 
 		for (; g + 1 <= nb / G; g++)
-			acc = row_group(type, wr, act, g * G, G, nb, ahead,
+			acc = row_group(type, wr, g * G, G, nb, ahead,
 					prep + g * gb, acc);
 		if (g < ng)
-			acc = row_group(type, wr, act, g * G, (int)(nb - g * G),
+			acc = row_group(type, wr, g * G, (int)(nb - g * G),
 					nb, ahead, prep + g * gb, acc);
 		y[r] = _mm512_reduce_add_ps(acc);
 	}
 	return 1;
 }
 
-#define MV_SINGLE(name, type) \
-	static int __attribute__((noinline)) \
-	name(const uint8_t *wb, size_t row_bytes, const uint8_t *act, \
-	     float *y, int64_t n, int64_t r0, int64_t r1) \
-	{ \
-		return mv_q32_single_body(type, wb, row_bytes, act, y, n, r0, \
-					  r1); \
-	}
-MV_SINGLE(mv1_q4_0, KT_Q4_0)
-MV_SINGLE(mv1_q4_1, KT_Q4_1)
-MV_SINGLE(mv1_q5_0, KT_Q5_0)
-MV_SINGLE(mv1_q5_1, KT_Q5_1)
-MV_SINGLE(mv1_q8_0, KT_Q8_0)
+static int __attribute__((noinline))
+mv1_q4_0(const uint8_t *wb, size_t row_bytes, const uint8_t *act, float *y,
+	 int64_t n, int64_t r0, int64_t r1)
+{
+	return mv_q32_single_body(KT_Q4_0, wb, row_bytes, act, y, n, r0, r1);
+}
 
-/* which types take the single-row path (bit 0 q4_0, 1 q4_1, 2 q5_0,
- * 3 q5_1, 4 q8_0). Only the q4 quads gained (TinyLlama Q4_0 decode ~6%
- * by median step, 2 threads): with one accumulator chain a row (kept so
- * the results stay bit-identical to the 4-row passes) q8_0 singles and
- * q5 pairs are latency-bound below DRAM speed from one row; four
- * accumulators fixed that but change the float order. */
-#ifndef MV_SINGLE_TYPES
-#define MV_SINGLE_TYPES 0x3
-#endif
+static int __attribute__((noinline))
+mv1_q4_1(const uint8_t *wb, size_t row_bytes, const uint8_t *act, float *y,
+	 int64_t n, int64_t r0, int64_t r1)
+{
+	return mv_q32_single_body(KT_Q4_1, wb, row_bytes, act, y, n, r0, r1);
+}
 
+/* the single-row path where it is taken (Q4_0, Q4_1); 0: not taken */
 static inline __attribute__((always_inline)) int
 mv_q32_single(uint32_t type, const uint8_t *wb, size_t row_bytes,
 	      const uint8_t *act, float *y, int64_t n, int64_t r0, int64_t r1)
 {
-	switch (type) {
-	case KT_Q4_0: return (MV_SINGLE_TYPES & 1) && mv1_q4_0(wb, row_bytes, act, y, n, r0, r1);
-	case KT_Q4_1: return (MV_SINGLE_TYPES & 2) && mv1_q4_1(wb, row_bytes, act, y, n, r0, r1);
-	case KT_Q5_0: return (MV_SINGLE_TYPES & 4) && mv1_q5_0(wb, row_bytes, act, y, n, r0, r1);
-	case KT_Q5_1: return (MV_SINGLE_TYPES & 8) && mv1_q5_1(wb, row_bytes, act, y, n, r0, r1);
-	default: return (MV_SINGLE_TYPES & 16) && mv1_q8_0(wb, row_bytes, act, y, n, r0, r1);
-	}
+	if (type == KT_Q4_0)
+		return mv1_q4_0(wb, row_bytes, act, y, n, r0, r1);
+	if (type == KT_Q4_1)
+		return mv1_q4_1(wb, row_bytes, act, y, n, r0, r1);
+	return 0;
 }
 
 static inline __attribute__((always_inline)) void

@@ -1292,161 +1292,9 @@ static void test_isa_dequant_k_exact(void **state)
 	}
 }
 
-/* ---- batched K-quant products (kern_matmul_fn) --------------------------- */
+/* ---- batched products (kern_matmul_fn), every quantized type ------------ */
 
-#define MM_NROWS 37 /* two full groups of 16 rows and a short one */
-#define MM_MAXTOK 33
-/* [r0, r1) ranges: whole, both ends cut, one row, a group boundary, empty */
-static const int64_t mm_ranges[][2] = { { 0, MM_NROWS }, { 1, MM_NROWS - 1 },
-					{ 5, 6 },	 { 3, MM_NROWS },
-					{ 16, 33 },	 { 17, 35 },
-					{ 4, 4 } };
-static const int64_t mm_toks[] = { 1, 2, 3, 5, 7, 8, 9, 17, 33 };
-static const int64_t mm_blocks[] = { 1, 2, 3, 7 };
-
-/* One type, ISA, length and misalignment: matmul against the reference
- * matvec of every token. Activations lie act_stride apart with a gap
- * (odd, so later tokens are misaligned), y has ldy > rows, and nothing
- * outside the rows of the range and the tokens asked for is written.
- * Some rows hold only maximal values and some tokens only +-127, so that
- * partial sums kept in narrow integers reach their largest size.
- * Returns the worst error as a fraction of sum |w x|. */
-static double check_matmul(const struct type_case *tc, int isa, int64_t n,
-			   int mis)
-{
-	const struct kern_ops *ref = kern_ops_isa(KERN_ISA_REF, tc->type);
-	const struct kern_ops *ops = kern_ops_isa(isa, tc->type);
-	kern_quantize_act_fn qa = kern_quantize_act_isa(KERN_ISA_REF, KT_Q8_K);
-	size_t rb = (size_t)kern_row_bytes(tc->type, n);
-	size_t as = kern_act_bytes(KT_Q8_K, n) + 37;
-	const int64_t ldy = MM_NROWS + 5;
-	uint8_t *wbuf = xmalloc(rb * MM_NROWS + 8), *w = wbuf + mis;
-	uint8_t *abuf = xmalloc(as * MM_MAXTOK + 8), *act = abuf + mis;
-	float *x = xmalloc((size_t)n * sizeof(float));
-	float *wd = xmalloc((size_t)n * MM_NROWS * sizeof(float));
-	float *xd = xmalloc((size_t)n * sizeof(float));
-	float *yref = xmalloc(sizeof(float) * MM_MAXTOK * MM_NROWS);
-	double *mag = xmalloc(sizeof(double) * MM_MAXTOK * MM_NROWS);
-	float *y = xmalloc(sizeof(float) * (MM_MAXTOK + 1) * ldy);
-	const float untouched = -1.2345e30f;
-	double worst = 0;
-
-	for (int r = 0; r < MM_NROWS; r++) {
-		uint8_t *row = w + r * rb;
-
-		if (r % 3 == 2) {
-			/* every value at its maximum (q 15, 31 or 63), unit
-			 * f16 scales: the largest partial sums */
-			const struct kern_type_info *ti = kern_type_info(tc->type);
-			const uint16_t one = 0x3C00;
-
-			memset(row, 0xFF, rb);
-			for (int64_t b = 0; b < n / QK_K; b++)
-				for (int f = 0; f < 2; f++)
-					memcpy(row + b * ti->type_size + tc->f16_at[f],
-					       &one, 2);
-		} else {
-			fill_row(tc, row, n, r % 2);
-		}
-		ref->dequant(row, wd + r * n, n);
-	}
-	for (int t = 0; t < MM_MAXTOK; t++) {
-		fill_random(x, n, 1);
-		if (t % 3 == 2) /* qs -127, then +127 to the block's end */
-			for (int64_t i = 0; i < n; i++)
-				x[i] = i % QK_K ? -1.0f : 1.0f;
-		qa(x, act + t * as, n);
-		act_dequant(KT_Q8_K, act + t * as, xd, n);
-		ref->matvec(w, rb, act + t * as, yref + t * MM_NROWS, n, 0,
-			    MM_NROWS);
-		for (int r = 0; r < MM_NROWS; r++) {
-			double s = 0;
-
-			for (int64_t i = 0; i < n; i++)
-				s += fabs((double)wd[r * n + i] * xd[i]);
-			mag[t * MM_NROWS + r] = s;
-		}
-	}
-	for (size_t k = 0; k < sizeof(mm_toks) / sizeof(mm_toks[0]); k++) {
-		for (size_t g = 0; g < sizeof(mm_ranges) / sizeof(mm_ranges[0]); g++) {
-			int64_t nt = mm_toks[k];
-			int64_t r0 = mm_ranges[g][0], r1 = mm_ranges[g][1];
-
-			for (int64_t i = 0; i < (MM_MAXTOK + 1) * ldy; i++)
-				y[i] = untouched;
-			ops->matmul(w, rb, act, as, y, ldy, n, r0, r1, nt);
-			for (int64_t t = 0; t <= nt; t++) {
-				for (int64_t r = 0; r < ldy; r++) {
-					float v = y[t * ldy + r];
-					double ref_v, err, m;
-
-					if (t == nt || r < r0 || r >= r1) {
-						if (v != untouched)
-							fail_msg("%s %s matmul rows [%lld, %lld) n_tok %lld wrote y[%lld][%lld]",
-								 tname(tc->type), kern_isa_name(isa),
-								 (long long)r0, (long long)r1,
-								 (long long)nt, (long long)t,
-								 (long long)r);
-						continue;
-					}
-					ref_v = yref[t * MM_NROWS + r];
-					m = mag[t * MM_NROWS + r];
-					err = fabs((double)v - ref_v);
-					if (!(err <= tc->mv_tol * m + FLT_MIN))
-						fail_msg("%s %s matmul n=%lld mis=%d rows [%lld, %lld) n_tok %lld y[%lld][%lld] = %.9g, ref %.9g (sum|wx| %g)",
-							 tname(tc->type), kern_isa_name(isa),
-							 (long long)n, mis, (long long)r0,
-							 (long long)r1, (long long)nt,
-							 (long long)t, (long long)r, v,
-							 ref_v, m);
-					if (m > 0)
-						worst = fmax(worst, err / m);
-				}
-			}
-		}
-	}
-	free(wbuf);
-	free(abuf);
-	free(x);
-	free(wd);
-	free(xd);
-	free(yref);
-	free(mag);
-	free(y);
-	return worst;
-}
-
-/* Batched K-quant products of an ISA against the reference matvec; a type
- * whose ISA table has no matmul (callers loop matvec) says so. */
-static void test_isa_matmul_k(void **state)
-{
-	static const uint32_t types[] = { KT_Q4_K, KT_Q5_K, KT_Q6_K };
-	int isa = isa_or_skip(state);
-
-	rng_state = 7;
-	for (size_t c = 0; c < sizeof(types) / sizeof(types[0]); c++) {
-		const struct type_case *tc = case_of(types[c]);
-		const struct kern_ops *ops = kern_ops_isa(isa, types[c]);
-		double worst = 0;
-
-		if (!ops || !ops->matmul) {
-			printf("%s %s: no matmul (matvec per token), skipped\n",
-			       kern_isa_name(isa), tname(types[c]));
-			continue;
-		}
-		for (size_t b = 0; b < sizeof(mm_blocks) / sizeof(mm_blocks[0]); b++)
-			for (size_t m = 0; m < sizeof(misaligns) / sizeof(misaligns[0]); m++)
-				worst = fmax(worst, check_matmul(tc, isa,
-								 mm_blocks[b] * QK_K,
-								 misaligns[m]));
-		printf("%-6s %-5s matmul max err %.3g of sum|wx| (tol %g)\n",
-		       kern_isa_name(isa), tname(types[c]), worst, tc->mv_tol);
-	}
-}
-
-/* ---- batched products of the 32-element formats (kern_matmul_fn) -------- */
-
-#define MM32_NROWS 37 /* two 16-row vectors, a panel, and 5 rows more */
+#define MM32_NROWS 37 /* two 16-row vectors or groups, a panel, 5 rows more */
 #define MM32_MAXTOK 33
 /* [r0, r1) ranges: whole, both ends cut, one row, r0 > 0 with a short
  * tail, vector and panel boundaries, empty */
@@ -1456,16 +1304,20 @@ static const int64_t mm32_ranges[][2] = {
 	{ 0, 32 },	   { 32, MM32_NROWS },	  { 4, 4 }
 };
 static const int64_t mm32_toks[] = { 1, 2, 3, 5, 7, 8, 9, 17, 33 };
-/* odd counts, and ones that cross the kernels' K chunks */
+/* 32-element formats: odd counts, and ones that cross the kernels' K
+ * chunks; K-quants: odd counts of 256-element super-blocks */
 static const int64_t mm32_blocks[] = { 1, 3, 7, 33, 65 };
+static const int64_t mmk_blocks[] = { 1, 2, 3, 7 };
 
 /* One type, ISA, length and misalignment: matmul against the reference
  * matvec of every token. Weights and activations are misaligned by mis,
  * activations lie an odd act_stride apart (larger than one), y has
  * ldy > rows, and nothing outside the range's rows and the tokens asked
- * for may be written. Returns the worst error as a fraction of
+ * for may be written. Every third row holds only maximal values and every
+ * third token only +-127, so partial sums kept in narrow integers reach
+ * their largest size. Returns the worst error as a fraction of
  * sum |w x|. */
-static double check_matmul_q32(const struct type_case *tc, int isa,
+static double check_matmul(const struct type_case *tc, int isa,
 			       int64_t n, int mis)
 {
 	const struct kern_type_info *ti = kern_type_info(tc->type);
@@ -1488,11 +1340,27 @@ static double check_matmul_q32(const struct type_case *tc, int isa,
 	double worst = 0;
 
 	for (int r = 0; r < MM32_NROWS; r++) {
-		fill_row(tc, w + r * rb, n, r % 2);
-		ref->dequant(w + r * rb, wd + r * n, n);
+		uint8_t *row = w + r * rb;
+
+		if (r % 3 == 2) {
+			/* every quant at its maximum, unit f16 scales */
+			const uint16_t one = 0x3C00;
+
+			memset(row, 0xFF, rb);
+			for (int64_t b = 0; b < n / ti->blck; b++)
+				for (int f = 0; f < 2; f++)
+					memcpy(row + b * ti->type_size + tc->f16_at[f],
+					       &one, 2);
+		} else {
+			fill_row(tc, row, n, r % 2);
+		}
+		ref->dequant(row, wd + r * n, n);
 	}
 	for (int t = 0; t < MM32_MAXTOK; t++) {
 		fill_random(x, n, 1);
+		if (t % 3 == 2) /* qs -127, then +127 to the block's end */
+			for (int64_t i = 0; i < n; i++)
+				x[i] = i % ti->blck ? -1.0f : 1.0f;
 		qa(x, act + t * as, n);
 		act_dequant(ti->act_type, act + t * as, xd, n);
 		ref->matvec(w, rb, act + t * as, yref + t * MM32_NROWS, n, 0,
@@ -1554,6 +1422,34 @@ static double check_matmul_q32(const struct type_case *tc, int isa,
 	return worst;
 }
 
+/* Batched K-quant products of an ISA against the reference matvec; a type
+ * whose ISA table has no matmul (callers loop matvec) says so. */
+static void test_isa_matmul_k(void **state)
+{
+	static const uint32_t types[] = { KT_Q4_K, KT_Q5_K, KT_Q6_K };
+	int isa = isa_or_skip(state);
+
+	rng_state = 7;
+	for (size_t c = 0; c < sizeof(types) / sizeof(types[0]); c++) {
+		const struct type_case *tc = case_of(types[c]);
+		const struct kern_ops *ops = kern_ops_isa(isa, types[c]);
+		double worst = 0;
+
+		if (!ops || !ops->matmul) {
+			printf("%s %s: no matmul (matvec per token), skipped\n",
+			       kern_isa_name(isa), tname(types[c]));
+			continue;
+		}
+		for (size_t b = 0; b < sizeof(mmk_blocks) / sizeof(mmk_blocks[0]); b++)
+			for (size_t m = 0; m < sizeof(misaligns) / sizeof(misaligns[0]); m++)
+				worst = fmax(worst, check_matmul(tc, isa,
+								 mmk_blocks[b] * QK_K,
+								 misaligns[m]));
+		printf("%-6s %-5s matmul max err %.3g of sum|wx| (tol %g)\n",
+		       kern_isa_name(isa), tname(types[c]), worst, tc->mv_tol);
+	}
+}
+
 /* Batched products of the 32-element formats of an ISA against the
  * reference matvec; a type whose ISA table has no matmul (callers loop
  * matvec) says so. */
@@ -1576,7 +1472,7 @@ static void test_isa_matmul_q32(void **state)
 		}
 		for (size_t b = 0; b < sizeof(mm32_blocks) / sizeof(mm32_blocks[0]); b++)
 			for (size_t m = 0; m < sizeof(misaligns) / sizeof(misaligns[0]); m++)
-				worst = fmax(worst, check_matmul_q32(
+				worst = fmax(worst, check_matmul(
 							    tc, isa, mm32_blocks[b] * 32,
 							    misaligns[m]));
 		printf("%-6s %-5s matmul max err %.3g of sum|wx| (tol %g)\n",

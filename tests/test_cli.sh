@@ -83,6 +83,36 @@ check() {
 m=(-m "$model")
 gen=(-p "Hello" -n 1 --temp 0 -t 2)
 
+# works: status 0 and stdout containing want
+works() {
+	local name=$1 want=$2
+	shift 2
+	n=$((n + 1))
+	if timeout 300 "$bin" "$@" </dev/null >"$tmp/stdout" 2>"$tmp/stderr" &&
+		grep -qF -- "$want" "$tmp/stdout"; then
+		echo "ok $n - $bin: $name"
+	else
+		echo "not ok $n - $bin: $name: stdout lacks '$want'"
+		sed 's/^/#   /' "$tmp/stdout" "$tmp/stderr" | head -20
+		failed=$((failed + 1))
+	fi
+}
+
+# same seed, same text; the text differs under another seed
+same_seed() {
+	n=$((n + 1))
+	local s=(-p "Once upon a time" -n 16 --temp 0.9 -t 2)
+	"$bin" "${m[@]}" "${s[@]}" -s 7 >"$tmp/a" 2>/dev/null
+	"$bin" "${m[@]}" "${s[@]}" -s 7 >"$tmp/b" 2>/dev/null
+	"$bin" "${m[@]}" "${s[@]}" -s 8 >"$tmp/c" 2>/dev/null
+	if cmp -s "$tmp/a" "$tmp/b" && ! cmp -s "$tmp/a" "$tmp/c"; then
+		echo "ok $n - $bin: --seed reproduces sampled text"
+	else
+		echo "not ok $n - $bin: --seed: same seed differs or seeds agree"
+		failed=$((failed + 1))
+	fi
+}
+
 for bin in "${bins[@]}"; do
 	# the model itself is fine: the failures below are the input's
 	n=$((n + 1))
@@ -94,6 +124,17 @@ for bin in "${bins[@]}"; do
 		sed 's/^/#   /' "$tmp/stderr" | head -20
 		failed=$((failed + 1))
 	fi
+
+	# the flags that do work, end to end
+	printf 'The capital of France is' >"$tmp/prompt.txt"
+	works "-f FILE" "Paris" "${m[@]}" -f "$tmp/prompt.txt" -n 4 --temp 0
+	works "--chat (ChatML)" "Paris" "${m[@]}" --chat --temp 0 -n 12 \
+		-p "What is the capital of France? Answer in one word."
+	works "--tokenize" "[504, 3575, 282, 4649, 314]" "${m[@]}" \
+		-p "The capital of France is" --tokenize
+	works "--tier flash" "Paris" "${m[@]}" --tier flash -n 4 --temp 0 \
+		-p "The capital of France is"
+	same_seed
 
 	# usage errors: status 2, before anything is loaded
 	check "no arguments" 2 "no model given" --

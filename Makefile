@@ -42,6 +42,7 @@ LIB_SRCS = \
 	models/chat.c \
 	memtier/memtier.c \
 	memtier/flash.c \
+	memtier/uio.c \
 	memtier/trace.c \
 	engine/forward.c \
 	engine/sampler.c \

@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +28,7 @@
 
 #include "engine/util.h"
 #include "memtier/trace.h"
+#include "memtier/uio.h"
 
 #define FLASH_ALIGN 4096u
 #define FLASH_REQ_BYTES (1u << 20)
@@ -36,24 +36,13 @@
 
 struct flash_slot {
 	int64_t seg;       /* segment held or in flight, -1 if none */
-	int pending;       /* requests not completed yet */
 	int in_use;        /* acquired and not released */
-	int err;           /* first error of its reads (-errno) */
+	struct uio_group io; /* its reads: pending count, first error */
 	char *buf;
-	int64_t t_submit_ns; /* for the trace */
-};
-
-struct flash_req {
-	struct flash_slot *slot;
-	uint64_t file_off;
-	uint32_t len, done;
-	char *dst;
-	struct flash_req *next_free;
 };
 
 struct memtier_flash {
-	struct io_uring ring;
-	int ring_ok;
+	struct uio io;
 	int fd_direct;
 	int n_slots;
 	struct flash_slot *slots;
@@ -61,16 +50,12 @@ struct memtier_flash {
 	void *bufs;
 	size_t bufs_bytes;
 	uint64_t *span_off;  /* [n_tensors] offset of the tensor in its slot */
-	struct flash_req *reqs, *free_reqs;
-	unsigned in_flight;  /* requests submitted, not reaped */
-	uint64_t file_size;  /* reads past it end short; that is not an error */
 	/* --dram-budget: segments copied into DRAM once, never streamed */
 	uint8_t *pinned;     /* [n_segs] */
 	char *pin_arena;
 	size_t pin_bytes;
 	const void **pin_ptr; /* [n_tensors] resident address of pinned ones */
 	uint32_t n_streamed; /* segments not pinned */
-	uint64_t n_completions; /* for fault injection */
 };
 
 static uint64_t align_down(uint64_t x) { return x / FLASH_ALIGN * FLASH_ALIGN; }
@@ -95,8 +80,7 @@ void memtier_flash_close(struct memtier_flash *f)
 {
 	if (!f)
 		return;
-	if (f->ring_ok)
-		io_uring_queue_exit(&f->ring);
+	uio_exit(&f->io);
 	if (f->fd_direct >= 0)
 		close(f->fd_direct);
 	if (f->bufs)
@@ -107,7 +91,6 @@ void memtier_flash_close(struct memtier_flash *f)
 	free(f->pin_ptr);
 	free(f->slots);
 	free(f->span_off);
-	free(f->reqs);
 	free(f);
 }
 
@@ -217,21 +200,15 @@ int memtier_flash_open(struct memtier *m, const char *path, char *err,
 		f->n_slots = (int)f->n_streamed;
 	if (f->n_slots == 0)
 		return 0; /* the budget holds everything: nothing to stream */
-	f->fd_direct = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
-	if (f->fd_direct < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "%s: cannot open with O_DIRECT: %s (the "
-			 "flash tier needs a file system that supports direct "
-			 "I/O)", path, strerror(-rc));
-		return rc;
-	}
+	f->fd_direct = memtier_open_direct(path, O_RDONLY, &m->cfg, err, errlen);
+	if (f->fd_direct < 0)
+		return f->fd_direct;
 	off_t size = lseek(f->fd_direct, 0, SEEK_END);
 	if (size < 0) {
 		rc = -errno;
 		snprintf(err, errlen, "%s: cannot size: %s", path, strerror(-rc));
 		return rc;
 	}
-	f->file_size = (uint64_t)size;
 	f->bufs_bytes = f->slot_bytes * (size_t)f->n_slots;
 	void *p = mmap(NULL, f->bufs_bytes, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -247,110 +224,18 @@ int memtier_flash_open(struct memtier *m, const char *path, char *err,
 	for (int i = 0; i < f->n_slots; i++) {
 		f->slots[i].seg = -1;
 		f->slots[i].buf = (char *)p + (size_t)i * f->slot_bytes;
+		f->slots[i].io.name = "read seg";
 	}
-	f->reqs = xcalloc(FLASH_QD, sizeof(*f->reqs));
-	for (unsigned i = 0; i < FLASH_QD; i++)
-		f->reqs[i].next_free = i + 1 < FLASH_QD ? &f->reqs[i + 1] : NULL;
-	f->free_reqs = f->reqs;
-
-	if ((rc = io_uring_queue_init(FLASH_QD, &f->ring, 0))) {
-		snprintf(err, errlen, "flash tier: io_uring_queue_init: %s",
-			 strerror(-rc));
+	f->io.file_size = (uint64_t)size;
+	f->io.fault = m->cfg.fault;
+	f->io.fault_every = m->cfg.fault_every;
+	f->io.st = &m->stats[MEMTIER_FLASH];
+	f->io.trace = m->cfg.trace;
+	char e2[200];
+	if ((rc = uio_init(&f->io, FLASH_QD, p, f->bufs_bytes, f->fd_direct,
+			   e2, sizeof(e2)))) {
+		snprintf(err, errlen, "flash tier: %s", e2);
 		return rc;
-	}
-	f->ring_ok = 1;
-	struct iovec iov = {.iov_base = p, .iov_len = f->bufs_bytes};
-	if ((rc = io_uring_register_buffers(&f->ring, &iov, 1))) {
-		snprintf(err, errlen, "flash tier: registering %zu bytes of "
-			 "buffers: %s (as non-root, raise RLIMIT_MEMLOCK)",
-			 f->bufs_bytes, strerror(-rc));
-		return rc;
-	}
-	if ((rc = io_uring_register_files(&f->ring, &f->fd_direct, 1))) {
-		snprintf(err, errlen, "flash tier: registering the file: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	return 0;
-}
-
-/* reap every available completion (wait for one if `wait`) */
-static int reap(struct memtier *m, struct memtier_flash *f, int wait);
-
-static int submit_req(struct memtier *m, struct memtier_flash *f,
-		      struct flash_req *r)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&f->ring);
-
-	if (!sqe) {
-		int rc = io_uring_submit(&f->ring);
-		if (rc < 0)
-			return rc;
-		sqe = io_uring_get_sqe(&f->ring);
-		if (!sqe)
-			return -EBUSY;
-	}
-	io_uring_prep_read_fixed(sqe, 0, r->dst + r->done, r->len - r->done,
-				 r->file_off + r->done, 0);
-	sqe->flags |= IOSQE_FIXED_FILE;
-	io_uring_sqe_set_data(sqe, r);
-	f->in_flight++;
-	(void)m;
-	return 0;
-}
-
-static int reap(struct memtier *m, struct memtier_flash *f, int wait)
-{
-	struct io_uring_cqe *cqe;
-	int rc;
-
-	if (io_uring_submit(&f->ring) < 0)
-		return -EIO;
-	while (f->in_flight > 0) {
-		rc = wait ? io_uring_wait_cqe(&f->ring, &cqe)
-			  : io_uring_peek_cqe(&f->ring, &cqe);
-		if (rc == -EAGAIN && !wait)
-			return 0;
-		if (rc == -EINTR)
-			continue;
-		if (rc < 0)
-			return rc;
-		struct flash_req *r = io_uring_cqe_get_data(cqe);
-		int res = cqe->res;
-		io_uring_cqe_seen(&f->ring, cqe);
-		/* injection hook (off by default): fail or shorten a read */
-		if (m->cfg.fault != MEMTIER_FAULT_NONE && res > 0 &&
-		    ++f->n_completions % m->cfg.fault_every == 0) {
-			if (m->cfg.fault == MEMTIER_FAULT_EIO)
-				res = -EIO;
-			else if (res >= 2 * (int)FLASH_ALIGN)
-				res = (int)align_down((uint64_t)res / 2);
-		}
-		f->in_flight--;
-		wait = 0;
-		if (res == 0 && r->file_off + r->done >= f->file_size) {
-			/* the widened tail of the last tensor: end of file */
-		} else if (res < 0 || res == 0) {
-			if (!r->slot->err)
-				r->slot->err = res < 0 ? res : -EIO;
-		} else {
-			r->done += (uint32_t)res;
-			m->stats[MEMTIER_FLASH].bytes_loaded += (uint64_t)res;
-			if (r->done < r->len &&
-			    r->file_off + r->done < f->file_size) {
-				/* short read inside the file: requeue the rest */
-				if ((rc = submit_req(m, f, r)))
-					return rc;
-				io_uring_submit(&f->ring);
-				continue;
-			}
-		}
-		if (--r->slot->pending == 0)
-			trace_span(m->cfg.trace, TRACE_IO, "read seg",
-				   (int32_t)r->slot->seg, r->slot->t_submit_ns,
-				   now_ns());
-		r->next_free = f->free_reqs;
-		f->free_reqs = r;
 	}
 	return 0;
 }
@@ -360,36 +245,24 @@ static int start_segment(struct memtier *m, struct memtier_flash *f,
 			 struct flash_slot *slot, uint32_t seg)
 {
 	slot->seg = seg;
-	slot->err = 0;
-	slot->pending = 0;
-	slot->t_submit_ns = now_ns();
+	slot->io.err = 0;
+	slot->io.arg = (int32_t)seg;
 	uint64_t at = 0;
 	for (uint32_t i = 0; i < m->segs[seg].n; i++) {
 		const struct memtier_tensor *t = &m->tensors[m->segs[seg].ids[i]];
 		uint64_t a = align_down(t->file_offset);
 		uint64_t end = align_up(t->file_offset + t->n_bytes);
 		for (uint64_t o = a; o < end; o += FLASH_REQ_BYTES) {
-			while (!f->free_reqs) {
-				int rc = reap(m, f, 1);
-				if (rc)
-					return rc;
-			}
-			struct flash_req *r = f->free_reqs;
-			f->free_reqs = r->next_free;
-			r->slot = slot;
-			r->file_off = o;
-			r->len = (uint32_t)(end - o < FLASH_REQ_BYTES ? end - o
-								: FLASH_REQ_BYTES);
-			r->done = 0;
-			r->dst = slot->buf + at + (o - a);
-			slot->pending++;
-			int rc = submit_req(m, f, r);
+			uint32_t len = (uint32_t)(end - o < FLASH_REQ_BYTES
+						  ? end - o : FLASH_REQ_BYTES);
+			int rc = uio_queue(&f->io, &slot->io, 0,
+					   slot->buf + at + (o - a), len, o);
 			if (rc)
 				return rc;
 		}
 		at += end - a;
 	}
-	return io_uring_submit(&f->ring) < 0 ? -EIO : 0;
+	return uio_submit(&f->io);
 }
 
 static struct flash_slot *find_slot(struct memtier_flash *f, int64_t seg)
@@ -409,7 +282,7 @@ static struct flash_slot *free_slot(struct memtier_flash *f)
 
 	for (int i = 0; i < f->n_slots; i++) {
 		struct flash_slot *s = &f->slots[i];
-		if (s->in_use || s->pending)
+		if (s->in_use || s->io.pending)
 			continue;
 		if (s->seg < 0)
 			return s;
@@ -454,7 +327,8 @@ int memtier_flash_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 	}
 	struct flash_slot *slot = find_slot(f, seg);
 
-	if (slot && slot->err) { /* an earlier read of it failed: retry */
+	if (slot && slot->io.err && !slot->io.pending) {
+		/* an earlier read of it failed: retry */
 		slot->seg = -1;
 		slot = NULL;
 	}
@@ -462,24 +336,30 @@ int memtier_flash_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 		slot = free_slot(f);
 		if (slot)
 			break;
-		if (f->in_flight == 0)
+		if (f->io.in_flight == 0)
 			return -EBUSY; /* more segments held than slots */
-		if ((rc = reap(m, f, 1)))
+		if ((rc = uio_reap(&f->io, 1)))
 			return rc;
 	}
-	if (slot->seg != seg && (rc = start_segment(m, f, slot, seg)))
+	int hit = slot->seg == seg;
+	if (!hit && (rc = start_segment(m, f, slot, seg)))
 		return rc;
 	slot->in_use = 1;
 	if ((rc = prefetch_after(m, f, seg)))
 		goto err_slot;
-	while (slot->pending > 0)
-		if ((rc = reap(m, f, 1)))
+	if ((rc = uio_reap(&f->io, 0)))
+		goto err_slot;
+	hit = hit && slot->io.pending == 0;
+	m->stats[MEMTIER_FLASH].n_hit += hit;
+	m->stats[MEMTIER_FLASH].n_miss += !hit;
+	while (slot->io.pending > 0)
+		if ((rc = uio_reap(&f->io, 1)))
 			goto err_slot;
 	int64_t t1 = now_ns();
 	m->stats[MEMTIER_FLASH].stall_ns += t1 - t0;
 	if (t1 - t0 > 10000) /* waits under 10 us would only clutter the trace */
 		trace_span(m->cfg.trace, TRACE_WAIT, "wait seg", (int32_t)seg, t0, t1);
-	if ((rc = slot->err))
+	if ((rc = slot->io.err))
 		goto err_slot;
 	for (uint32_t i = 0; i < m->segs[seg].n; i++)
 		ptrs[i] = slot->buf + f->span_off[m->segs[seg].ids[i]];
@@ -489,7 +369,7 @@ err_slot:
 	/* not held; if reads are still in flight into it, it stays claimed
 	 * (seg set, pending > 0) until they are reaped */
 	slot->in_use = 0;
-	if (slot->pending == 0)
+	if (slot->io.pending == 0)
 		slot->seg = -1;
 	return rc;
 }

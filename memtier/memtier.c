@@ -48,6 +48,10 @@ int memtier_fault_parse(const char *s, struct memtier_config *cfg)
 		cfg->fault = MEMTIER_FAULT_EIO;
 	else if (!strcmp(kind, "short"))
 		cfg->fault = MEMTIER_FAULT_SHORT;
+	else if (!strcmp(kind, "enospc"))
+		cfg->fault = MEMTIER_FAULT_ENOSPC;
+	else if (!strcmp(kind, "nodirect"))
+		cfg->fault = MEMTIER_FAULT_NODIRECT;
 	else
 		return -EINVAL;
 	cfg->fault_every = every;

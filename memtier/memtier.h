@@ -43,12 +43,16 @@ struct memtier_segment {
 	const uint32_t *ids;
 };
 
-/* Fault injection into the flash tier's completions (tests; off = NONE):
- * every `fault_every`-th read completion is turned into the fault. */
+/* Fault injection into the flash tiers' io_uring completions (weights
+ * and KV cache; tests; off = NONE): every `fault_every`-th completion is
+ * turned into the fault. */
 enum memtier_fault {
 	MEMTIER_FAULT_NONE = 0,
-	MEMTIER_FAULT_EIO,   /* the read fails with -EIO */
-	MEMTIER_FAULT_SHORT, /* the read returns half its bytes (requeued) */
+	MEMTIER_FAULT_EIO,      /* the transfer fails with -EIO */
+	MEMTIER_FAULT_SHORT,    /* it moves half its bytes (requeued) */
+	MEMTIER_FAULT_ENOSPC,   /* a write fails with -ENOSPC (disk full) */
+	MEMTIER_FAULT_NODIRECT, /* opening with O_DIRECT fails (-EINVAL), as
+				 * on a file system without direct I/O */
 };
 
 struct memtier_config {
@@ -58,12 +62,15 @@ struct memtier_config {
 	uint64_t dram_budget_bytes;
 	int prefetch;               /* segments in flight (streaming tiers) */
 	bool huge_pages;            /* back DRAM copies with huge pages */
+	bool no_direct;             /* flash: buffered I/O (page cache) when
+				     * the file system refuses O_DIRECT */
 	enum memtier_fault fault;
 	uint64_t fault_every;       /* 1 = every read */
 	struct trace *trace;        /* NULL: no trace (memtier/trace.h) */
 };
 
-/* Parse "eio:N" / "short:N" (STRATA_FAULT) into cfg; 0 or -EINVAL */
+/* Parse "eio:N" / "short:N" / "enospc:N" / "nodirect:1" (STRATA_FAULT)
+ * into cfg; 0 or -EINVAL */
 int memtier_fault_parse(const char *s, struct memtier_config *cfg);
 
 struct memtier_tier_stats {
@@ -73,6 +80,11 @@ struct memtier_tier_stats {
 	int64_t load_ns;        /* time spent moving them */
 	int64_t stall_ns;       /* time acquire waited */
 	uint64_t n_acquire;
+	uint64_t n_hit;         /* acquires that found their bytes landed */
+	uint64_t n_miss;        /* acquires that had to wait for reads */
+	uint64_t n_requests;    /* I/O requests submitted */
+	uint64_t qd_sum;        /* sum of queue depth at each submit */
+	uint64_t qd_max;
 };
 
 struct memtier_flash; /* private: memtier/flash.c */

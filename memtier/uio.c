@@ -1,0 +1,223 @@
+/*
+ * uio.c - the io_uring request engine behind memtier's flash tiers.
+ */
+#include "memtier/uio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "engine/util.h"
+#include "memtier/trace.h"
+
+int uio_init(struct uio *u, unsigned qd, void *buf, size_t bytes, int fd,
+	     char *err, size_t errlen)
+{
+	int rc;
+
+	u->qd = qd;
+	u->reqs = xcalloc(qd, sizeof(*u->reqs));
+	for (unsigned i = 0; i < qd; i++)
+		u->reqs[i].next_free = i + 1 < qd ? &u->reqs[i + 1] : NULL;
+	u->free_reqs = u->reqs;
+	if ((rc = io_uring_queue_init(qd, &u->ring, 0))) {
+		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
+		return rc;
+	}
+	u->ring_ok = 1;
+	struct iovec iov = {.iov_base = buf, .iov_len = bytes};
+	if ((rc = io_uring_register_buffers(&u->ring, &iov, 1))) {
+		snprintf(err, errlen, "registering %zu bytes of buffers: %s "
+			 "(as non-root, raise RLIMIT_MEMLOCK)", bytes,
+			 strerror(-rc));
+		return rc;
+	}
+	if ((rc = io_uring_register_files(&u->ring, &fd, 1))) {
+		snprintf(err, errlen, "registering the file: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+void uio_exit(struct uio *u)
+{
+	if (u->ring_ok) {
+		/* nothing may land in freed buffers: drain what is in flight */
+		while (u->in_flight > 0 && uio_reap(u, 1) == 0)
+			;
+		io_uring_queue_exit(&u->ring);
+	}
+	u->ring_ok = 0;
+	free(u->reqs);
+	u->reqs = NULL;
+}
+
+static int prep(struct uio *u, struct uio_req *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+
+	if (!sqe) {
+		int rc = io_uring_submit(&u->ring);
+		if (rc < 0)
+			return rc;
+		if (!(sqe = io_uring_get_sqe(&u->ring)))
+			return -EBUSY;
+	}
+	if (r->write)
+		io_uring_prep_write_fixed(sqe, 0, r->buf + r->done,
+					  r->len - r->done, r->off + r->done, 0);
+	else
+		io_uring_prep_read_fixed(sqe, 0, r->buf + r->done,
+					 r->len - r->done, r->off + r->done, 0);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data(sqe, r);
+	u->in_flight++;
+	if (u->st) {
+		u->st->n_requests++;
+		u->st->qd_sum += u->in_flight;
+		if (u->in_flight > u->st->qd_max)
+			u->st->qd_max = u->in_flight;
+	}
+	return 0;
+}
+
+int uio_queue(struct uio *u, struct uio_group *g, int write, char *buf,
+	      uint32_t len, uint64_t off)
+{
+	while (!u->free_reqs) {
+		int rc = uio_reap(u, 1);
+		if (rc)
+			return rc;
+	}
+	struct uio_req *r = u->free_reqs;
+	u->free_reqs = r->next_free;
+	*r = (struct uio_req){.g = g, .off = off, .len = len, .write = write,
+			      .buf = buf};
+	if (g->pending++ == 0)
+		g->t_submit_ns = now_ns();
+	int rc = prep(u, r);
+	if (rc) {
+		g->pending--;
+		r->next_free = u->free_reqs;
+		u->free_reqs = r;
+	}
+	return rc;
+}
+
+int uio_submit(struct uio *u)
+{
+	int rc = io_uring_submit(&u->ring);
+	return rc < 0 ? rc : 0;
+}
+
+/* the injection hook (off by default) */
+static int inject(struct uio *u, const struct uio_req *r, int res)
+{
+	if (u->fault == MEMTIER_FAULT_NONE || res <= 0)
+		return res;
+	if (u->fault == MEMTIER_FAULT_ENOSPC && !r->write)
+		return res;
+	if (++u->n_completions % u->fault_every)
+		return res;
+	switch (u->fault) {
+	case MEMTIER_FAULT_EIO: return -EIO;
+	case MEMTIER_FAULT_ENOSPC: return -ENOSPC;
+	case MEMTIER_FAULT_SHORT:
+		return res >= 8192 ? res / 2 / 4096 * 4096 : res;
+	default: return res;
+	}
+}
+
+int uio_reap(struct uio *u, int wait)
+{
+	struct io_uring_cqe *cqe;
+	int rc;
+
+	if ((rc = uio_submit(u)))
+		return rc;
+	while (u->in_flight > 0) {
+		rc = wait ? io_uring_wait_cqe(&u->ring, &cqe)
+			  : io_uring_peek_cqe(&u->ring, &cqe);
+		if (rc == -EAGAIN && !wait)
+			return 0;
+		if (rc == -EINTR)
+			continue;
+		if (rc < 0)
+			return rc;
+		struct uio_req *r = io_uring_cqe_get_data(cqe);
+		int res = inject(u, r, cqe->res);
+		io_uring_cqe_seen(&u->ring, cqe);
+		u->in_flight--;
+		wait = 0;
+		struct uio_group *g = r->g;
+		if (res == 0 && !r->write && r->off + r->done >= u->file_size) {
+			/* a widened read reaching end of file: complete */
+		} else if (res <= 0) {
+			if (!g->err)
+				g->err = res < 0 ? res : -EIO;
+		} else {
+			r->done += (uint32_t)res;
+			if (u->st) {
+				if (r->write)
+					u->st->bytes_written += (uint64_t)res;
+				else
+					u->st->bytes_loaded += (uint64_t)res;
+			}
+			if (r->done < r->len &&
+			    (r->write || r->off + r->done < u->file_size)) {
+				/* short transfer: requeue the rest */
+				if ((rc = prep(u, r)) || (rc = uio_submit(u)))
+					return rc;
+				continue;
+			}
+		}
+		if (--g->pending == 0 && g->name)
+			trace_span(u->trace, TRACE_IO, g->name, g->arg,
+				   g->t_submit_ns, now_ns());
+		r->next_free = u->free_reqs;
+		u->free_reqs = r;
+	}
+	return 0;
+}
+
+int uio_wait(struct uio *u, struct uio_group *g)
+{
+	while (g->pending > 0) {
+		int rc = uio_reap(u, 1);
+		if (rc)
+			return rc;
+	}
+	return g->err;
+}
+
+int memtier_open_direct(const char *path, int flags,
+			const struct memtier_config *cfg, char *err,
+			size_t errlen)
+{
+	int fd, rc;
+
+	if (cfg->no_direct) {
+		fd = open(path, flags | O_CLOEXEC, 0600);
+	} else if (cfg->fault == MEMTIER_FAULT_NODIRECT) {
+		fd = -1;
+		errno = EINVAL;
+	} else {
+		fd = open(path, flags | O_DIRECT | O_CLOEXEC, 0600);
+	}
+	if (fd >= 0)
+		return fd;
+	rc = -errno;
+	if (rc == -EINVAL && !cfg->no_direct)
+		snprintf(err, errlen, "%s: the file system refuses direct I/O "
+			 "(O_DIRECT: %s); the flash tiers read around the page "
+			 "cache, use a file system that supports it or pass "
+			 "--no-direct to go through the page cache", path,
+			 strerror(-rc));
+	else
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(-rc));
+	return rc;
+}

@@ -43,6 +43,7 @@ LIB_SRCS = \
 	memtier/memtier.c \
 	memtier/flash.c \
 	memtier/uio.c \
+	memtier/kvcache.c \
 	memtier/trace.c \
 	engine/forward.c \
 	engine/sampler.c \

@@ -727,7 +727,9 @@ report:
 	rs.prefill_tokens = e.stats.n_prefill_tokens;
 	rs.prefill_s = (double)e.stats.prefill_ns / 1e9;
 	rs.weight_bytes = e.model.weight_bytes;
-	rs.kv_bytes_alloc = 2 * e.st.kv_bytes;
+	struct kvcache_info kvi;
+	kvcache_get_info(e.st.kv, &kvi);
+	rs.kv_bytes_alloc = kvi.dram_bytes;
 	rs.peak_rss_bytes = stats_peak_rss();
 	rs.prompt = prompt;
 	rs.n_prompt = n_prompt;

@@ -39,21 +39,6 @@ struct engine_thread {
 
 enum { ACT_Q8A = 0, ACT_Q8K = 1 };
 
-/* big zeroed allocation, untouched until used (first touch is slow here:
- * KV pages are touched as positions advance, not at start-up) */
-static void *big_alloc(size_t n)
-{
-	void *p = mmap(NULL, n ? n : 1, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
-}
-
-static void big_free(void *p, size_t n)
-{
-	if (p)
-		munmap(p, n ? n : 1);
-}
-
 /* ---- tensor bookkeeping ------------------------------------------------ */
 
 static uint32_t layer_id(int32_t l, int i)
@@ -111,15 +96,14 @@ static int state_init(struct engine *e, char *err, size_t errlen)
 	int64_t big = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
 
 	s->n_ctx = e->cfg.n_ctx;
-	s->kv_bytes = (size_t)hp->n_layer * (size_t)s->n_ctx * (size_t)dkv *
-		      sizeof(float);
-	s->k_cache = big_alloc(s->kv_bytes);
-	s->v_cache = big_alloc(s->kv_bytes);
-	if (!s->k_cache || !s->v_cache) {
-		snprintf(err, errlen, "cannot allocate the KV cache (2 x %zu "
-			 "bytes for %d positions)", s->kv_bytes, s->n_ctx);
-		return -ENOMEM;
-	}
+	struct kvcache_config kc = {
+		.kind = e->cfg.kv_kind, .dir = e->cfg.kv_dir,
+		.n_layer = hp->n_layer, .n_ctx = s->n_ctx,
+		.n_embd_kv = (int32_t)dkv, .block_tokens = e->cfg.kv_block,
+		.mt = &e->cfg.mt};
+	int rc = kvcache_open(&s->kv, &kc, err, errlen);
+	if (rc)
+		return rc;
 	s->x = xcalloc((size_t)hp->n_embd, sizeof(float));
 	s->q = xcalloc((size_t)hp->n_embd, sizeof(float));
 	s->k = xcalloc((size_t)dkv, sizeof(float));
@@ -161,8 +145,8 @@ static void state_destroy(struct engine *e)
 {
 	struct engine_state *s = &e->st;
 
-	big_free(s->k_cache, s->kv_bytes);
-	big_free(s->v_cache, s->kv_bytes);
+	kvcache_close(s->kv);
+	s->kv = NULL;
 	free(s->x); free(s->q); free(s->k); free(s->v); free(s->att);
 	free(s->hb); free(s->g); free(s->u); free(s->tmp);
 	free(s->bx); free(s->bxn); free(s->bq); free(s->bk); free(s->bv);
@@ -330,6 +314,12 @@ static int embed(struct engine *e, int32_t token, float *out)
  * segment ahead, into the other half of a double-buffered pointer table)
  * and releases layer l-1, which every thread has finished with once
  * thread 0 is past layer l-1's last barrier.
+ *
+ * KV cache: thread 0 starts reading layer l+1's blocks (on the last
+ * layer: layer 0's, for the next token) before it acquires the weights,
+ * takes layer l's view before the first barrier (waiting for its blocks
+ * there, while the others finish Q/K/V), and commits row pos and
+ * releases the view after the attention barrier.
  */
 int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 {
@@ -340,8 +330,9 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 	const float scale = 1.0f / sqrtf((float)hd);
 	const uint32_t out_seg = (uint32_t)hp->n_layer;
 	const void *w[2][LT_COUNT];
+	float *kcs = NULL, *vcs = NULL; /* layer l's KV view, from thread 0 */
 	int rc, shared_rc = 0;
-	int32_t held_at_fail = -1; /* the one layer still held if acquire fails */
+	int32_t fail_l = -1; /* layer at the first error: it and l+1 may be held */
 	int64_t t0 = now_ns();
 
 	if (pos < 0 || pos >= s->n_ctx)
@@ -360,17 +351,18 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 		for (int32_t l = 0; l < hp->n_layer; l++) {
 			const void *const *wl = w[l & 1];
 			int64_t t_layer = ith == 0 ? now_ns() : 0;
-			float *kc = s->k_cache + ((size_t)l * s->n_ctx) * dkv;
-			float *vc = s->v_cache + ((size_t)l * s->n_ctx) * dkv;
 
-			if (ith == 0) {
+			if (ith == 0 && !shared_rc) {
 				if (l > 0)
 					memtier_release(&e->mt, (uint32_t)l - 1);
-				int r = memtier_acquire(&e->mt, (uint32_t)l + 1,
-							w[(l + 1) & 1]);
-				if (r) {
-					shared_rc = r;
-					held_at_fail = l;
+				int r = l + 1 < hp->n_layer
+					? kvcache_prefetch(s->kv, l + 1, pos)
+					: kvcache_prefetch(s->kv, 0, pos + 1);
+				int r2 = memtier_acquire(&e->mt, (uint32_t)l + 1,
+							 w[(l + 1) & 1]);
+				if (r2 || r) {
+					shared_rc = r2 ? r2 : r;
+					fail_l = l;
 				}
 			}
 			/* attention: q, k, v rows of this thread */
@@ -383,9 +375,17 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 				    TENSOR(l, LT_WK)->row_bytes, s->k, d, r0, r1);
 			matvec_rows(t, TENSOR(l, LT_WV)->type, wl[LT_WV],
 				    TENSOR(l, LT_WV)->row_bytes, s->v, d, r0, r1);
+			if (ith == 0 && !shared_rc) {
+				int r = kvcache_layer(s->kv, l, pos, &kcs, &vcs);
+				if (r) {
+					shared_rc = r;
+					fail_l = l;
+				}
+			}
 #pragma omp barrier
 			if (shared_rc)
 				break;
+			float *kc = kcs, *vc = vcs;
 			/* this thread's KV heads: RoPE, cache, attention */
 			my_rows(hp->n_head_kv, ith, nth, &r0, &r1);
 			ops_rope(s->q + r0 * group * hd, (int)((r1 - r0) * group),
@@ -403,6 +403,14 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 					      pos + 1, hd, scale, t->scores);
 			}
 #pragma omp barrier
+			if (ith == 0) {
+				int r = kvcache_commit(s->kv, l, pos, pos + 1);
+				kvcache_release(s->kv, l);
+				if (r) {
+					shared_rc = r;
+					fail_l = l;
+				}
+			}
 			/* output projection and residual, own rows */
 			set_input(t, s->att, NULL, d, 0);
 			my_rows(d, ith, nth, &r0, &r1);
@@ -441,7 +449,9 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 		}
 	}
 	if (shared_rc) {
-		memtier_release(&e->mt, (uint32_t)held_at_fail);
+		/* a commit failure is seen one layer later, at its barrier */
+		for (int32_t l = fail_l; l <= fail_l + 2 && l <= hp->n_layer; l++)
+			memtier_release(&e->mt, (uint32_t)l);
 		return shared_rc;
 	}
 	if (hp->n_layer > 0)
@@ -586,11 +596,15 @@ static int prefill_batch(struct engine *e, const int32_t *tokens, int32_t nb,
 		if ((rc = embed(e, tokens[i], s->bx + (int64_t)i * d)))
 			return rc;
 	for (int32_t l = 0; l < hp->n_layer; l++) {
-		float *kc = s->k_cache + ((size_t)l * s->n_ctx) * dkv;
-		float *vc = s->v_cache + ((size_t)l * s->n_ctx) * dkv;
+		float *kc, *vc;
 
-		if ((rc = memtier_acquire(&e->mt, (uint32_t)l, w)))
+		if ((rc = kvcache_layer(s->kv, l, pos0, &kc, &vc)))
 			return rc;
+		if ((rc = kvcache_prefetch(s->kv, l + 1, pos0)) ||
+		    (rc = memtier_acquire(&e->mt, (uint32_t)l, w))) {
+			kvcache_release(s->kv, l);
+			return rc;
+		}
 		int64_t t_layer = now_ns();
 		/* QKV for every token; K/V straight into the cache rows */
 		rmsnorm_rows(e, s->bxn, s->bx, w[LT_ATTN_NORM], nb, d);
@@ -615,6 +629,12 @@ static int prefill_batch(struct engine *e, const int32_t *tokens, int32_t nb,
 			ops_attn_head(s->batt + i * d + h * hd, s->bq + i * d + h * hd,
 				      kc + (h / group) * hd, vc + (h / group) * hd,
 				      dkv, pos0 + i + 1, hd, scale, t->scores);
+		}
+		rc = kvcache_commit(s->kv, l, pos0, pos0 + nb);
+		kvcache_release(s->kv, l);
+		if (rc) {
+			memtier_release(&e->mt, (uint32_t)l);
+			return rc;
 		}
 		gemm_layer(e, l, LT_WO, w, s->batt, nb, s->btmp, d);
 		ops_add(s->bx, s->btmp, 0, (int64_t)nb * d);

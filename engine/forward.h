@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "memtier/kvcache.h"
 #include "memtier/memtier.h"
 #include "models/gguf.h"
 #include "models/llama_model.h"
@@ -32,15 +33,17 @@ struct engine_config {
 	 * SGEMM. Float weights always use SGEMM. */
 	bool prefill_blas;
 	struct memtier_config mt;
+	/* KV cache: MEMTIER_DRAM (default) or MEMTIER_FLASH in kv_dir */
+	enum memtier_kind kv_kind;
+	const char *kv_dir;
+	int32_t kv_block; /* tokens per KV block; <= 0: 64 */
 };
 
 struct engine_thread; /* private per-thread scratch */
 
 struct engine_state {
 	int32_t n_ctx;
-	float *k_cache; /* [n_layer][n_ctx][n_embd_kv] */
-	float *v_cache; /* [n_layer][n_ctx][n_embd_kv] */
-	size_t kv_bytes;
+	struct kvcache *kv; /* paged K/V, [n_ctx][n_embd_kv] per layer view */
 	/* decode activations, shared between threads */
 	float *x;   /* [n_embd] residual stream */
 	float *q;   /* [n_embd] */

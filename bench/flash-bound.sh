@@ -73,6 +73,9 @@ posint='^[1-9][0-9]*$'
 [[ $prompt =~ $posint ]] || bad "bad --prompt-tokens '$prompt' (want a positive integer)"
 [[ -z $threads || $threads =~ $posint ]] || bad "bad --threads '$threads' (want a positive integer)"
 [[ -z $prefetch || $prefetch =~ ^[0-9]+$ ]] || bad "bad --prefetch '$prefetch' (want an integer >= 0)"
+probe_given=""
+[[ -z $probe_gbps ]] || probe_given="--probe-gbps $probe_gbps"
+[[ -z $probe_json ]] || probe_given="--probe-json $probe_json"
 if [[ -n $probe_gbps ]]; then
 	{ [[ $probe_gbps =~ ^[0-9]*[.]?[0-9]+$ ]] &&
 		awk -v x="$probe_gbps" 'BEGIN { exit !(x > 0) }'; } ||
@@ -162,7 +165,10 @@ disk=$(df --output=source,fstype "$model" | tail -n 1 | tr -s ' ')
 cmd="bench/flash-bound.sh -r $rounds -n $tokens --prompt-tokens $prompt"
 [[ -z $threads ]] || cmd+=" -t $threads"
 [[ -z $prefetch ]] || cmd+=" --prefetch $prefetch"
-cmd+=" --probe-gbps $probe_gbps $model"
+if [[ -n $probe_given ]]; then
+	cmd+=" $probe_given"
+fi
+cmd+=" $model"
 
 WORK=$work OUT=$out ROUNDS=$rounds GBPS=$probe_gbps PSRC=$probe_src \
 	PROFILE=$probe_json CMD=$cmd MODEL=$model DISK=$disk \
@@ -199,6 +205,7 @@ for r in range(1, int(E["ROUNDS"]) + 1):
         pct_of_probe=100 * fl["io_gbps"] / gbps,
         stall_pct=100 * fl["stall_seconds"] / f["decode"]["seconds"],
         median_step_ms=f["decode"]["median_step_ms"],
+        queue_depth_mean=fl.get("queue_depth_mean", float("nan")),
         decode_tokens=f["decode"]["tokens"], peak_rss_bytes=f["peak_rss_bytes"]))
 cols = list(rows[0])
 with open(E["OUT"] + ".csv", "w") as fo:
@@ -221,18 +228,20 @@ L.append("- bound = min(compute tok/s, device GB/s x 1e9 / "
          "`tiers.flash.bytes_per_token`); tok/s = `decode.tok_per_s`; achieved "
          "= `tiers.flash.io_gbps` (bytes read from the file during decode / "
          "decode time); the two runs of a round alternate, order flipped "
-         "each round")
+         "each round; mean QD = `tiers.flash.queue_depth_mean` (reads in "
+         "flight at each submit; nan where decode does not report it)")
 L.append("")
 L.append("| round | compute tok/s | flash tok/s | MiB/token streamed | I/O bound "
          "tok/s | bound tok/s | % of bound | achieved GB/s | % of device | "
-         "stalled |")
-L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+         "stalled | mean QD |")
+L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 def line(name, r):
     return (f"| {name} | {r['compute_tok_s']:.2f} | {r['flash_tok_s']:.2f} | "
             f"{r['flash_bytes_per_token'] / 2**20:.1f} | "
             f"{r['io_bound_tok_s']:.2f} | {r['bound_tok_s']:.2f} | "
             f"{r['pct_of_bound']:.1f}% | {r['achieved_io_gbps']:.2f} | "
-            f"{r['pct_of_probe']:.1f}% | {r['stall_pct']:.0f}% |")
+            f"{r['pct_of_probe']:.1f}% | {r['stall_pct']:.0f}% | "
+            f"{r['queue_depth_mean']:.1f} |")
 for r in rows:
     L.append(line(str(r["round"]), r))
 L.append(line("**median**", med))

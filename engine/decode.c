@@ -7,7 +7,9 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <libgen.h>
 #include <math.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +48,29 @@ struct options {
 	int prefetch;
 	uint64_t dram_budget; /* UINT64_MAX: not given */
 	const char *trace;
+	enum memtier_kind kv_tier;
+	const char *flash_dir;
+	int32_t kv_block;
+	bool no_direct;
 };
+
+/* SIGINT / SIGTERM: stop after the token in progress, report, exit
+ * 128 + signal (the KV file has no name, so nothing is left either way) */
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static void catch_signals(void)
+{
+	struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
 
 static void usage(FILE *f)
 {
@@ -80,6 +104,15 @@ static void usage(FILE *f)
 "                           and flash reads in flight (open in Perfetto)\n"
 "      --dram-budget SIZE   flash tier: weights kept resident (e.g. 512M, 2G;\n"
 "                           whole layers in read order), the rest streamed\n"
+"      --kv-tier dram|flash where the KV cache lives (default dram); flash:\n"
+"                           a file in --flash-dir, full blocks written and\n"
+"                           read back with io_uring, a layer ahead\n"
+"      --flash-dir DIR      directory of the KV file (default: the model's);\n"
+"                           the file has no name and leaves nothing behind\n"
+"      --kv-block N         tokens per KV block (default 64, rounded up to\n"
+"                           whole 4 KiB pages)\n"
+"      --no-direct          flash tiers: buffered I/O through the page cache,\n"
+"                           for file systems that refuse O_DIRECT\n"
 "      --prefill-blas       prefill quantized weights as dequantized tiles x\n"
 "                           OpenBLAS SGEMM instead of the int8 kernels\n"
 "      --stats              print measured statistics to stderr\n"
@@ -130,7 +163,8 @@ enum {
 	OPT_REPEAT_LAST_N, OPT_CHAT, OPT_SYSTEM, OPT_IGNORE_EOS,
 	OPT_PROMPT_TOKENS, OPT_TIER, OPT_STATS, OPT_STATS_JSON,
 	OPT_PERPLEXITY, OPT_DUMP_LOGITS, OPT_TOKENIZE, OPT_PREFILL_BLAS,
-	OPT_PREFETCH, OPT_DRAM_BUDGET, OPT_TRACE,
+	OPT_PREFETCH, OPT_DRAM_BUDGET, OPT_TRACE, OPT_KV_TIER, OPT_FLASH_DIR,
+	OPT_KV_BLOCK, OPT_NO_DIRECT,
 };
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -164,6 +198,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"prefetch", required_argument, 0, OPT_PREFETCH},
 		{"dram-budget", required_argument, 0, OPT_DRAM_BUDGET},
 		{"trace", required_argument, 0, OPT_TRACE},
+		{"kv-tier", required_argument, 0, OPT_KV_TIER},
+		{"flash-dir", required_argument, 0, OPT_FLASH_DIR},
+		{"kv-block", required_argument, 0, OPT_KV_BLOCK},
+		{"no-direct", no_argument, 0, OPT_NO_DIRECT},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0},
 	};
@@ -241,6 +279,20 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case OPT_TOKENIZE: o->tokenize_only = true; break;
 		case OPT_PREFILL_BLAS: o->prefill_blas = true; break;
 		case OPT_TRACE: o->trace = optarg; break;
+		case OPT_KV_TIER:
+			if (memtier_kind_parse(optarg, &o->kv_tier) ||
+			    o->kv_tier == MEMTIER_MMAP) {
+				fprintf(stderr, "error: --kv-tier: unknown KV tier "
+					"'%s' (dram, flash)\n", optarg);
+				rc = -EINVAL;
+			}
+			break;
+		case OPT_FLASH_DIR: o->flash_dir = optarg; break;
+		case OPT_KV_BLOCK:
+			rc = parse_int("--kv-block", optarg, 1, 1 << 16, &v);
+			o->kv_block = (int32_t)v;
+			break;
+		case OPT_NO_DIRECT: o->no_direct = true; break;
 		case OPT_DRAM_BUDGET:
 			if (parse_size(optarg, &o->dram_budget)) {
 				fprintf(stderr, "error: --dram-budget: '%s' is not a "
@@ -278,6 +330,17 @@ static int parse_args(int argc, char **argv, struct options *o)
 	}
 	if (o->prompt && o->prompt_file) {
 		fprintf(stderr, "error: give -p or -f, not both\n");
+		return -EINVAL;
+	}
+	if ((o->flash_dir || o->kv_block) && o->kv_tier != MEMTIER_FLASH) {
+		fprintf(stderr, "error: --flash-dir and --kv-block apply to "
+			"--kv-tier flash\n");
+		return -EINVAL;
+	}
+	if (o->no_direct && o->tier != MEMTIER_FLASH &&
+	    o->kv_tier != MEMTIER_FLASH) {
+		fprintf(stderr, "error: --no-direct applies to --tier flash or "
+			"--kv-tier flash\n");
 		return -EINVAL;
 	}
 	return 0;
@@ -547,8 +610,7 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	int32_t *gen = xmalloc((size_t)(budget + 1) * sizeof(*gen));
 	double *step_ms = xmalloc((size_t)(budget + 1) * sizeof(*step_ms));
 	int32_t n_gen = 0;
-	uint64_t bytes0[MEMTIER_KIND_COUNT], loaded0[MEMTIER_KIND_COUNT];
-	int64_t stall0[MEMTIER_KIND_COUNT];
+	struct memtier_tier_stats st0[MEMTIER_KIND_COUNT], kv0;
 
 	int32_t *eog = xmalloc(64 * sizeof(*eog)), n_eog = 0;
 	for (int32_t i = 0; i < (int32_t)n_vocab && n_eog < 64; i++)
@@ -562,17 +624,14 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	if (dump && (rc = write_logits(dump, logits, (int64_t)n_prompt * n_vocab)))
 		goto out;
 	float *last = logits + (all ? (int64_t)(n_prompt - 1) * n_vocab : 0);
-	for (int k = 0; k < MEMTIER_KIND_COUNT; k++) {
-		bytes0[k] = e->mt.stats[k].bytes_read;
-		loaded0[k] = e->mt.stats[k].bytes_loaded;
-		stall0[k] = e->mt.stats[k].stall_ns;
-	}
+	memcpy(st0, e->mt.stats, sizeof(st0));
+	kv0 = *kvcache_stats(e->st.kv);
 	int64_t t_dec = now_ns();
 	const uint64_t kv_row_bytes = (uint64_t)e->model.hp.n_head_kv *
 				      (uint64_t)e->model.hp.head_dim * sizeof(float);
 	int32_t pos = n_prompt;
 	char piece[4096]; /* longer than any token of the vocabularies we load */
-	while (n_gen < budget) {
+	while (n_gen < budget && !stop_signal) {
 		/* --ignore-eos as llama.cpp: end-of-generation tokens are
 		 * never sampled */
 		for (int32_t i = 0; o->ignore_eos && i < n_eog; i++)
@@ -606,17 +665,24 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	rs->decode_tokens = e->stats.n_decode_tokens;
 	rs->decode_s = (double)e->stats.decode_ns / 1e9;
 	rs->median_step_ms = stats_median(step_ms, e->stats.n_decode_tokens);
-	for (int k = 0; k < MEMTIER_KIND_COUNT; k++) {
-		rs->decode_bytes[k] = e->mt.stats[k].bytes_read - bytes0[k];
-		rs->decode_loaded[k] = e->mt.stats[k].bytes_loaded - loaded0[k];
-		rs->decode_stall_s[k] = (double)(e->mt.stats[k].stall_ns - stall0[k]) / 1e9;
+	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
+		stats_tier_delta(&rs->tiers[k], &e->mt.stats[k], &st0[k]);
+	stats_tier_delta(&rs->kv, kvcache_stats(e->st.kv), &kv0);
+	if (stop_signal && !rc) {
+		fprintf(stderr, "interrupted by signal %d after %d tokens\n",
+			(int)stop_signal, n_gen);
+		rc = -EINTR;
 	}
 out:
 	if (dump && fclose(dump) && !rc)
 		rc = -EIO;
-	if (rc)
-		fprintf(stderr, "error: evaluation failed (%s tier, %s): %s\n",
+	if (rc && rc != -EINTR)
+		fprintf(stderr, "error: evaluation failed (weights: %s tier, "
+			"%s; KV cache: %s%s%s): %s\n",
 			memtier_kind_name(e->cfg.mt.kind), e->gguf.path,
+			memtier_kind_name(e->cfg.kv_kind),
+			e->cfg.kv_kind == MEMTIER_FLASH ? " in " : "",
+			e->cfg.kv_kind == MEMTIER_FLASH ? e->cfg.kv_dir : "",
 			strerror(-rc));
 	free(eog);
 	free(step_ms);
@@ -646,8 +712,8 @@ int main(int argc, char **argv)
 	const char *fault = getenv("STRATA_FAULT");
 	struct memtier_config fault_cfg = {0};
 	if (fault && memtier_fault_parse(fault, &fault_cfg)) {
-		fprintf(stderr, "error: STRATA_FAULT='%s' is not eio:N or short:N\n",
-			fault);
+		fprintf(stderr, "error: STRATA_FAULT='%s' is not eio:N, short:N, "
+			"enospc:N or nodirect:1\n", fault);
 		return 2;
 	}
 	if ((isa = kern_init()) < 0) {
@@ -659,19 +725,27 @@ int main(int argc, char **argv)
 		fprintf(stderr, "error: %s: %s\n", o.model, strerror(errno));
 		return 1;
 	}
+	char *model_dir = xstrdup(o.model);
 	struct engine_config cfg = {
 		.n_threads = o.n_threads, .n_ctx = o.n_ctx, .n_batch = o.n_batch,
 		.prefill_blas = o.prefill_blas,
 		.mt = {.kind = o.tier, .dram_budget_bytes = o.dram_budget,
 		       .huge_pages = true, .prefetch = o.prefetch,
+		       .no_direct = o.no_direct,
 		       .fault = fault_cfg.fault, .fault_every = fault_cfg.fault_every,
 		       .trace = o.trace ? &tr : NULL},
+		.kv_kind = o.kv_tier,
+		.kv_dir = o.flash_dir ? o.flash_dir : dirname(model_dir),
+		.kv_block = o.kv_block,
+		.cancel = &stop_signal,
 	};
 	trace_init(&tr);
 	if ((rc = engine_init(&e, o.model, &cfg, err, sizeof(err)))) {
 		fprintf(stderr, "error: %s\n", err);
+		free(model_dir);
 		return 1;
 	}
+	catch_signals();
 	if ((rc = tokenizer_init(&tok, &e.gguf, err, sizeof(err)))) {
 		fprintf(stderr, "error: %s\n", err);
 		goto out;
@@ -730,6 +804,10 @@ report:
 	struct kvcache_info kvi;
 	kvcache_get_info(e.st.kv, &kvi);
 	rs.kv_bytes_alloc = kvi.dram_bytes;
+	rs.kv_tier = memtier_kind_name(kvi.kind);
+	rs.kv_block = kvi.block_tokens;
+	rs.kv_drive_bytes = kvi.drive_bytes;
+	rs.direct = !o.no_direct;
 	rs.peak_rss_bytes = stats_peak_rss();
 	rs.prompt = prompt;
 	rs.n_prompt = n_prompt;
@@ -760,5 +838,8 @@ out:
 	free(gen);
 	tokenizer_destroy(&tok);
 	engine_destroy(&e);
+	free(model_dir);
+	if (stop_signal)
+		return 128 + (int)stop_signal;
 	return rc ? 1 : 0;
 }

@@ -100,6 +100,7 @@ static int state_init(struct engine *e, char *err, size_t errlen)
 		.kind = e->cfg.kv_kind, .dir = e->cfg.kv_dir,
 		.n_layer = hp->n_layer, .n_ctx = s->n_ctx,
 		.n_embd_kv = (int32_t)dkv, .block_tokens = e->cfg.kv_block,
+		.prefetch = e->cfg.mt.prefetch > 0 ? e->cfg.mt.prefetch : 2,
 		.mt = &e->cfg.mt};
 	int rc = kvcache_open(&s->kv, &kc, err, errlen);
 	if (rc)
@@ -321,6 +322,22 @@ static int embed(struct engine *e, int32_t token, float *out)
  * there, while the others finish Q/K/V), and commits row pos and
  * releases the view after the attention barrier.
  */
+/* start reading the KV blocks of the layers after l (on the last ones:
+ * the next token's first layers, one position longer) */
+static int kv_ahead(struct engine *e, int32_t l, int32_t pos)
+{
+	const int32_t L = e->model.hp.n_layer;
+	int depth = e->cfg.mt.prefetch > 0 ? e->cfg.mt.prefetch : 2;
+	int rc = 0;
+
+	if (depth > L)
+		depth = L;
+	for (int k = 1; k <= depth && !rc; k++)
+		rc = l + k < L ? kvcache_prefetch(e->st.kv, l + k, pos)
+			       : kvcache_prefetch(e->st.kv, l + k - L, pos + 1);
+	return rc;
+}
+
 int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 {
 	const struct llama_hparams *hp = &e->model.hp;
@@ -355,9 +372,7 @@ int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits)
 			if (ith == 0 && !shared_rc) {
 				if (l > 0)
 					memtier_release(&e->mt, (uint32_t)l - 1);
-				int r = l + 1 < hp->n_layer
-					? kvcache_prefetch(s->kv, l + 1, pos)
-					: kvcache_prefetch(s->kv, 0, pos + 1);
+				int r = kv_ahead(e, l, pos);
 				int r2 = memtier_acquire(&e->mt, (uint32_t)l + 1,
 							 w[(l + 1) & 1]);
 				if (r2 || r) {
@@ -683,6 +698,10 @@ int engine_prefill(struct engine *e, const int32_t *tokens, int32_t n,
 	if (pos0 < 0 || (int64_t)pos0 + n > e->st.n_ctx)
 		return -ENOSPC;
 	for (int32_t i = 0; i < n && !rc; i += e->n_batch) {
+		if (e->cfg.cancel && *e->cfg.cancel) {
+			rc = -EINTR;
+			break;
+		}
 		int32_t nb = n - i < e->n_batch ? n - i : e->n_batch;
 		bool last = i + nb == n;
 		float *out = NULL;

@@ -14,6 +14,7 @@
 #ifndef STRATA_FORWARD_H
 #define STRATA_FORWARD_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,6 +38,8 @@ struct engine_config {
 	enum memtier_kind kv_kind;
 	const char *kv_dir;
 	int32_t kv_block; /* tokens per KV block; <= 0: 64 */
+	/* non-zero *cancel stops a prefill between batches (-EINTR) */
+	const volatile sig_atomic_t *cancel;
 };
 
 struct engine_thread; /* private per-thread scratch */

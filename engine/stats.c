@@ -12,6 +12,23 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+void stats_tier_delta(struct memtier_tier_stats *out,
+		      const struct memtier_tier_stats *a,
+		      const struct memtier_tier_stats *b)
+{
+	out->bytes_read = a->bytes_read - b->bytes_read;
+	out->bytes_loaded = a->bytes_loaded - b->bytes_loaded;
+	out->bytes_written = a->bytes_written - b->bytes_written;
+	out->load_ns = a->load_ns - b->load_ns;
+	out->stall_ns = a->stall_ns - b->stall_ns;
+	out->n_acquire = a->n_acquire - b->n_acquire;
+	out->n_hit = a->n_hit - b->n_hit;
+	out->n_miss = a->n_miss - b->n_miss;
+	out->n_requests = a->n_requests - b->n_requests;
+	out->qd_sum = a->qd_sum - b->qd_sum;
+	out->qd_max = a->qd_max;
+}
+
 double stats_median(double *v, int64_t n)
 {
 	if (n <= 0)
@@ -39,8 +56,9 @@ void stats_print_table(FILE *f, const struct run_stats *r)
 	fprintf(f, "\n--- strata stats (measured in this run) ---\n");
 	fprintf(f, "model           %s (%s, %.1f MiB of weights)\n", r->model_name,
 		r->ftype, (double)r->weight_bytes / (1 << 20));
-	fprintf(f, "tier            %s   kernels %s   threads %d   ctx %d\n",
-		r->tier, r->isa, r->n_threads, r->n_ctx);
+	fprintf(f, "tier            %s (weights), %s (KV)   kernels %s   "
+		"threads %d   ctx %d\n", r->tier, r->kv_tier, r->isa,
+		r->n_threads, r->n_ctx);
 	fprintf(f, "load            %8.3f s\n", r->load_s);
 	fprintf(f, "prefill         %8lld tokens  %8.3f s  %8.2f tok/s\n",
 		(long long)r->prefill_tokens, r->prefill_s,
@@ -51,25 +69,52 @@ void stats_print_table(FILE *f, const struct run_stats *r)
 		per_s((double)r->decode_tokens, r->decode_s), r->median_step_ms,
 		r->median_step_ms > 0 ? 1000.0 / r->median_step_ms : 0.0);
 	for (int k = 0; k < MEMTIER_KIND_COUNT; k++) {
-		if (!r->decode_bytes[k])
+		const struct memtier_tier_stats *t = &r->tiers[k];
+		if (!t->bytes_read)
 			continue;
-		double bpt = per_s((double)r->decode_bytes[k], (double)r->decode_tokens);
+		double bpt = per_s((double)t->bytes_read, (double)r->decode_tokens);
 		fprintf(f, "%-5s weights   %8.1f MiB/token  %8.2f GB/s achieved\n",
 			memtier_kind_name((enum memtier_kind)k), bpt / (1 << 20),
-			per_s((double)r->decode_bytes[k], r->decode_s) / 1e9);
-		if (r->decode_loaded[k])
+			per_s((double)t->bytes_read, r->decode_s) / 1e9);
+		if (t->bytes_loaded)
 			fprintf(f, "%-5s I/O       %8.1f MiB/token  %8.2f GB/s, "
-				"stalled %.3f s of %.3f s\n",
+				"stalled %.3f s of %.3f s, prefetch hit %llu / "
+				"miss %llu, queue depth mean %.1f max %llu%s\n",
 				memtier_kind_name((enum memtier_kind)k),
-				per_s((double)r->decode_loaded[k],
+				per_s((double)t->bytes_loaded,
 				      (double)r->decode_tokens) / (1 << 20),
-				per_s((double)r->decode_loaded[k], r->decode_s) / 1e9,
-				r->decode_stall_s[k], r->decode_s);
+				per_s((double)t->bytes_loaded, r->decode_s) / 1e9,
+				(double)t->stall_ns / 1e9, r->decode_s,
+				(unsigned long long)t->n_hit,
+				(unsigned long long)t->n_miss,
+				per_s((double)t->qd_sum, (double)t->n_requests),
+				(unsigned long long)t->qd_max,
+				r->direct ? "" : " (buffered: --no-direct)");
 	}
 	if (r->decode_kv_bytes)
-		fprintf(f, "kv cache read   %8.1f MiB/token  (dram)\n",
+		fprintf(f, "kv cache read   %8.1f MiB/token  (%s, blocks of %d "
+			"tokens)\n",
 			per_s((double)r->decode_kv_bytes, (double)r->decode_tokens) /
-				(1 << 20));
+				(1 << 20), r->kv_tier, r->kv_block);
+	if (r->kv.bytes_loaded || r->kv.bytes_written) {
+		const struct memtier_tier_stats *t = &r->kv;
+		double wps = per_s((double)t->bytes_written, r->decode_s);
+		fprintf(f, "kv flash I/O    read %.1f KiB/token %.2f GB/s, stalled "
+			"%.3f s, prefetch hit %llu / miss %llu\n",
+			per_s((double)t->bytes_loaded, (double)r->decode_tokens) / 1024,
+			per_s((double)t->bytes_loaded, r->decode_s) / 1e9,
+			(double)t->stall_ns / 1e9, (unsigned long long)t->n_hit,
+			(unsigned long long)t->n_miss);
+		fprintf(f, "kv flash writes %8.1f KiB/token  %8.2f MB/s", per_s(
+			(double)t->bytes_written, (double)r->decode_tokens) / 1024,
+			wps / 1e6);
+		if (r->kv_drive_bytes)
+			fprintf(f, " = %.2f drive writes/day of this %.0f GB "
+				"drive, if decoding all day",
+				wps * 86400.0 / (double)r->kv_drive_bytes,
+				(double)r->kv_drive_bytes / 1e9);
+		fprintf(f, "\n");
+	}
 	fprintf(f, "peak RSS        %8.1f MiB   (KV cache reserved %.1f MiB)\n",
 		(double)r->peak_rss_bytes / (1 << 20),
 		(double)r->kv_bytes_alloc / (1 << 20));
@@ -129,26 +174,55 @@ int stats_write_json(const char *path, const struct run_stats *r)
 		"\"tok_per_s\":%.4f,\"median_step_ms\":%.4f}",
 		(long long)r->decode_tokens, r->decode_s,
 		per_s((double)r->decode_tokens, r->decode_s), r->median_step_ms);
-	fprintf(f, ",\"tiers\":{");
+	fprintf(f, ",\"direct_io\":%s,\"tiers\":{", r->direct ? "true" : "false");
 	int first = 1;
+	bool kv_flash = r->kv.bytes_loaded || r->kv.bytes_written;
 	for (int k = 0; k < MEMTIER_KIND_COUNT; k++) {
-		if (!r->decode_bytes[k] && k != MEMTIER_DRAM)
+		const struct memtier_tier_stats *t = &r->tiers[k];
+		/* what was written to a tier is the KV cache's, if it is there */
+		uint64_t written = k == MEMTIER_FLASH ? r->kv.bytes_written : 0;
+		if (!t->bytes_read && k != MEMTIER_DRAM &&
+		    !(k == MEMTIER_FLASH && kv_flash))
 			continue;
 		fprintf(f, "%s\"%s\":{\"bytes_read\":%llu,\"bytes_per_token\":%.1f,"
 			"\"gbps\":%.4f,\"bytes_loaded\":%llu,\"io_gbps\":%.4f,"
-			"\"stall_seconds\":%.6f}", first ? "" : ",",
+			"\"bytes_written\":%llu,\"stall_seconds\":%.6f,"
+			"\"prefetch_hits\":%llu,\"prefetch_misses\":%llu,"
+			"\"requests\":%llu,\"queue_depth_mean\":%.2f,"
+			"\"queue_depth_max\":%llu}", first ? "" : ",",
 			memtier_kind_name((enum memtier_kind)k),
-			(unsigned long long)r->decode_bytes[k],
-			per_s((double)r->decode_bytes[k], (double)r->decode_tokens),
-			per_s((double)r->decode_bytes[k], r->decode_s) / 1e9,
-			(unsigned long long)r->decode_loaded[k],
-			per_s((double)r->decode_loaded[k], r->decode_s) / 1e9,
-			r->decode_stall_s[k]);
+			(unsigned long long)t->bytes_read,
+			per_s((double)t->bytes_read, (double)r->decode_tokens),
+			per_s((double)t->bytes_read, r->decode_s) / 1e9,
+			(unsigned long long)t->bytes_loaded,
+			per_s((double)t->bytes_loaded, r->decode_s) / 1e9,
+			(unsigned long long)written, (double)t->stall_ns / 1e9,
+			(unsigned long long)t->n_hit, (unsigned long long)t->n_miss,
+			(unsigned long long)t->n_requests,
+			per_s((double)t->qd_sum, (double)t->n_requests),
+			(unsigned long long)t->qd_max);
 		first = 0;
 	}
-	fprintf(f, "},\"kv\":{\"bytes_read\":%llu,\"bytes_per_token\":%.1f}",
-		(unsigned long long)r->decode_kv_bytes,
-		per_s((double)r->decode_kv_bytes, (double)r->decode_tokens));
+	const struct memtier_tier_stats *kv = &r->kv;
+	double wps = per_s((double)kv->bytes_written, r->decode_s);
+	fprintf(f, "},\"kv\":{\"tier\":");
+	json_str(f, r->kv_tier);
+	fprintf(f, ",\"block_tokens\":%d,\"bytes_read\":%llu,"
+		"\"bytes_per_token\":%.1f,\"bytes_loaded\":%llu,"
+		"\"io_gbps\":%.4f,\"bytes_written\":%llu,"
+		"\"bytes_written_per_token\":%.1f,\"stall_seconds\":%.6f,"
+		"\"prefetch_hits\":%llu,\"prefetch_misses\":%llu,"
+		"\"drive_bytes\":%llu,\"drive_writes_per_day\":%.6f}",
+		r->kv_block, (unsigned long long)r->decode_kv_bytes,
+		per_s((double)r->decode_kv_bytes, (double)r->decode_tokens),
+		(unsigned long long)kv->bytes_loaded,
+		per_s((double)kv->bytes_loaded, r->decode_s) / 1e9,
+		(unsigned long long)kv->bytes_written,
+		per_s((double)kv->bytes_written, (double)r->decode_tokens),
+		(double)kv->stall_ns / 1e9, (unsigned long long)kv->n_hit,
+		(unsigned long long)kv->n_miss,
+		(unsigned long long)r->kv_drive_bytes,
+		r->kv_drive_bytes ? wps * 86400.0 / (double)r->kv_drive_bytes : 0.0);
 	if (r->perplexity >= 0)
 		fprintf(f, ",\"perplexity\":%.6f", r->perplexity);
 	fprintf(f, ",\"tokens\":{\"prompt\":");

@@ -5,6 +5,7 @@
 #ifndef STRATA_STATS_H
 #define STRATA_STATS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -24,10 +25,16 @@ struct run_stats {
 	int64_t decode_tokens;
 	double decode_s;
 	double median_step_ms; /* median of per-token decode step times */
-	uint64_t decode_bytes[MEMTIER_KIND_COUNT]; /* weights read in decode */
+	/* weight traffic per tier during decode (differences of memtier's
+	 * counters over the decode steps) */
+	struct memtier_tier_stats tiers[MEMTIER_KIND_COUNT];
 	uint64_t decode_kv_bytes; /* KV-cache bytes attention read in decode */
-	uint64_t decode_loaded[MEMTIER_KIND_COUNT]; /* moved from the file */
-	double decode_stall_s[MEMTIER_KIND_COUNT]; /* acquire waited */
+	/* the KV cache: where it lives and its transfers during decode */
+	const char *kv_tier;
+	int32_t kv_block;
+	struct memtier_tier_stats kv;
+	uint64_t kv_drive_bytes; /* size of the --flash-dir file system */
+	bool direct;             /* O_DIRECT (false: --no-direct) */
 	uint64_t weight_bytes;
 	uint64_t kv_bytes_alloc;
 	uint64_t peak_rss_bytes;
@@ -37,6 +44,11 @@ struct run_stats {
 	int32_t n_generated;
 	double perplexity; /* < 0: not computed */
 };
+
+/* out = a - b, counter by counter (qd_max: a's) */
+void stats_tier_delta(struct memtier_tier_stats *out,
+		      const struct memtier_tier_stats *a,
+		      const struct memtier_tier_stats *b);
 
 /* median of n values (reorders v); 0 for n == 0 */
 double stats_median(double *v, int64_t n);

@@ -21,7 +21,7 @@
 #define KV_ALIGN 4096u
 #define KV_REQ_BYTES (1u << 20)
 #define KV_QD 64u
-#define KV_SLOTS 3 /* the layer computed, the one prefetched, a spare */
+#define KV_MAX_SLOTS 10
 
 struct kv_slot {
 	int32_t layer;     /* layer whose view this is, -1: none */
@@ -50,7 +50,8 @@ struct kvcache {
 	struct uio io;
 	void *bufs;
 	size_t bufs_bytes;
-	struct kv_slot slots[KV_SLOTS];
+	int n_slots;              /* prefetch depth + the held one + spare */
+	struct kv_slot slots[KV_MAX_SLOTS];
 	char *tail_k, *tail_v;    /* [n_layer][block_bytes]: partial blocks */
 	int32_t *len;             /* [n_layer] rows committed */
 	int32_t *n_full;          /* [n_layer] blocks on the file */
@@ -128,7 +129,10 @@ static int open_flash(struct kvcache *kv, char *err, size_t errlen)
 	if ((rc = create_file(kv, err, errlen)))
 		return rc;
 	kv->region_bytes = (uint64_t)kv->n_blocks_max * kv->block_bytes;
-	size_t slots = 2 * kv->region_bytes * KV_SLOTS;
+	kv->n_slots = (c->prefetch > 0 ? c->prefetch : 0) + 2;
+	if (kv->n_slots > KV_MAX_SLOTS)
+		kv->n_slots = KV_MAX_SLOTS;
+	size_t slots = 2 * kv->region_bytes * kv->n_slots;
 	size_t tails = 2 * kv->block_bytes * (size_t)c->n_layer;
 	kv->bufs_bytes = (slots + tails + (2u << 20) - 1) / (2u << 20) * (2u << 20);
 	if (!(kv->bufs = map_bytes(kv->bufs_bytes))) {
@@ -138,7 +142,7 @@ static int open_flash(struct kvcache *kv, char *err, size_t errlen)
 	}
 	memset(kv->bufs, 0, kv->bufs_bytes); /* touch once, here */
 	char *p = kv->bufs;
-	for (int i = 0; i < KV_SLOTS; i++) {
+	for (int i = 0; i < kv->n_slots; i++) {
 		struct kv_slot *s = &kv->slots[i];
 		s->layer = -1;
 		s->wr_layer = -1;
@@ -246,7 +250,7 @@ void kvcache_close(struct kvcache *kv)
 
 static struct kv_slot *find_slot(struct kvcache *kv, int32_t l)
 {
-	for (int i = 0; i < KV_SLOTS; i++)
+	for (int i = 0; i < kv->n_slots; i++)
 		if (kv->slots[i].layer == l)
 			return &kv->slots[i];
 	return NULL;
@@ -264,7 +268,7 @@ static int free_slot(struct kvcache *kv, struct kv_slot **out)
 {
 	for (;;) {
 		struct kv_slot *best = NULL;
-		for (int i = 0; i < KV_SLOTS; i++) {
+		for (int i = 0; i < kv->n_slots; i++) {
 			struct kv_slot *s = &kv->slots[i];
 			if (!slot_idle(kv, s))
 				continue;

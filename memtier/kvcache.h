@@ -36,6 +36,7 @@ struct kvcache_config {
 	int32_t n_layer, n_ctx, n_embd_kv;
 	int32_t block_tokens;   /* <= 0: 64; rounded up so that a block is
 				 * whole 4 KiB pages */
+	int prefetch;           /* flash: layers read ahead (slots - 2) */
 	const struct memtier_config *mt; /* no_direct, fault, trace */
 };
 

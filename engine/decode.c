@@ -808,6 +808,9 @@ report:
 	rs.kv_block = kvi.block_tokens;
 	rs.kv_drive_bytes = kvi.drive_bytes;
 	rs.direct = !o.no_direct;
+	rs.dram_budget = o.dram_budget;
+	rs.resident_bytes = memtier_resident_bytes(&e.mt);
+	rs.prefetch = o.prefetch;
 	rs.peak_rss_bytes = stats_peak_rss();
 	rs.prompt = prompt;
 	rs.n_prompt = n_prompt;

@@ -166,6 +166,14 @@ int stats_write_json(const char *path, const struct run_stats *r)
 	fprintf(f, ",\"weight_bytes\":%llu,\"peak_rss_bytes\":%llu",
 		(unsigned long long)r->weight_bytes,
 		(unsigned long long)r->peak_rss_bytes);
+	if (r->dram_budget != UINT64_MAX)
+		fprintf(f, ",\"dram_budget_bytes\":%llu",
+			(unsigned long long)r->dram_budget);
+	else
+		fprintf(f, ",\"dram_budget_bytes\":null");
+	fprintf(f, ",\"resident_bytes\":%llu,\"prefetch\":%d,"
+		"\"kv_dram_bytes\":%llu", (unsigned long long)r->resident_bytes,
+		r->prefetch, (unsigned long long)r->kv_bytes_alloc);
 	fprintf(f, ",\"prefill\":{\"tokens\":%lld,\"seconds\":%.6f,"
 		"\"tok_per_s\":%.4f}",
 		(long long)r->prefill_tokens, r->prefill_s,

@@ -36,6 +36,9 @@ struct run_stats {
 	uint64_t kv_drive_bytes; /* size of the --flash-dir file system */
 	bool direct;             /* O_DIRECT (false: --no-direct) */
 	uint64_t weight_bytes;
+	uint64_t dram_budget;    /* --dram-budget, UINT64_MAX: none */
+	uint64_t resident_bytes; /* weights kept in DRAM under the budget */
+	int prefetch;
 	uint64_t kv_bytes_alloc;
 	uint64_t peak_rss_bytes;
 	const int32_t *prompt;

@@ -142,17 +142,13 @@ static int pin_segments(struct memtier *m, struct memtier_flash *f,
 			uint32_t id = m->segs[s].ids[i];
 			const struct memtier_tensor *t = &m->tensors[id];
 			char *dst = f->pin_arena + at;
-			for (uint64_t o = 0; o < t->n_bytes;) {
-				ssize_t r = pread(m->fd, dst + o, t->n_bytes - o,
-						  (off_t)(t->file_offset + o));
-				if (r <= 0) {
-					int rc = r < 0 ? -errno : -EIO;
-					snprintf(err, errlen, "%s: reading pinned "
-						 "tensor at %" PRIu64 ": %s", path,
-						 t->file_offset, strerror(-rc));
-					return rc;
-				}
-				o += (uint64_t)r;
+			int rc = memtier_pread_full(m->fd, dst, t->n_bytes,
+						    t->file_offset);
+			if (rc) {
+				snprintf(err, errlen, "%s: reading pinned tensor "
+					 "at %" PRIu64 ": %s", path,
+					 t->file_offset, strerror(-rc));
+				return rc;
 			}
 			m->stats[MEMTIER_DRAM].bytes_loaded += t->n_bytes;
 			f->pin_ptr[id] = dst;

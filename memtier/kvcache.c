@@ -68,13 +68,16 @@ static uint64_t gcd64(uint64_t a, uint64_t b)
 	return a;
 }
 
-static void *map_bytes(size_t n)
+/* huge: buffers touched whole at open; else pages come as positions
+ * advance, so resident memory follows the context actually used */
+static void *map_bytes(size_t n, int huge)
 {
 	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
-	madvise(p, n, MADV_HUGEPAGE);
+	if (huge)
+		madvise(p, n, MADV_HUGEPAGE);
 	return p;
 }
 
@@ -135,7 +138,7 @@ static int open_flash(struct kvcache *kv, char *err, size_t errlen)
 	size_t slots = 2 * kv->region_bytes * kv->n_slots;
 	size_t tails = 2 * kv->block_bytes * (size_t)c->n_layer;
 	kv->bufs_bytes = (slots + tails + (2u << 20) - 1) / (2u << 20) * (2u << 20);
-	if (!(kv->bufs = map_bytes(kv->bufs_bytes))) {
+	if (!(kv->bufs = map_bytes(kv->bufs_bytes, 1))) {
 		snprintf(err, errlen, "KV cache on flash: cannot map %zu bytes "
 			 "of buffers", kv->bufs_bytes);
 		return -ENOMEM;
@@ -206,8 +209,8 @@ int kvcache_open(struct kvcache **out, const struct kvcache_config *cfg,
 				kv->row_bytes;
 		kv->all_bytes = (kv->all_bytes + (2u << 20) - 1) / (2u << 20) *
 				(2u << 20);
-		kv->k_all = map_bytes(kv->all_bytes);
-		kv->v_all = map_bytes(kv->all_bytes);
+		kv->k_all = map_bytes(kv->all_bytes, 0);
+		kv->v_all = map_bytes(kv->all_bytes, 0);
 		if (!kv->k_all || !kv->v_all) {
 			snprintf(err, errlen, "cannot allocate the KV cache (2 x "
 				 "%zu bytes for %d positions)", kv->all_bytes,

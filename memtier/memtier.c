@@ -23,10 +23,10 @@
 
 #include "engine/util.h"
 #include "memtier/flash.h"
+#include "memtier/uio.h"
 
 #define ARENA_ALIGN (2u << 20)
 #define TENSOR_ALIGN 64u
-#define READ_CHUNK (8u << 20)
 
 static const char *const kind_names[MEMTIER_KIND_COUNT] = {"dram", "flash",
 							    "mmap"};
@@ -58,6 +58,15 @@ int memtier_fault_parse(const char *s, struct memtier_config *cfg)
 	return 0;
 }
 
+uint64_t memtier_resident_bytes(const struct memtier *m)
+{
+	if (m->cfg.kind == MEMTIER_DRAM)
+		return m->arena_bytes;
+	if (m->cfg.kind == MEMTIER_FLASH)
+		return memtier_flash_resident_bytes(m);
+	return 0;
+}
+
 int memtier_kind_parse(const char *s, enum memtier_kind *out)
 {
 	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
@@ -66,27 +75,6 @@ int memtier_kind_parse(const char *s, enum memtier_kind *out)
 			return 0;
 		}
 	return -EINVAL;
-}
-
-static int read_full(int fd, void *dst, uint64_t n, uint64_t off)
-{
-	unsigned char *d = dst;
-
-	while (n > 0) {
-		size_t want = n > READ_CHUNK ? READ_CHUNK : (size_t)n;
-		ssize_t r = pread(fd, d, want, (off_t)off);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (r == 0)
-			return -EIO; /* file shrank under us */
-		d += r;
-		off += (uint64_t)r;
-		n -= (uint64_t)r;
-	}
-	return 0;
 }
 
 /* index of an earlier tensor with the same file range, or -1 */
@@ -142,7 +130,7 @@ static int dram_load(struct memtier *m, const char *path, char *err,
 			continue;
 		}
 		m->ptr[i] = (char *)m->arena + at[i];
-		rc = read_full(m->fd, m->ptr[i], m->tensors[i].n_bytes,
+		rc = memtier_pread_full(m->fd, m->ptr[i], m->tensors[i].n_bytes,
 			       m->tensors[i].file_offset);
 		if (rc) {
 			snprintf(err, errlen, "%s: reading %" PRIu64 " bytes at "

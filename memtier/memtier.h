@@ -131,6 +131,10 @@ int memtier_read_row(struct memtier *m, uint32_t id, int64_t row, void *dst);
  * as reading it. Returns NULL if the tier does not keep it resident. */
 const void *memtier_tensor_ptr(struct memtier *m, uint32_t id);
 
+/* weight bytes this tier keeps in DRAM: the dram arena, the flash tier's
+ * pinned segments, 0 for mmap (the page cache's, not ours) */
+uint64_t memtier_resident_bytes(const struct memtier *m);
+
 const char *memtier_kind_name(enum memtier_kind k);
 /* "dram" / "flash" / "mmap" -> kind; -EINVAL if unknown */
 int memtier_kind_parse(const char *s, enum memtier_kind *out);

@@ -221,3 +221,26 @@ int memtier_open_direct(const char *path, int flags,
 		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(-rc));
 	return rc;
 }
+
+int memtier_pread_full(int fd, void *dst, uint64_t n, uint64_t off)
+{
+	const size_t chunk = 8u << 20;
+	unsigned char *d = dst;
+
+	while (n > 0) {
+		size_t want = n > chunk ? chunk : (size_t)n;
+		ssize_t r = pread(fd, d, want, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			return -EIO; /* file shrank under us */
+		posix_fadvise(fd, (off_t)off, r, POSIX_FADV_DONTNEED);
+		d += r;
+		off += (uint64_t)r;
+		n -= (uint64_t)r;
+	}
+	return 0;
+}

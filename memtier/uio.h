@@ -67,6 +67,11 @@ int uio_reap(struct uio *u, int wait);
 /* Reap until g has nothing pending; returns g->err (or a ring error). */
 int uio_wait(struct uio *u, struct uio_group *g);
 
+/* pread n bytes at off into dst, in large chunks, dropping each chunk
+ * from the page cache once copied (a resident copy must not count twice
+ * against a memory limit). 0, -errno, or -EIO if the file ends early. */
+int memtier_pread_full(int fd, void *dst, uint64_t n, uint64_t off);
+
 /* open(path, flags | O_DIRECT | O_CLOEXEC, 0600), or without O_DIRECT when
  * cfg->no_direct. A file system that refuses O_DIRECT (or the NODIRECT
  * fault) gets a message that says so and names --no-direct. Returns the

@@ -57,6 +57,7 @@ env: STRATA_MODEL (required), STRATA_DECODE (default ./decode), THREADS (2).
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -153,6 +154,7 @@ def main():
           f"{fx['llama_cpp']['version']}")
     n_pred = fx["greedy"]["n_predict"]
     rows = []
+    dram_runs = []
     tmp = tempfile.mkdtemp(prefix="strata-ref-")
     try:
         for pr in fx["prompts"]:
@@ -175,6 +177,8 @@ def main():
             st = json.load(open(sj))
             P = st["tokens"]["prompt"]
             G = st["tokens"]["generated"]
+            if strict:
+                dram_runs.append((name, text, G))
             check(P == ids, f"{name}: prompt ids in --stats-json differ "
                   "from --tokenize")
             if not check(len(G) == n_pred,
@@ -267,6 +271,38 @@ def main():
                          f"{dec_max:.2f}/{dec_rms:.2f}"))
             print(f"  out: {text_out[:70]!r}")
 
+        # -- same tokens wherever weights and KV cache live ------------------
+        # SmolLM2 holds 92 MiB of weights: budgets of none, a quarter, all
+        kvdir = os.path.join(tmp, "kv")
+        os.mkdir(kvdir)
+        kv = ["--kv-tier", "flash", "--flash-dir", kvdir, "--kv-block", "16"]
+        placements = [
+            ("mmap", ["--tier", "mmap"]),
+            ("flash budget 0", ["--tier", "flash", "--dram-budget", "0"]),
+            ("flash budget 24M", ["--tier", "flash", "--dram-budget", "24M"]),
+            ("flash budget 1G", ["--tier", "flash", "--dram-budget", "1G"]),
+            ("kv flash", kv),
+            ("flash budget 0 + kv flash",
+             ["--tier", "flash", "--dram-budget", "0", "--prefetch", "3"] + kv),
+        ]
+        print(f"[placements] {len(dram_runs)} strict prompts x {n_pred} "
+              "greedy tokens, each placement vs --tier dram")
+        for label, extra in placements:
+            same = 0
+            for name, text, G in dram_runs:
+                sj = os.path.join(tmp, "placement.json")
+                run_decode(decode, ["-m", model, "-p", text, "-n", str(n_pred),
+                                    "--temp", "0", "--ignore-eos", "-t",
+                                    threads, "--stats-json", sj] + extra,
+                           f"{name} {label}")
+                G2 = json.load(open(sj))["tokens"]["generated"]
+                j = first_divergence(G, G2)
+                same += j is None and len(G2) == len(G)
+                check(j is None and len(G2) == len(G),
+                      f"{name}: {label} diverges from dram at token {j}")
+            check(not os.listdir(kvdir), f"{label}: files left in --flash-dir")
+            print(f"  {label:28s} {same}/{len(dram_runs)} prompts identical")
+
         # -- perplexity -------------------------------------------------------
         print("[perplexity] tests/fixtures/ppl.txt, -c "
               f"{fx['perplexity']['n_ctx']}")
@@ -314,9 +350,7 @@ def main():
         print(f"FAIL: {e}")
         return 1
     finally:
-        for f in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, f))
-        os.rmdir(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     # -- summary --------------------------------------------------------------
     hdr = ("prompt", "strict", "tok", "P", "=ref", "=llama",

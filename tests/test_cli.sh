@@ -29,7 +29,7 @@ for b in "${bins[@]}"; do
 done
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/strata_test_cli.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+trap 'umount -l "$tmp/small" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 # malformed copies of the model
 size=$(stat -c %s "$model")
@@ -113,6 +113,67 @@ same_seed() {
 	fi
 }
 
+# empty_dir NAME DIR: DIR exists and holds nothing
+empty_dir() {
+	n=$((n + 1))
+	if [ -d "$2" ] && [ -z "$(ls -A "$2")" ]; then
+		echo "ok $n - $bin: $1"
+	else
+		echo "not ok $n - $bin: $1: $(ls -A "$2" 2>&1 | head -3)"
+		failed=$((failed + 1))
+	fi
+}
+
+# SIGTERM and SIGINT in the middle of a run with the KV cache on flash:
+# the run stops, reports, exits 128 + signal, and leaves no file
+stop_signal() {
+	local sig st
+	for sig in TERM INT; do
+		n=$((n + 1))
+		mkdir -p "$tmp/kvsig"
+		"$bin" "${m[@]}" --kv-tier flash --flash-dir "$tmp/kvsig" \
+			--tier flash --prompt-tokens 8 -n 4000 --ignore-eos -t 2 \
+			--stats </dev/null >"$tmp/stdout" 2>"$tmp/stderr" &
+		local pid=$!
+		sleep 2
+		kill -s "$sig" "$pid"
+		wait "$pid"
+		st=$?
+		local want=$((128 + $(kill -l "$sig")))
+		if [ "$st" -eq "$want" ] && grep -q "interrupted" "$tmp/stderr" &&
+			grep -q "strata stats" "$tmp/stderr" &&
+			[ -z "$(ls -A "$tmp/kvsig")" ]; then
+			echo "ok $n - $bin: SIG$sig mid-run: status $st, stats, no file left"
+		else
+			echo "not ok $n - $bin: SIG$sig mid-run: status $st (want $want)"
+			sed 's/^/#   /' "$tmp/stderr" | tail -5
+			ls -A "$tmp/kvsig" | sed 's/^/#   left: /'
+			failed=$((failed + 1))
+		fi
+	done
+}
+
+# a real full disk: a 512 KiB tmpfs as --flash-dir (root only; skipped
+# where mount is not allowed)
+full_disk() {
+	mkdir -p "$tmp/small"
+	if ! mount -t tmpfs -o size=512k strata-test "$tmp/small" 2>/dev/null; then
+		echo "ok $((n + 1)) - $bin: # SKIP real disk full: cannot mount a tmpfs"
+		n=$((n + 1))
+		return
+	fi
+	check "KV disk full (512 KiB tmpfs)" 1 "No space left on device" -- \
+		"${m[@]}" --kv-tier flash --flash-dir "$tmp/small" --kv-block 16 \
+		-p hi -n 100 --ignore-eos --temp 0
+	empty_dir "disk full leaves nothing behind" "$tmp/small"
+	# io_uring drops its file references asynchronously after exit
+	local i
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		umount "$tmp/small" 2>/dev/null && break
+		sleep 0.5
+	done
+}
+
 for bin in "${bins[@]}"; do
 	# the model itself is fine: the failures below are the input's
 	n=$((n + 1))
@@ -135,6 +196,15 @@ for bin in "${bins[@]}"; do
 	works "--tier flash" "Paris" "${m[@]}" --tier flash -n 4 --temp 0 \
 		-p "The capital of France is"
 	same_seed
+	mkdir -p "$tmp/kv"
+	works "--kv-tier flash" "Paris" "${m[@]}" --kv-tier flash --flash-dir \
+		"$tmp/kv" --kv-block 16 -n 40 --ignore-eos --temp 0 \
+		-p "The capital of France is"
+	empty_dir "--kv-tier flash leaves nothing in --flash-dir" "$tmp/kv"
+	works "--no-direct" "Paris" "${m[@]}" --tier flash --kv-tier flash \
+		--flash-dir "$tmp/kv" --no-direct -n 4 --temp 0 \
+		-p "The capital of France is"
+	stop_signal
 
 	# usage errors: status 2, before anything is loaded
 	check "no arguments" 2 "no model given" --
@@ -157,6 +227,11 @@ for bin in "${bins[@]}"; do
 	check "--dram-budget on dram" 2 "applies to --tier flash" -- "${m[@]}" --dram-budget 1G -p hi
 	check "STRATA_FAULT bogus" 2 "STRATA_FAULT" STRATA_FAULT=bogus -- "${m[@]}" --tier flash -p hi
 	check "flash read EIO" 1 "Input/output error" STRATA_FAULT=eio:20 -- "${m[@]}" --tier flash -p hi -n 8
+	check "--kv-tier mmap" 2 "unknown KV tier 'mmap'" -- "${m[@]}" --kv-tier mmap -p hi
+	check "--flash-dir without --kv-tier flash" 2 "apply to --kv-tier flash" -- \
+		"${m[@]}" --flash-dir /tmp -p hi
+	check "--kv-block 0" 2 "--kv-block" -- "${m[@]}" --kv-tier flash --kv-block 0 -p hi
+	check "--no-direct on dram" 2 "--no-direct applies" -- "${m[@]}" --no-direct -p hi
 	check "unknown flag" 2 "unknown option '--bogus'" -- "${m[@]}" --bogus -p hi
 	check "unknown short flag" 2 "unknown option" -- "${m[@]}" -Z -p hi
 	check "missing value (short)" 2 "needs a value" -- "${m[@]}" -p
@@ -189,6 +264,22 @@ for bin in "${bins[@]}"; do
 		"${m[@]}" "${gen[@]}" --stats-json "$tmp/dir.gguf"
 	check "--dump-logits in a missing dir" 1 "$tmp/no/such/l.bin" -- \
 		"${m[@]}" "${gen[@]}" --dump-logits "$tmp/no/such/l.bin"
+	check "--flash-dir missing" 1 "cannot create the KV file" -- \
+		"${m[@]}" "${gen[@]}" --kv-tier flash --flash-dir "$tmp/no/such"
+	check "--flash-dir is a file" 1 "cannot create the KV file" -- \
+		"${m[@]}" "${gen[@]}" --kv-tier flash --flash-dir "$tmp/prompt.txt"
+	check "O_DIRECT refused (weights)" 1 "--no-direct" STRATA_FAULT=nodirect:1 \
+		-- "${m[@]}" "${gen[@]}" --tier flash
+	check "O_DIRECT refused (KV file)" 1 "--no-direct" STRATA_FAULT=nodirect:1 \
+		-- "${m[@]}" "${gen[@]}" --kv-tier flash --flash-dir "$tmp/kv"
+	check "KV disk full (injected)" 1 "No space left on device" \
+		STRATA_FAULT=enospc:4 -- "${m[@]}" --kv-tier flash --flash-dir \
+		"$tmp/kv" --kv-block 16 -p hi -n 60 --ignore-eos --temp 0
+	check "KV read EIO (injected)" 1 "Input/output error" STRATA_FAULT=eio:50 \
+		-- "${m[@]}" --kv-tier flash --flash-dir "$tmp/kv" --kv-block 16 \
+		-p hi -n 60 --ignore-eos --temp 0
+	empty_dir "KV faults leave nothing in --flash-dir" "$tmp/kv"
+	full_disk
 done
 
 echo "$((n - failed))/$n passed"

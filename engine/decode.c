@@ -65,7 +65,9 @@ static void on_signal(int sig)
 
 static void catch_signals(void)
 {
-	struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
+	/* a second signal gets the default action: Ctrl-C twice always ends */
+	struct sigaction sa = {.sa_handler = on_signal,
+			       .sa_flags = SA_RESTART | SA_RESETHAND};
 
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
@@ -835,12 +837,12 @@ report:
 		}
 	}
 out:
+	engine_destroy(&e); /* drains I/O in flight first */
 	trace_destroy(&tr);
 	free(text);
 	free(prompt);
 	free(gen);
 	tokenizer_destroy(&tok);
-	engine_destroy(&e);
 	free(model_dir);
 	if (stop_signal)
 		return 128 + (int)stop_signal;

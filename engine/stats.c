@@ -29,6 +29,21 @@ void stats_tier_delta(struct memtier_tier_stats *out,
 	out->qd_max = a->qd_max;
 }
 
+/* the transfers of b added to a (bytes_read stays a's) */
+static void tier_add(struct memtier_tier_stats *a,
+		     const struct memtier_tier_stats *b)
+{
+	a->bytes_loaded += b->bytes_loaded;
+	a->bytes_written += b->bytes_written;
+	a->stall_ns += b->stall_ns;
+	a->n_hit += b->n_hit;
+	a->n_miss += b->n_miss;
+	a->n_requests += b->n_requests;
+	a->qd_sum += b->qd_sum;
+	if (b->qd_max > a->qd_max)
+		a->qd_max = b->qd_max;
+}
+
 double stats_median(double *v, int64_t n)
 {
 	if (n <= 0)
@@ -184,13 +199,16 @@ int stats_write_json(const char *path, const struct run_stats *r)
 		per_s((double)r->decode_tokens, r->decode_s), r->median_step_ms);
 	fprintf(f, ",\"direct_io\":%s,\"tiers\":{", r->direct ? "true" : "false");
 	int first = 1;
-	bool kv_flash = r->kv.bytes_loaded || r->kv.bytes_written;
+	bool kv_flash = r->kv_tier && !strcmp(r->kv_tier, "flash");
 	for (int k = 0; k < MEMTIER_KIND_COUNT; k++) {
-		const struct memtier_tier_stats *t = &r->tiers[k];
-		/* what was written to a tier is the KV cache's, if it is there */
-		uint64_t written = k == MEMTIER_FLASH ? r->kv.bytes_written : 0;
-		if (!t->bytes_read && k != MEMTIER_DRAM &&
-		    !(k == MEMTIER_FLASH && kv_flash))
+		/* bytes_read: weights handed to compute; the transfers (loaded,
+		 * written, stall, requests) are the whole device's, the KV
+		 * cache's included when it lives there (kv.* has its part) */
+		struct memtier_tier_stats tt = r->tiers[k], *t = &tt;
+		if (k == MEMTIER_FLASH && kv_flash)
+			tier_add(t, &r->kv);
+		uint64_t written = t->bytes_written;
+		if (!t->bytes_read && !t->bytes_loaded && k != MEMTIER_DRAM)
 			continue;
 		fprintf(f, "%s\"%s\":{\"bytes_read\":%llu,\"bytes_per_token\":%.1f,"
 			"\"gbps\":%.4f,\"bytes_loaded\":%llu,\"io_gbps\":%.4f,"

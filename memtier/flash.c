@@ -248,14 +248,11 @@ static int start_segment(struct memtier *m, struct memtier_flash *f,
 		const struct memtier_tensor *t = &m->tensors[m->segs[seg].ids[i]];
 		uint64_t a = align_down(t->file_offset);
 		uint64_t end = align_up(t->file_offset + t->n_bytes);
-		for (uint64_t o = a; o < end; o += FLASH_REQ_BYTES) {
-			uint32_t len = (uint32_t)(end - o < FLASH_REQ_BYTES
-						  ? end - o : FLASH_REQ_BYTES);
-			int rc = uio_queue(&f->io, &slot->io, 0,
-					   slot->buf + at + (o - a), len, o);
-			if (rc)
-				return rc;
-		}
+		/* on failure the slot's io.err is set: nobody takes it as read */
+		int rc = uio_queue(&f->io, &slot->io, 0, slot->buf + at, end - a,
+				   a, FLASH_REQ_BYTES);
+		if (rc)
+			return rc;
 		at += end - a;
 	}
 	return uio_submit(&f->io);
@@ -323,8 +320,9 @@ int memtier_flash_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 	}
 	struct flash_slot *slot = find_slot(f, seg);
 
-	if (slot && slot->io.err && !slot->io.pending) {
-		/* an earlier read of it failed: retry */
+	if (slot && slot->io.err) {
+		/* an earlier read of it failed: read it again elsewhere (the
+		 * failed slot is not reused while reads into it are pending) */
 		slot->seg = -1;
 		slot = NULL;
 	}

@@ -132,6 +132,17 @@ static int open_flash(struct kvcache *kv, char *err, size_t errlen)
 	if ((rc = create_file(kv, err, errlen)))
 		return rc;
 	kv->region_bytes = (uint64_t)kv->n_blocks_max * kv->block_bytes;
+	/* reserve the whole context on the drive now: a disk that cannot
+	 * hold it fails here, and block writes never allocate */
+	uint64_t file_bytes = 2 * kv->region_bytes * (uint64_t)c->n_layer;
+	rc = fallocate(kv->fd, 0, 0, (off_t)file_bytes);
+	if (rc && errno != EOPNOTSUPP) {
+		rc = -errno;
+		snprintf(err, errlen, "--flash-dir %s: cannot reserve %" PRIu64
+			 " bytes for the KV cache (%d positions): %s", c->dir,
+			 file_bytes, c->n_ctx, strerror(-rc));
+		return rc;
+	}
 	kv->n_slots = (c->prefetch > 0 ? c->prefetch : 0) + 2;
 	if (kv->n_slots > KV_MAX_SLOTS)
 		kv->n_slots = KV_MAX_SLOTS;
@@ -169,8 +180,9 @@ static int open_flash(struct kvcache *kv, char *err, size_t errlen)
 	kv->io.st = &kv->st;
 	kv->io.trace = kv->mt.trace;
 	char e2[200];
-	if ((rc = uio_init(&kv->io, KV_QD, kv->bufs, kv->bufs_bytes, kv->fd,
-			   e2, sizeof(e2)))) {
+	/* the tails never take part in I/O: only the slots are registered */
+	if ((rc = uio_init(&kv->io, KV_QD, kv->bufs, slots, kv->fd, e2,
+			   sizeof(e2)))) {
 		snprintf(err, errlen, "KV cache on flash: %s", e2);
 		return rc;
 	}
@@ -266,18 +278,24 @@ static int slot_idle(const struct kvcache *kv, const struct kv_slot *s)
 }
 
 /* a slot nobody holds, whose reads and writes are done (waits for them):
- * an empty one first, else a prefetched view nobody took */
-static int free_slot(struct kvcache *kv, struct kv_slot **out)
+ * an empty one first, else (if evict) a prefetched view nobody took yet;
+ * *out NULL if !evict and every slot holds or awaits a view */
+static int free_slot(struct kvcache *kv, struct kv_slot **out, int evict)
 {
+	*out = NULL;
 	for (;;) {
 		struct kv_slot *best = NULL;
+		int busy = 0;
 		for (int i = 0; i < kv->n_slots; i++) {
 			struct kv_slot *s = &kv->slots[i];
-			if (!slot_idle(kv, s))
+			busy += s->layer < 0 && !slot_idle(kv, s);
+			if (!slot_idle(kv, s) || (s->layer >= 0 && !evict))
 				continue;
 			if (!best || s->layer < 0)
 				best = s;
 		}
+		if (!best && !evict && !busy)
+			return 0; /* prefetch deeper than the slots: skip */
 		if (best) {
 			best->layer = -1;
 			best->wr_layer = -1;
@@ -311,17 +329,12 @@ static int start_reads(struct kvcache *kv, struct kv_slot *s, int32_t l,
 	s->rd.arg = l;
 	uint64_t bytes = (uint64_t)nb * kv->block_bytes;
 	uint64_t base = (uint64_t)l * 2 * kv->region_bytes;
-	for (int half = 0; half < 2; half++) {
-		char *dst = half ? s->v : s->k;
-		uint64_t off = base + (half ? kv->region_bytes : 0);
-		for (uint64_t o = 0; o < bytes; o += KV_REQ_BYTES) {
-			uint32_t n = (uint32_t)(bytes - o < KV_REQ_BYTES
-						? bytes - o : KV_REQ_BYTES);
-			if ((rc = uio_queue(&kv->io, &s->rd, 0, dst + o, n,
-					    off + o)))
-				return rc;
-		}
-	}
+	/* on failure rd.err is set, so the view is never taken as read */
+	if (bytes && ((rc = uio_queue(&kv->io, &s->rd, 0, s->k, bytes, base,
+				      KV_REQ_BYTES)) ||
+		      (rc = uio_queue(&kv->io, &s->rd, 0, s->v, bytes,
+				      base + kv->region_bytes, KV_REQ_BYTES))))
+		return rc;
 	return uio_submit(&kv->io);
 }
 
@@ -330,14 +343,15 @@ int kvcache_prefetch(struct kvcache *kv, int32_t l, int32_t n_pos)
 	struct kv_slot *s;
 	int rc;
 
-	if (kv->cfg.kind != MEMTIER_FLASH || l < 0 || l >= kv->cfg.n_layer)
+	if (kv->cfg.kind != MEMTIER_FLASH || l < 0 || l >= kv->cfg.n_layer ||
+	    n_pos < 0)
 		return 0;
 	if (n_pos > kv->len[l])
 		n_pos = kv->len[l];
 	if ((s = find_slot(kv, l)))
 		return 0; /* held, or asked for already: kvcache_layer settles
 			   * a mismatch */
-	if ((rc = free_slot(kv, &s)))
+	if ((rc = free_slot(kv, &s, 0)) || !s)
 		return rc;
 	return start_reads(kv, s, l, n_pos);
 }
@@ -368,16 +382,29 @@ int kvcache_layer(struct kvcache *kv, int32_t l, int32_t n_pos, float **k,
 		s = NULL;
 		hit = 0;
 	}
-	if (!s && ((rc = free_slot(kv, &s)) ||
-		   (rc = start_reads(kv, s, l, n_pos))))
+	int prefetched = s != NULL;
+again:
+	if (!s && ((rc = free_slot(kv, &s, 1)) ||
+		   (rc = start_reads(kv, s, l, n_pos)))) {
+		if (s)
+			s->layer = -1;
 		return rc;
+	}
 	s->in_use = 1;
 	if ((rc = uio_reap(&kv->io, 0)))
 		goto fail;
 	hit = hit && s->rd.pending == 0;
+	rc = uio_wait(&kv->io, &s->rd);
+	if (rc && prefetched) {
+		/* the read ahead failed: read it again, now, once */
+		s->in_use = 0;
+		s->layer = -1;
+		s = NULL;
+		prefetched = hit = 0;
+		goto again;
+	}
 	kv->st.n_hit += hit;
 	kv->st.n_miss += !hit;
-	rc = uio_wait(&kv->io, &s->rd);
 	int64_t t1 = now_ns();
 	kv->st.stall_ns += t1 - t0;
 	kv->st.n_acquire++;
@@ -415,18 +442,17 @@ int kvcache_commit(struct kvcache *kv, int32_t l, int32_t p0, int32_t p1)
 	const int32_t B = kv->B;
 	/* blocks completed by these rows go to the file, from the view */
 	uint64_t base = (uint64_t)l * 2 * kv->region_bytes;
-	for (int32_t b = p0 / B; b < p1 / B; b++) {
-		uint64_t o = (uint64_t)b * kv->block_bytes;
+	if (p1 / B > p0 / B) {
+		uint64_t o = (uint64_t)(p0 / B) * kv->block_bytes;
+		uint64_t n = (uint64_t)(p1 / B - p0 / B) * kv->block_bytes;
 		s->wr_layer = l;
-		if ((rc = uio_queue(&kv->io, &kv->wr[l], 1, s->k + o,
-				    (uint32_t)kv->block_bytes, base + o)) ||
-		    (rc = uio_queue(&kv->io, &kv->wr[l], 1, s->v + o,
-				    (uint32_t)kv->block_bytes,
-				    base + kv->region_bytes + o)))
+		if ((rc = uio_queue(&kv->io, &kv->wr[l], 1, s->k + o, n,
+				    base + o, KV_REQ_BYTES)) ||
+		    (rc = uio_queue(&kv->io, &kv->wr[l], 1, s->v + o, n,
+				    base + kv->region_bytes + o, KV_REQ_BYTES)) ||
+		    (rc = uio_submit(&kv->io)))
 			return rc;
 	}
-	if (p1 / B > p0 / B && (rc = uio_submit(&kv->io)))
-		return rc;
 	/* the partial block's rows stay in its tail: on an append only the
 	 * new ones are copied, else the whole block so far */
 	int32_t t0 = p1 / B * B;

@@ -197,6 +197,13 @@ int memtier_open(struct memtier *m, const struct memtier_config *cfg,
 		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(-rc));
 		return rc;
 	}
+	/* no readahead: the dram/flash loads read in large chunks and drop
+	 * them from the page cache, embedding rows are single pages; the
+	 * 8 MiB readahead windows of this disk would otherwise stay cached
+	 * and count against a memory limit (the mmap tier is llama.cpp's
+	 * baseline and keeps the kernel's default behaviour) */
+	if (cfg->kind != MEMTIER_MMAP)
+		posix_fadvise(m->fd, 0, 0, POSIX_FADV_RANDOM);
 	m->n_tensors = n_tensors;
 	m->tensors = xmalloc(n_tensors * sizeof(*tensors));
 	memcpy(m->tensors, tensors, n_tensors * sizeof(*tensors));

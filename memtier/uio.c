@@ -14,6 +14,8 @@
 #include "engine/util.h"
 #include "memtier/trace.h"
 
+#define UIO_BUF_MAX ((size_t)1 << 30)
+
 int uio_init(struct uio *u, unsigned qd, void *buf, size_t bytes, int fd,
 	     char *err, size_t errlen)
 {
@@ -29,8 +31,20 @@ int uio_init(struct uio *u, unsigned qd, void *buf, size_t bytes, int fd,
 		return rc;
 	}
 	u->ring_ok = 1;
-	struct iovec iov = {.iov_base = buf, .iov_len = bytes};
-	if ((rc = io_uring_register_buffers(&u->ring, &iov, 1))) {
+	struct iovec iov[UIO_MAX_BUFS];
+	unsigned n = 0;
+	for (size_t at = 0; at < bytes; at += UIO_BUF_MAX, n++) {
+		if (n == UIO_MAX_BUFS) {
+			snprintf(err, errlen, "%zu bytes of I/O buffers: more than "
+				 "%d GiB", bytes, UIO_MAX_BUFS);
+			return -E2BIG;
+		}
+		iov[n].iov_base = (char *)buf + at;
+		iov[n].iov_len = bytes - at < UIO_BUF_MAX ? bytes - at : UIO_BUF_MAX;
+	}
+	u->base = buf;
+	u->bytes = bytes;
+	if ((rc = io_uring_register_buffers(&u->ring, iov, n))) {
 		snprintf(err, errlen, "registering %zu bytes of buffers: %s "
 			 "(as non-root, raise RLIMIT_MEMLOCK)", bytes,
 			 strerror(-rc));
@@ -45,6 +59,7 @@ int uio_init(struct uio *u, unsigned qd, void *buf, size_t bytes, int fd,
 
 void uio_exit(struct uio *u)
 {
+	u->trace = NULL; /* the trace may be gone already */
 	if (u->ring_ok) {
 		/* nothing may land in freed buffers: drain what is in flight */
 		while (u->in_flight > 0 && uio_reap(u, 1) == 0)
@@ -67,12 +82,13 @@ static int prep(struct uio *u, struct uio_req *r)
 		if (!(sqe = io_uring_get_sqe(&u->ring)))
 			return -EBUSY;
 	}
+	int idx = (int)((size_t)(r->buf - u->base) / UIO_BUF_MAX);
 	if (r->write)
 		io_uring_prep_write_fixed(sqe, 0, r->buf + r->done,
-					  r->len - r->done, r->off + r->done, 0);
+					  r->len - r->done, r->off + r->done, idx);
 	else
 		io_uring_prep_read_fixed(sqe, 0, r->buf + r->done,
-					 r->len - r->done, r->off + r->done, 0);
+					 r->len - r->done, r->off + r->done, idx);
 	sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data(sqe, r);
 	u->in_flight++;
@@ -85,8 +101,8 @@ static int prep(struct uio *u, struct uio_req *r)
 	return 0;
 }
 
-int uio_queue(struct uio *u, struct uio_group *g, int write, char *buf,
-	      uint32_t len, uint64_t off)
+static int queue_one(struct uio *u, struct uio_group *g, int write,
+		     char *buf, uint32_t len, uint64_t off)
 {
 	while (!u->free_reqs) {
 		int rc = uio_reap(u, 1);
@@ -106,6 +122,28 @@ int uio_queue(struct uio *u, struct uio_group *g, int write, char *buf,
 		u->free_reqs = r;
 	}
 	return rc;
+}
+
+int uio_queue(struct uio *u, struct uio_group *g, int write, char *buf,
+	      uint64_t len, uint64_t off, uint32_t max_req)
+{
+	while (len > 0) {
+		/* up to max_req, and not past the registered buffer's end */
+		size_t in_buf = UIO_BUF_MAX - (size_t)(buf - u->base) % UIO_BUF_MAX;
+		uint64_t n = len < max_req ? len : max_req;
+		if (n > in_buf)
+			n = in_buf;
+		int rc = queue_one(u, g, write, buf, (uint32_t)n, off);
+		if (rc) {
+			if (!g->err)
+				g->err = rc;
+			return rc;
+		}
+		buf += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
 }
 
 int uio_submit(struct uio *u)
@@ -170,9 +208,13 @@ int uio_reap(struct uio *u, int wait)
 			if (r->done < r->len &&
 			    (r->write || r->off + r->done < u->file_size)) {
 				/* short transfer: requeue the rest */
-				if ((rc = prep(u, r)) || (rc = uio_submit(u)))
-					return rc;
-				continue;
+				if ((rc = prep(u, r)) == 0) {
+					if ((rc = uio_submit(u)))
+						return rc; /* queued; sent next time */
+					continue;
+				}
+				if (!g->err)
+					g->err = rc; /* and complete it below */
 			}
 		}
 		if (--g->pending == 0 && g->name)
@@ -187,6 +229,8 @@ int uio_reap(struct uio *u, int wait)
 int uio_wait(struct uio *u, struct uio_group *g)
 {
 	while (g->pending > 0) {
+		if (u->in_flight == 0)
+			return g->err ? g->err : -EIO; /* lost: never wait forever */
 		int rc = uio_reap(u, 1);
 		if (rc)
 			return rc;

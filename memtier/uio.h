@@ -35,9 +35,13 @@ struct uio_req {
 	struct uio_req *next_free;
 };
 
+#define UIO_MAX_BUFS 64 /* x 1 GiB, io_uring's limit per registered buffer */
+
 struct uio {
 	struct io_uring ring;
 	int ring_ok;
+	char *base;         /* the registered range, in <= 1 GiB buffers */
+	size_t bytes;
 	unsigned qd;
 	struct uio_req *reqs, *free_reqs;
 	unsigned in_flight; /* submitted, not reaped */
@@ -48,18 +52,20 @@ struct uio {
 	struct trace *trace;
 };
 
-/* Ring of qd entries with buf registered and fd registered as file 0.
- * Returns 0 or -errno with a message in err; uio_exit accepts a half
- * initialised u. */
+/* Ring of qd entries with [buf, buf + bytes) registered (as buffers of at
+ * most 1 GiB each) and fd registered as file 0. Returns 0 or -errno with a
+ * message in err; uio_exit accepts a half initialised u. */
 int uio_init(struct uio *u, unsigned qd, void *buf, size_t bytes, int fd,
 	     char *err, size_t errlen);
 void uio_exit(struct uio *u);
 
-/* Queue one transfer of len bytes between buf (inside the registered
- * buffer) and file offset off, counted in g. Waits for a free request if
- * all are in flight. Returns 0 or -errno. */
+/* Queue a transfer of len bytes between buf (inside the registered
+ * range) and file offset off, counted in g, as requests of at most
+ * max_req bytes that never straddle two registered buffers. Waits for
+ * free requests if all are in flight. Returns 0 or -errno; on failure the
+ * part not queued is recorded as g->err. */
 int uio_queue(struct uio *u, struct uio_group *g, int write, char *buf,
-	      uint32_t len, uint64_t off);
+	      uint64_t len, uint64_t off, uint32_t max_req);
 /* Hand queued requests to the kernel. */
 int uio_submit(struct uio *u);
 /* Reap completions; if wait, block for at least one. 0 or -errno. */

@@ -64,13 +64,13 @@ dec, kv = d["decode"], d["kv"]
 print(f'{sys.argv[2]},{sys.argv[3]},{sys.argv[4]},{dec["tok_per_s"]:.3f},'
       f'{kv["bytes_per_token"]:.0f},{kv["bytes_loaded"] / max(dec["tokens"], 1):.0f},'
       f'{kv["io_gbps"]:.4f},{kv["stall_seconds"]:.5f},{dec["seconds"]:.5f},'
-      f'{kv["bytes_written_per_token"]:.0f},{kv["drive_writes_per_day"]:.4f},'
+      f'{kv["steady_bytes_written_per_token"]},{kv["drive_writes_per_day"]:.4f},'
       f'{kv["drive_bytes"]},{d["peak_rss_bytes"]},{d["kv_dram_bytes"]}')
 PY
 	tail -n 1 "$out.csv" >&2
 }
 
-echo "prompt_tokens,kv_tier,round,tok_per_s,kv_read_bytes_per_token,kv_flash_bytes_per_token,kv_io_gbps,kv_stall_s,decode_s,kv_written_bytes_per_token,drive_writes_per_day,drive_bytes,peak_rss_bytes,kv_dram_bytes" >"$out.csv"
+echo "prompt_tokens,kv_tier,round,tok_per_s,kv_read_bytes_per_token,kv_flash_bytes_per_token,kv_io_gbps,kv_stall_s,decode_s,kv_steady_written_bytes_per_token,drive_writes_per_day,drive_bytes,peak_rss_bytes,kv_dram_bytes" >"$out.csv"
 for ((r = 1; r <= rounds; r++)); do
 	for p in $ctxs; do
 		if ((r % 2)); then run "$p" dram "$r"; run "$p" flash "$r"
@@ -95,7 +95,7 @@ print(f"- command: `bench/kv-sweep.sh -r {rounds} -n {tokens}`; each point "
       "tiers alternated, medians of the rounds\n")
 print("| context P | tok/s KV dram | tok/s KV flash | ratio | KV read/token "
       "| from flash/token | KV flash GB/s | KV stall % | written/token "
-      "| drive writes/day | KV DRAM held |")
+      "| drive writes/day | peak RSS KV dram / flash |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for p in dict.fromkeys(r["prompt_tokens"] for r in rows):
     d, f = med(p, "dram", "tok_per_s"), med(p, "flash", "tok_per_s")
@@ -104,15 +104,18 @@ for p in dict.fromkeys(r["prompt_tokens"] for r in rows):
           f"{med(p, 'flash', 'kv_read_bytes_per_token') / 2**20:.1f} MiB | "
           f"{med(p, 'flash', 'kv_flash_bytes_per_token') / 2**20:.1f} MiB | "
           f"{med(p, 'flash', 'kv_io_gbps'):.2f} | {stall:.0f}% | "
-          f"{med(p, 'flash', 'kv_written_bytes_per_token') / 1024:.1f} KiB | "
+          f"{med(p, 'flash', 'kv_steady_written_bytes_per_token') / 1024:.1f} KiB | "
           f"{med(p, 'flash', 'drive_writes_per_day'):.2f} | "
-          f"{med(p, 'flash', 'kv_dram_bytes') / 2**20:.0f} MiB (dram tier: "
-          f"{med(p, 'dram', 'kv_dram_bytes') / 2**20:.0f} MiB reserved) |")
-drive = int(rows[0]["drive_bytes"]) / 1e9
-print(f"\nDrive writes/day: KV bytes written per second of decode x 86400 / "
-      f"the size of the --flash-dir file system ({drive:.0f} GB), i.e. if "
-      "this decode ran all day. Reads from flash are the full blocks; the "
-      "partial block's rows come from DRAM.")
+          f"{med(p, 'dram', 'peak_rss_bytes') / 2**20:.0f} / "
+          f"{med(p, 'flash', 'peak_rss_bytes') / 2**20:.0f} MiB |")
+drive = max(int(r["drive_bytes"]) for r in rows) / 1e9
+print(f"\nWritten/token: every position's K and V rows are written once, in "
+      "whole blocks (`kv.steady_bytes_written_per_token`; a short run's own "
+      "count depends on which blocks it happened to fill). Drive "
+      "writes/day: that rate x decode tok/s x 86400 / the size of the "
+      f"--flash-dir file system ({drive:.0f} GB), i.e. if this decode ran "
+      "all day. Reads from flash are the full blocks; the partial block's "
+      "rows come from DRAM.")
 PY
 cat "$out.md"
 echo "kv-sweep: wrote $out.md and $out.csv" >&2

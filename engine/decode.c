@@ -809,6 +809,9 @@ report:
 	rs.kv_tier = memtier_kind_name(kvi.kind);
 	rs.kv_block = kvi.block_tokens;
 	rs.kv_drive_bytes = kvi.drive_bytes;
+	rs.kv_write_bytes_per_token = 2ull * (uint64_t)e.model.hp.n_layer *
+		(uint64_t)e.model.hp.n_head_kv * (uint64_t)e.model.hp.head_dim *
+		sizeof(float);
 	rs.direct = !o.no_direct;
 	rs.dram_budget = o.dram_budget;
 	rs.resident_bytes = memtier_resident_bytes(&e.mt);

@@ -66,6 +66,18 @@ static double per_s(double n, double s)
 	return s > 0 ? n / s : 0.0;
 }
 
+/* KV bytes written per second of decode in steady state: every position's
+ * K and V rows are written once (in whole blocks), so per token it is a
+ * constant; a run's own count is quantized by the blocks it completed.
+ * 0 unless the KV cache is on flash. */
+static double kv_steady_write_rate(const struct run_stats *r)
+{
+	if (!r->kv_tier || strcmp(r->kv_tier, "flash"))
+		return 0.0;
+	return per_s((double)r->kv_write_bytes_per_token *
+		     (double)r->decode_tokens, r->decode_s);
+}
+
 void stats_print_table(FILE *f, const struct run_stats *r)
 {
 	fprintf(f, "\n--- strata stats (measured in this run) ---\n");
@@ -111,21 +123,23 @@ void stats_print_table(FILE *f, const struct run_stats *r)
 			"tokens)\n",
 			per_s((double)r->decode_kv_bytes, (double)r->decode_tokens) /
 				(1 << 20), r->kv_tier, r->kv_block);
-	if (r->kv.bytes_loaded || r->kv.bytes_written) {
+	if (r->kv_tier && !strcmp(r->kv_tier, "flash")) {
 		const struct memtier_tier_stats *t = &r->kv;
-		double wps = per_s((double)t->bytes_written, r->decode_s);
+		double wps = kv_steady_write_rate(r);
 		fprintf(f, "kv flash I/O    read %.1f KiB/token %.2f GB/s, stalled "
 			"%.3f s, prefetch hit %llu / miss %llu\n",
 			per_s((double)t->bytes_loaded, (double)r->decode_tokens) / 1024,
 			per_s((double)t->bytes_loaded, r->decode_s) / 1e9,
 			(double)t->stall_ns / 1e9, (unsigned long long)t->n_hit,
 			(unsigned long long)t->n_miss);
-		fprintf(f, "kv flash writes %8.1f KiB/token  %8.2f MB/s", per_s(
-			(double)t->bytes_written, (double)r->decode_tokens) / 1024,
-			wps / 1e6);
+		fprintf(f, "kv flash writes %8.1f KiB/token in this run (whole "
+			"blocks); steady state %.1f KiB/token = %.2f MB/s at this "
+			"tok/s", per_s((double)t->bytes_written,
+				       (double)r->decode_tokens) / 1024,
+			(double)r->kv_write_bytes_per_token / 1024, wps / 1e6);
 		if (r->kv_drive_bytes)
 			fprintf(f, " = %.2f drive writes/day of this %.0f GB "
-				"drive, if decoding all day",
+				"drive, decoding all day",
 				wps * 86400.0 / (double)r->kv_drive_bytes,
 				(double)r->kv_drive_bytes / 1e9);
 		fprintf(f, "\n");
@@ -230,13 +244,15 @@ int stats_write_json(const char *path, const struct run_stats *r)
 		first = 0;
 	}
 	const struct memtier_tier_stats *kv = &r->kv;
-	double wps = per_s((double)kv->bytes_written, r->decode_s);
+	double wps = kv_steady_write_rate(r);
 	fprintf(f, "},\"kv\":{\"tier\":");
 	json_str(f, r->kv_tier);
 	fprintf(f, ",\"block_tokens\":%d,\"bytes_read\":%llu,"
 		"\"bytes_per_token\":%.1f,\"bytes_loaded\":%llu,"
 		"\"io_gbps\":%.4f,\"bytes_written\":%llu,"
-		"\"bytes_written_per_token\":%.1f,\"stall_seconds\":%.6f,"
+		"\"bytes_written_per_token\":%.1f,"
+		"\"steady_bytes_written_per_token\":%llu,"
+		"\"steady_write_bytes_per_s\":%.1f,\"stall_seconds\":%.6f,"
 		"\"prefetch_hits\":%llu,\"prefetch_misses\":%llu,"
 		"\"drive_bytes\":%llu,\"drive_writes_per_day\":%.6f}",
 		r->kv_block, (unsigned long long)r->decode_kv_bytes,
@@ -245,6 +261,7 @@ int stats_write_json(const char *path, const struct run_stats *r)
 		per_s((double)kv->bytes_loaded, r->decode_s) / 1e9,
 		(unsigned long long)kv->bytes_written,
 		per_s((double)kv->bytes_written, (double)r->decode_tokens),
+		(unsigned long long)r->kv_write_bytes_per_token, wps,
 		(double)kv->stall_ns / 1e9, (unsigned long long)kv->n_hit,
 		(unsigned long long)kv->n_miss,
 		(unsigned long long)r->kv_drive_bytes,

@@ -34,6 +34,8 @@ struct run_stats {
 	int32_t kv_block;
 	struct memtier_tier_stats kv;
 	uint64_t kv_drive_bytes; /* size of the --flash-dir file system */
+	uint64_t kv_write_bytes_per_token; /* K+V rows of one position, all
+					    * layers: what flash takes per token */
 	bool direct;             /* O_DIRECT (false: --no-direct) */
 	uint64_t weight_bytes;
 	uint64_t dram_budget;    /* --dram-budget, UINT64_MAX: none */

@@ -154,7 +154,8 @@ static int open_flash(struct kvcache *kv, char *err, size_t errlen)
 			 "of buffers", kv->bufs_bytes);
 		return -ENOMEM;
 	}
-	memset(kv->bufs, 0, kv->bufs_bytes); /* touch once, here */
+	/* the slots are touched once, here; the tails fill as rows come */
+	memset(kv->bufs, 0, slots);
 	char *p = kv->bufs;
 	for (int i = 0; i < kv->n_slots; i++) {
 		struct kv_slot *s = &kv->slots[i];

@@ -131,7 +131,7 @@ $(SMOLLM2):
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all models
-	./decode -m $(SMOLLM2) --tier flash -p "Once upon a time" -n 64 --stats
+	./decode -m $(SMOLLM2) --tier flash --kv-tier flash -p "Once upon a time" -n 64 --stats
 
 # Every test: the cmocka programs (under a timeout each), then the
 # independent numpy reference and the llama.cpp fixtures.

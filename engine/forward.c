@@ -100,7 +100,7 @@ static int state_init(struct engine *e, char *err, size_t errlen)
 		.kind = e->cfg.kv_kind, .dir = e->cfg.kv_dir,
 		.n_layer = hp->n_layer, .n_ctx = s->n_ctx,
 		.n_embd_kv = (int32_t)dkv, .block_tokens = e->cfg.kv_block,
-		.prefetch = e->cfg.mt.prefetch > 0 ? e->cfg.mt.prefetch : 2,
+		.prefetch = e->cfg.mt.prefetch > 0 ? e->cfg.mt.prefetch : 0,
 		.mt = &e->cfg.mt};
 	int rc = kvcache_open(&s->kv, &kc, err, errlen);
 	if (rc)
@@ -327,8 +327,8 @@ static int embed(struct engine *e, int32_t token, float *out)
 static int kv_ahead(struct engine *e, int32_t l, int32_t pos)
 {
 	const int32_t L = e->model.hp.n_layer;
-	int depth = e->cfg.mt.prefetch > 0 ? e->cfg.mt.prefetch : 2;
-	int rc = 0;
+	int depth = e->cfg.mt.prefetch > 0 ? e->cfg.mt.prefetch : 0;
+	int rc = 0; /* --prefetch 0: every layer's blocks read on demand */
 
 	if (depth > L)
 		depth = L;

@@ -25,6 +25,7 @@ void stats_tier_delta(struct memtier_tier_stats *out,
 	out->n_hit = a->n_hit - b->n_hit;
 	out->n_miss = a->n_miss - b->n_miss;
 	out->n_requests = a->n_requests - b->n_requests;
+	out->req_ns = a->req_ns - b->req_ns;
 	out->qd_sum = a->qd_sum - b->qd_sum;
 	out->qd_max = a->qd_max;
 }
@@ -39,6 +40,7 @@ static void tier_add(struct memtier_tier_stats *a,
 	a->n_hit += b->n_hit;
 	a->n_miss += b->n_miss;
 	a->n_requests += b->n_requests;
+	a->req_ns += b->req_ns;
 	a->qd_sum += b->qd_sum;
 	if (b->qd_max > a->qd_max)
 		a->qd_max = b->qd_max;
@@ -106,7 +108,8 @@ void stats_print_table(FILE *f, const struct run_stats *r)
 		if (t->bytes_loaded)
 			fprintf(f, "%-5s I/O       %8.1f MiB/token  %8.2f GB/s, "
 				"stalled %.3f s of %.3f s, prefetch hit %llu / "
-				"miss %llu, queue depth mean %.1f max %llu%s\n",
+				"miss %llu, queue depth mean %.1f max %llu, request "
+				"submit-to-reap mean %.0f us%s\n",
 				memtier_kind_name((enum memtier_kind)k),
 				per_s((double)t->bytes_loaded,
 				      (double)r->decode_tokens) / (1 << 20),
@@ -116,6 +119,7 @@ void stats_print_table(FILE *f, const struct run_stats *r)
 				(unsigned long long)t->n_miss,
 				per_s((double)t->qd_sum, (double)t->n_requests),
 				(unsigned long long)t->qd_max,
+				per_s((double)t->req_ns / 1e3, (double)t->n_requests),
 				r->direct ? "" : " (buffered: --no-direct)");
 	}
 	if (r->decode_kv_bytes)
@@ -228,8 +232,9 @@ int stats_write_json(const char *path, const struct run_stats *r)
 			"\"gbps\":%.4f,\"bytes_loaded\":%llu,\"io_gbps\":%.4f,"
 			"\"bytes_written\":%llu,\"stall_seconds\":%.6f,"
 			"\"prefetch_hits\":%llu,\"prefetch_misses\":%llu,"
-			"\"requests\":%llu,\"queue_depth_mean\":%.2f,"
-			"\"queue_depth_max\":%llu}", first ? "" : ",",
+			"\"requests\":%llu,\"submit_to_reap_us_mean\":%.1f,"
+			"\"queue_depth_mean\":%.2f,\"queue_depth_max\":%llu}",
+			first ? "" : ",",
 			memtier_kind_name((enum memtier_kind)k),
 			(unsigned long long)t->bytes_read,
 			per_s((double)t->bytes_read, (double)r->decode_tokens),
@@ -239,6 +244,7 @@ int stats_write_json(const char *path, const struct run_stats *r)
 			(unsigned long long)written, (double)t->stall_ns / 1e9,
 			(unsigned long long)t->n_hit, (unsigned long long)t->n_miss,
 			(unsigned long long)t->n_requests,
+			per_s((double)t->req_ns / 1e3, (double)t->n_requests),
 			per_s((double)t->qd_sum, (double)t->n_requests),
 			(unsigned long long)t->qd_max);
 		first = 0;

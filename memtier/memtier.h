@@ -83,6 +83,7 @@ struct memtier_tier_stats {
 	uint64_t n_hit;         /* acquires that found their bytes landed */
 	uint64_t n_miss;        /* acquires that had to wait for reads */
 	uint64_t n_requests;    /* I/O requests submitted */
+	int64_t req_ns;         /* sum of their submit-to-completion times */
 	uint64_t qd_sum;        /* sum of queue depth at each submit */
 	uint64_t qd_max;
 };

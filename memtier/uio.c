@@ -91,6 +91,7 @@ static int prep(struct uio *u, struct uio_req *r)
 					 r->len - r->done, r->off + r->done, idx);
 	sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data(sqe, r);
+	r->t_ns = now_ns();
 	u->in_flight++;
 	if (u->st) {
 		u->st->n_requests++;
@@ -190,6 +191,8 @@ int uio_reap(struct uio *u, int wait)
 		int res = inject(u, r, cqe->res);
 		io_uring_cqe_seen(&u->ring, cqe);
 		u->in_flight--;
+		if (u->st)
+			u->st->req_ns += now_ns() - r->t_ns;
 		wait = 0;
 		struct uio_group *g = r->g;
 		if (res == 0 && !r->write && r->off + r->done >= u->file_size) {

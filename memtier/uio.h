@@ -31,6 +31,7 @@ struct uio_req {
 	uint64_t off;
 	uint32_t len, done;
 	int write;
+	int64_t t_ns; /* when (re)submitted */
 	char *buf;
 	struct uio_req *next_free;
 };

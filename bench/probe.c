@@ -79,6 +79,8 @@ struct flash_result {
 	double gbps[N_BS][N_QD]; /* median sequential GB/s */
 	double p50_us, p99_us;   /* 4 KiB random, QD1 */
 	double iops_qd64;        /* 4 KiB random, QD64 */
+	double sustained_gbps;   /* 1 MiB, QD32, for sustained_s: a stream */
+	double sustained_s;
 	char fs[32];             /* file system of --flash-dir */
 	uint64_t buf_bytes;      /* registered buffer ... */
 	uint64_t thp_bytes;      /* ... and how much of it is huge pages */
@@ -674,6 +676,18 @@ static int probe_flash(const struct probe_opts *o, struct flash_result *r,
 			r->gbps[b][q] = median(pass, o->passes);
 		}
 
+	/* sustained: 1 MiB at QD32 for seconds, wrapping around the file
+	 * (the grid's points are short bursts; a decode streams for minutes) */
+	run = (struct io_run){ .bs = MIB, .qd = 32, .max_bytes = UINT64_MAX,
+		.max_s = o->quick ? 1.0 : 3.0 };
+	err = run_reads(c, &run);
+	if (err) {
+		io_fail(err, "sustained read", run.bs, run.qd, msg, msg_len);
+		goto out;
+	}
+	r->sustained_gbps = (double)run.bytes / run.elapsed_ns;
+	r->sustained_s = run.elapsed_ns * 1e-9;
+
 	/* 4 KiB random, QD1: latency percentiles */
 	run = (struct io_run){ .bs = RAND_BS, .qd = 1, .random = 1,
 		.max_bytes = (uint64_t)o->lat_ops * RAND_BS,
@@ -774,6 +788,8 @@ static void print_table(const struct probe_opts *o, const struct dram_result *d,
 				fprintf(stderr, " %6.2f ", fl->gbps[b][q]);
 			fputc('\n', stderr);
 		}
+		fprintf(stderr, "  sustained: 1024 KiB QD32 for %.1f s: %.2f GB/s\n",
+			fl->sustained_s, fl->sustained_gbps);
 		fprintf(stderr, "  4 KiB random: p50 %.1f us, p99 %.1f us at QD1; "
 			"%.0f IOPS at QD64\n", fl->p50_us, fl->p99_us, fl->iops_qd64);
 	}
@@ -833,7 +849,10 @@ static int write_json(FILE *f, const struct probe_opts *o,
 					fl->gbps[b][q]);
 			fputc('}', f);
 		}
-		fprintf(f, "},\n    \"rand4k_p50_us\": %.1f, \"rand4k_p99_us\": %.1f, "
+		fprintf(f, "},\n    \"sustained_read_gbps\": %.3f, "
+			"\"sustained_seconds\": %.2f,", fl->sustained_gbps,
+			fl->sustained_s);
+		fprintf(f, "\n    \"rand4k_p50_us\": %.1f, \"rand4k_p99_us\": %.1f, "
 			"\"rand4k_iops_qd64\": %.0f},\n", fl->p50_us, fl->p99_us,
 			fl->iops_qd64);
 	} else {

@@ -37,6 +37,7 @@
 struct flash_slot {
 	int64_t seg;       /* segment held or in flight, -1 if none */
 	int in_use;        /* acquired and not released */
+	size_t bytes;      /* capacity */
 	struct uio_group io; /* its reads: pending count, first error */
 	char *buf;
 };
@@ -46,7 +47,9 @@ struct memtier_flash {
 	int fd_direct;
 	int n_slots;
 	struct flash_slot *slots;
-	size_t slot_bytes;
+	size_t slot_bytes;   /* regular slots: every streamed segment but ... */
+	size_t big_bytes;    /* ... the largest, if it is larger: its own slot */
+	uint64_t *need;      /* [n_segs] bytes a segment's slot copy takes */
 	void *bufs;
 	size_t bufs_bytes;
 	uint64_t *span_off;  /* [n_tensors] offset of the tensor in its slot */
@@ -91,6 +94,7 @@ void memtier_flash_close(struct memtier_flash *f)
 	free(f->pin_ptr);
 	free(f->slots);
 	free(f->span_off);
+	free(f->need);
 	free(f);
 }
 
@@ -178,24 +182,46 @@ int memtier_flash_open(struct memtier *m, const char *path, char *err,
 	f->fd_direct = -1;
 	m->flash = f;
 	f->span_off = xcalloc(m->n_tensors, sizeof(*f->span_off));
-	for (uint32_t s = 0; s < m->n_segs; s++) {
-		uint64_t b = layout_segment(m, f, s);
-		if (b > f->slot_bytes)
-			f->slot_bytes = b;
-	}
+	f->need = xcalloc(m->n_segs, sizeof(*f->need));
 	/* every tensor id belongs to one segment (the embedding, read by
 	 * row, to none), so span_off is fixed from here on */
-	f->slot_bytes = (f->slot_bytes + (2u << 20) - 1) / (2u << 20) * (2u << 20);
-	f->n_slots = (m->cfg.prefetch > 0 ? m->cfg.prefetch : 1) + 2;
-	if ((uint32_t)f->n_slots > m->n_segs)
-		f->n_slots = (int)m->n_segs;
-
+	for (uint32_t s = 0; s < m->n_segs; s++)
+		f->need[s] = layout_segment(m, f, s);
 	if ((rc = pin_segments(m, f, path, err, errlen)))
 		return rc;
-	if ((uint32_t)f->n_slots > f->n_streamed)
-		f->n_slots = (int)f->n_streamed;
-	if (f->n_slots == 0)
+	if (f->n_streamed == 0)
 		return 0; /* the budget holds everything: nothing to stream */
+	/*
+	 * Slots: prefetch + 2 (the segment computed, the one acquired ahead,
+	 * the read-ahead) sized for the streamed segments; when the largest
+	 * is bigger than all the others (an output head over a large vocab)
+	 * it gets one slot of its own instead of making every slot its size.
+	 */
+	uint64_t big = 0, second = 0;
+	uint32_t n_big = 0;
+	for (uint32_t s = 0; s < m->n_segs; s++) {
+		if (f->pinned[s])
+			continue;
+		if (f->need[s] > big) {
+			second = big;
+			big = f->need[s];
+			n_big = 1;
+		} else if (f->need[s] == big) {
+			n_big++;
+		} else if (f->need[s] > second) {
+			second = f->need[s];
+		}
+	}
+	const uint64_t huge = 2u << 20;
+	f->slot_bytes = (n_big == 1 && second ? second : big);
+	f->slot_bytes = (f->slot_bytes + huge - 1) / huge * huge;
+	f->big_bytes = (big + huge - 1) / huge * huge;
+	if (f->big_bytes <= f->slot_bytes)
+		f->big_bytes = 0;
+	uint32_t n_regular = f->n_streamed - (f->big_bytes ? 1 : 0);
+	f->n_slots = (m->cfg.prefetch > 0 ? m->cfg.prefetch : 1) + 2;
+	if ((uint32_t)f->n_slots > n_regular)
+		f->n_slots = (int)n_regular;
 	f->fd_direct = memtier_open_direct(path, O_RDONLY, &m->cfg, err, errlen);
 	if (f->fd_direct < 0)
 		return f->fd_direct;
@@ -205,7 +231,7 @@ int memtier_flash_open(struct memtier *m, const char *path, char *err,
 		snprintf(err, errlen, "%s: cannot size: %s", path, strerror(-rc));
 		return rc;
 	}
-	f->bufs_bytes = f->slot_bytes * (size_t)f->n_slots;
+	f->bufs_bytes = f->slot_bytes * (size_t)f->n_slots + f->big_bytes;
 	void *p = mmap(NULL, f->bufs_bytes, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED) {
@@ -216,10 +242,15 @@ int memtier_flash_open(struct memtier *m, const char *path, char *err,
 	f->bufs = p;
 	madvise(p, f->bufs_bytes, MADV_HUGEPAGE);
 	memset(p, 0, f->bufs_bytes); /* touch once, here, not per token */
+	int n_regular_slots = f->n_slots;
+	if (f->big_bytes)
+		f->n_slots++;
 	f->slots = xcalloc((size_t)f->n_slots, sizeof(*f->slots));
 	for (int i = 0; i < f->n_slots; i++) {
 		f->slots[i].seg = -1;
 		f->slots[i].buf = (char *)p + (size_t)i * f->slot_bytes;
+		f->slots[i].bytes = i < n_regular_slots ? f->slot_bytes
+							: f->big_bytes;
 		f->slots[i].io.name = "read seg";
 	}
 	f->io.file_size = (uint64_t)size;
@@ -266,16 +297,19 @@ static struct flash_slot *find_slot(struct memtier_flash *f, int64_t seg)
 	return NULL;
 }
 
-/* an empty slot; failing that, a landed prefetch nobody holds (the
- * cycle can skip a segment, e.g. the output head of a prefill that wants
- * no logits); NULL if every slot is held or still being read */
-static struct flash_slot *free_slot(struct memtier_flash *f)
+/* a slot for a segment of `need` bytes (the large one only for the
+ * segment too big for the others): an empty one; failing that, a landed
+ * prefetch nobody holds (the cycle can skip a segment, e.g. the output
+ * head of a prefill that wants no logits); NULL if every such slot is
+ * held or still being read */
+static struct flash_slot *free_slot(struct memtier_flash *f, uint64_t need)
 {
 	struct flash_slot *landed = NULL;
 
 	for (int i = 0; i < f->n_slots; i++) {
 		struct flash_slot *s = &f->slots[i];
-		if (s->in_use || s->io.pending)
+		if (s->in_use || s->io.pending || s->bytes < need ||
+		    (s->bytes > f->slot_bytes && need <= f->slot_bytes))
 			continue;
 		if (s->seg < 0)
 			return s;
@@ -297,7 +331,7 @@ static int prefetch_after(struct memtier *m, struct memtier_flash *f,
 		queued++;
 		if (find_slot(f, s))
 			continue;
-		struct flash_slot *slot = free_slot(f);
+		struct flash_slot *slot = free_slot(f, f->need[s]);
 		if (!slot)
 			break;
 		int rc = start_segment(m, f, slot, s);
@@ -327,7 +361,7 @@ int memtier_flash_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 		slot = NULL;
 	}
 	while (!slot) {
-		slot = free_slot(f);
+		slot = free_slot(f, f->need[seg]);
 		if (slot)
 			break;
 		if (f->io.in_flight == 0)

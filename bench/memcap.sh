@@ -11,7 +11,7 @@
 #     -T, --timeout S        seconds per run before it is killed (default 120)
 #     -t, --threads T        threads for both engines (default 2)
 #         --headroom SIZE    Strata's --dram-budget = limit - SIZE (default
-#                            290M: stream slots, KV cache, scratch; the budget
+#                            220M: stream slots, KV cache, scratch; the budget
 #                            is never below 0)
 #         --llama-bin DIR    where llama-bench is (default: the one that
 #                            bench/build-llamacpp.sh built)
@@ -66,7 +66,7 @@ size_bytes() {
 	echo "$n"
 }
 
-limits="512M 640M 768M" rounds=3 tokens=32 tmo=120 threads=2 headroom=290M
+limits="512M 640M 768M" rounds=3 tokens=32 tmo=120 threads=2 headroom=220M
 llama_bin="" cg_root=/sys/fs/cgroup/memory
 while (($#)); do
 	case $1 in
@@ -96,7 +96,7 @@ done
 [[ $tokens =~ ^[1-9][0-9]*$ ]] || bad "bad --tokens '$tokens' (want a positive integer)"
 [[ $tmo =~ ^[1-9][0-9]*$ ]] || bad "bad --timeout '$tmo' (want whole seconds > 0)"
 [[ $threads =~ ^[1-9][0-9]*$ ]] || bad "bad --threads '$threads' (want a positive integer)"
-headroom_b=$(size_bytes "$headroom") || bad "bad --headroom '$headroom' (want e.g. 290M)"
+headroom_b=$(size_bytes "$headroom") || bad "bad --headroom '$headroom' (want e.g. 220M)"
 read -r -a lim_list <<<"$limits"
 ((${#lim_list[@]})) || bad "--limits is empty"
 lim_bytes=()

@@ -139,7 +139,7 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS) models
 	$(Q)STRATA_MODEL=$(SMOLLM2) tests/run.sh $(TEST_BINS)
 	$(Q)STRATA_MODEL=$(SMOLLM2) tests/test_cli.sh ./decode
-	$(Q)tests/probe_check.sh bench/probe
+	$(Q)tests/probe_check.sh bench/probe || [ $$? -eq 77 ]
 	$(Q)STRATA_MODEL=$(SMOLLM2) $(PYTHON) tests/ref_check.py
 	$(Q)STRATA_MODEL=$(SMOLLM2) tests/requant_check.sh
 

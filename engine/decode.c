@@ -108,7 +108,7 @@ static void usage(FILE *f)
 "                           whole layers in read order), the rest streamed\n"
 "      --kv-tier dram|flash where the KV cache lives (default dram); flash:\n"
 "                           a file in --flash-dir, full blocks written and\n"
-"                           read back with io_uring, a layer ahead\n"
+"                           read back with io_uring, --prefetch layers ahead\n"
 "      --flash-dir DIR      directory of the KV file (default: the model's);\n"
 "                           the file has no name and leaves nothing behind\n"
 "      --kv-block N         tokens per KV block (default 64, rounded up to\n"
@@ -626,6 +626,9 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	if (dump && (rc = write_logits(dump, logits, (int64_t)n_prompt * n_vocab)))
 		goto out;
 	float *last = logits + (all ? (int64_t)(n_prompt - 1) * n_vocab : 0);
+	/* the decode window starts with prefill's block writes landed */
+	if ((rc = kvcache_flush(e->st.kv)))
+		goto out;
 	memcpy(st0, e->mt.stats, sizeof(st0));
 	kv0 = *kvcache_stats(e->st.kv);
 	int64_t t_dec = now_ns();
@@ -667,6 +670,10 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	rs->decode_tokens = e->stats.n_decode_tokens;
 	rs->decode_s = (double)e->stats.decode_ns / 1e9;
 	rs->median_step_ms = stats_median(step_ms, e->stats.n_decode_tokens);
+	/* ... and ends with decode's landed */
+	int fr = kvcache_flush(e->st.kv);
+	if (fr && !rc)
+		rc = fr;
 	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
 		stats_tier_delta(&rs->tiers[k], &e->mt.stats[k], &st0[k]);
 	stats_tier_delta(&rs->kv, kvcache_stats(e->st.kv), &kv0);
@@ -809,7 +816,8 @@ report:
 	rs.kv_tier = memtier_kind_name(kvi.kind);
 	rs.kv_block = kvi.block_tokens;
 	rs.kv_drive_bytes = kvi.drive_bytes;
-	rs.kv_write_bytes_per_token = 2ull * (uint64_t)e.model.hp.n_layer *
+	rs.kv_write_bytes_per_token = kvi.kind != MEMTIER_FLASH ? 0 :
+		2ull * (uint64_t)e.model.hp.n_layer *
 		(uint64_t)e.model.hp.n_head_kv * (uint64_t)e.model.hp.head_dim *
 		sizeof(float);
 	rs.direct = !o.no_direct;

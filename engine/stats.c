@@ -2,6 +2,7 @@
 #include "engine/stats.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -226,7 +227,8 @@ int stats_write_json(const char *path, const struct run_stats *r)
 		if (k == MEMTIER_FLASH && kv_flash)
 			tier_add(t, &r->kv);
 		uint64_t written = t->bytes_written;
-		if (!t->bytes_read && !t->bytes_loaded && k != MEMTIER_DRAM)
+		if (!t->bytes_read && !t->bytes_loaded && !t->bytes_written &&
+		    !t->n_requests && k != MEMTIER_DRAM)
 			continue;
 		fprintf(f, "%s\"%s\":{\"bytes_read\":%llu,\"bytes_per_token\":%.1f,"
 			"\"gbps\":%.4f,\"bytes_loaded\":%llu,\"io_gbps\":%.4f,"
@@ -272,8 +274,10 @@ int stats_write_json(const char *path, const struct run_stats *r)
 		(unsigned long long)kv->n_miss,
 		(unsigned long long)r->kv_drive_bytes,
 		r->kv_drive_bytes ? wps * 86400.0 / (double)r->kv_drive_bytes : 0.0);
-	if (r->perplexity >= 0)
+	if (r->perplexity >= 0 && isfinite(r->perplexity))
 		fprintf(f, ",\"perplexity\":%.6f", r->perplexity);
+	else if (r->perplexity >= 0)
+		fprintf(f, ",\"perplexity\":null"); /* inf: JSON has none */
 	fprintf(f, ",\"tokens\":{\"prompt\":");
 	json_ids(f, r->prompt, r->n_prompt);
 	fprintf(f, ",\"generated\":");

@@ -4,8 +4,8 @@
  *
  * Reads are O_DIRECT (the page cache never holds the weights), READ_FIXED
  * into registered buffers on a registered file. Buffers form a ring of
- * slots, each big enough for the largest segment, allocated from huge pages
- * and touched once at open (first touch is slow here, MACHINE.md). Segments
+ * slots, each big enough for a layer (and one more for an output head
+ * larger than every layer), allocated from huge pages and touched once at open (first touch is slow here, MACHINE.md). Segments
  * are consumed in a cycle (layers 0..L-1, output head, layer 0 of the next
  * token...), so every acquire also queues reads for the next `prefetch`
  * segments; acquire waits only for what has not landed yet, and counts
@@ -352,6 +352,10 @@ int memtier_flash_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 			ptrs[i] = f->pin_ptr[m->segs[seg].ids[i]];
 		return f->n_streamed ? prefetch_after(m, f, seg) : 0;
 	}
+	/* landed completions first, so that a hit means: the segment was
+	 * already read when the engine asked for it */
+	if ((rc = uio_reap(&f->io, 0)))
+		return rc;
 	struct flash_slot *slot = find_slot(f, seg);
 
 	if (slot && slot->io.err) {
@@ -369,17 +373,15 @@ int memtier_flash_acquire(struct memtier *m, uint32_t seg, const void **ptrs)
 		if ((rc = uio_reap(&f->io, 1)))
 			return rc;
 	}
-	int hit = slot->seg == seg;
-	if (!hit && (rc = start_segment(m, f, slot, seg)))
+	int started = slot->seg == seg;
+	int hit = started && slot->io.pending == 0;
+	m->stats[MEMTIER_FLASH].n_hit += hit;
+	m->stats[MEMTIER_FLASH].n_miss += !hit;
+	if (!started && (rc = start_segment(m, f, slot, seg)))
 		return rc;
 	slot->in_use = 1;
 	if ((rc = prefetch_after(m, f, seg)))
 		goto err_slot;
-	if ((rc = uio_reap(&f->io, 0)))
-		goto err_slot;
-	hit = hit && slot->io.pending == 0;
-	m->stats[MEMTIER_FLASH].n_hit += hit;
-	m->stats[MEMTIER_FLASH].n_miss += !hit;
 	while (slot->io.pending > 0)
 		if ((rc = uio_reap(&f->io, 1)))
 			goto err_slot;

@@ -404,8 +404,10 @@ again:
 		prefetched = hit = 0;
 		goto again;
 	}
-	kv->st.n_hit += hit;
-	kv->st.n_miss += !hit;
+	if (s->n_blocks > 0) { /* a view that read nothing is no prefetch */
+		kv->st.n_hit += hit;
+		kv->st.n_miss += !hit;
+	}
 	int64_t t1 = now_ns();
 	kv->st.stall_ns += t1 - t0;
 	kv->st.n_acquire++;
@@ -486,6 +488,20 @@ void kvcache_release(struct kvcache *kv, int32_t l)
 		s->in_use = 0;
 		s->layer = -1; /* the view changed: read it again next time */
 	}
+}
+
+int kvcache_flush(struct kvcache *kv)
+{
+	int rc = 0;
+
+	if (kv->cfg.kind != MEMTIER_FLASH)
+		return 0;
+	for (int32_t l = 0; l < kv->cfg.n_layer; l++) {
+		int r = uio_wait(&kv->io, &kv->wr[l]);
+		if (r && !rc)
+			rc = r;
+	}
+	return rc;
 }
 
 void kvcache_get_info(const struct kvcache *kv, struct kvcache_info *info)

@@ -66,6 +66,10 @@ int kvcache_layer(struct kvcache *kv, int32_t l, int32_t n_pos, float **k,
 int kvcache_commit(struct kvcache *kv, int32_t l, int32_t p0, int32_t p1);
 void kvcache_release(struct kvcache *kv, int32_t l);
 
+/* Wait for every block write in flight (so that counters read after it
+ * hold them). Returns 0 or the first write error. */
+int kvcache_flush(struct kvcache *kv);
+
 void kvcache_get_info(const struct kvcache *kv, struct kvcache_info *info);
 /* transfers so far: bytes_loaded (read from flash), bytes_written,
  * stall_ns, prefetch hits/misses, requests and queue depth */

@@ -153,6 +153,28 @@ stop_signal() {
 	done
 }
 
+# --stats-json counts the KV blocks decode completed, exactly: prompt 57,
+# 8 tokens: block 0 (positions 0-63) fills during decode, 30 layers x K
+# and V x 64 rows x 768 bytes; prompt 100: no block fills during decode
+kv_accounting() {
+	local p want got
+	for p in "57 2949120" "100 0"; do
+		set -- $p
+		n=$((n + 1))
+		"$bin" "${m[@]}" --prompt-tokens "$1" -n 8 --ignore-eos --temp 0 \
+			--kv-tier flash --flash-dir "$tmp/kv" --kv-block 64 -t 2 \
+			--stats-json "$tmp/kv.json" </dev/null >/dev/null 2>&1
+		want=$2
+		got=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["kv"]["bytes_written"], d["tiers"]["flash"]["bytes_written"])' "$tmp/kv.json" 2>&1)
+		if [ "$got" = "$want $want" ]; then
+			echo "ok $n - $bin: KV bytes written in decode, prompt $1: $want"
+		else
+			echo "not ok $n - $bin: KV bytes written, prompt $1: got '$got', want $want"
+			failed=$((failed + 1))
+		fi
+	done
+}
+
 # a real full disk: a 512 KiB tmpfs as --flash-dir (root only; skipped
 # where mount is not allowed)
 full_disk() {
@@ -205,6 +227,7 @@ for bin in "${bins[@]}"; do
 		--flash-dir "$tmp/kv" --no-direct -n 4 --temp 0 \
 		-p "The capital of France is"
 	stop_signal
+	kv_accounting
 
 	# usage errors: status 2, before anything is loaded
 	check "no arguments" 2 "no model given" --

@@ -7,7 +7,7 @@
 #       (made with models/mkmodel if missing); STEPS budgets evenly spaced
 #       from 0 to the model's weight size (default 8), TOKENS decoded per
 #       point (default 32).
-# Output: bench/results/budget-sweep-DATE.{csv,png}; columns: budget bytes,
+# Output: bench/results/budget-sweep-DATE.{csv,png} (-HHMMSS if taken); columns: budget bytes,
 # decode tok/s (wall), median step tok/s, flash GB/s, weights streamed per
 # token, stall seconds, peak RSS.
 set -euo pipefail
@@ -22,17 +22,14 @@ while getopts "n:s:h" opt; do
 	esac
 done
 shift $((OPTIND - 1))
-cache=${STRATA_CACHE:-$HOME/.cache/strata}
-model=${1:-$cache/bench/tinyllama-1.1b-q4_0.gguf}
-[[ -x ./decode ]] || { echo "budget-sweep: build first (make)" >&2; exit 1; }
-if [[ ! -s $model ]]; then
-	mkdir -p "$(dirname "$model")"
-	models/mkmodel --shape tinyllama-1.1b --type q4_0 -o "$model"
-fi
+BENCH=budget-sweep
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+[[ -x ./decode ]] || die "./decode is not built (run make)"
+model=$(bench_model "${1:-}")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p bench/results
-out=bench/results/budget-sweep-$(date +%Y-%m-%d-%H%M)
+out=$(bench_out budget-sweep)
 
 # the model's weight bytes, from a dram run's stats
 ./decode -m "$model" --prompt-tokens 4 -n 2 --ignore-eos --temp 0 \

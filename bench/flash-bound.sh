@@ -39,8 +39,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; }
-die() { echo "flash-bound: $*" >&2; exit 1; }
-bad() { echo "flash-bound: $*" >&2; echo "(bench/flash-bound.sh --help for usage)" >&2; exit 2; }
+BENCH=flash-bound
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 rounds=3 tokens=32 prompt=8 threads="" prefetch="" probe_gbps="" probe_json=""
 while (($#)); do
@@ -85,21 +86,8 @@ fi
 [[ -z $probe_json || -r $probe_json ]] || bad "--probe-json '$probe_json' is not readable"
 
 command -v python3 >/dev/null || die "'python3' is missing"
-[[ -x ./decode && -x models/mkmodel ]] ||
-	die "./decode or models/mkmodel is not built (run make)"
-cache=${STRATA_CACHE:-$HOME/.cache/strata}
-default_model=$cache/bench/tinyllama-1.1b-q4_0.gguf
-model=${1:-$default_model}
-if [[ ! -s $model ]]; then
-	[[ $model == "$default_model" ]] || die "model '$model' does not exist or is empty"
-	echo "flash-bound: making $model" >&2
-	mkdir -p "$(dirname "$model")"
-	models/mkmodel --shape tinyllama-1.1b --type q4_0 -o "$model.tmp" >&2 ||
-		{ rm -f "$model.tmp"; die "mkmodel failed"; }
-	mv -f "$model.tmp" "$model"
-fi
-[[ -r $model ]] || die "cannot read '$model'"
-model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
+[[ -x ./decode ]] || die "./decode is not built (run make)"
+model=$(bench_model "${1:-}")
 model_dir=$(dirname "$model")
 
 work=$(mktemp -d)
@@ -156,9 +144,7 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 # 3. per round and medians; csv + markdown under bench/results
-mkdir -p bench/results
-out=bench/results/flash-bound-$(date +%Y-%m-%d)
-[[ -e $out.md || -e $out.csv ]] && out=$out-$(date +%H%M%S)
+out=$(bench_out flash-bound)
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 disk=$(df --output=source,fstype "$model" | tail -n 1 | tr -s ' ')

@@ -11,10 +11,13 @@
 #       prompt (default 32); -r: rounds, the two tiers alternated and the
 #       order flipped every round (default 3); -d: --flash-dir (default:
 #       the model's directory, the disk bench/probe measures).
-# Output: bench/results/kv-sweep-DATE.{csv,md}.
+# Output: bench/results/kv-sweep-DATE.{csv,md} (-HHMMSS added if taken).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+BENCH=kv-sweep
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 rounds=3 tokens=32 ctxs="64 512 1024 1900" dir=""
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 while getopts "r:n:c:d:h" opt; do
@@ -29,27 +32,19 @@ while getopts "r:n:c:d:h" opt; do
 done
 shift $((OPTIND - 1))
 [[ $rounds =~ ^[1-9][0-9]*$ && $tokens =~ ^[1-9][0-9]*$ ]] ||
-	{ echo "kv-sweep: -r and -n take positive integers" >&2; exit 2; }
+	bad "-r and -n take positive integers"
 for p in $ctxs; do
 	if ! [[ $p =~ ^[1-9][0-9]*$ ]] || ((p + tokens > 2048)); then
-		echo "kv-sweep: -c: '$p' + $tokens tokens must fit 2048" >&2
-		exit 2
+		bad "-c: '$p' + $tokens tokens must fit 2048"
 	fi
 done
-cache=${STRATA_CACHE:-$HOME/.cache/strata}
-model=${1:-$cache/bench/tinyllama-1.1b-q4_0.gguf}
-[[ -x ./decode ]] || { echo "kv-sweep: build first (make)" >&2; exit 1; }
-if [[ ! -s $model ]]; then
-	[[ $# -eq 0 ]] || { echo "kv-sweep: cannot read '$model'" >&2; exit 1; }
-	mkdir -p "$(dirname "$model")"
-	models/mkmodel --shape tinyllama-1.1b --type q4_0 -o "$model"
-fi
+[[ -x ./decode ]] || die "./decode is not built (run make)"
+model=$(bench_model "${1:-}")
 dir=${dir:-$(dirname "$model")}
-[[ -d $dir && -w $dir ]] || { echo "kv-sweep: -d '$dir' is not a writable directory" >&2; exit 1; }
+[[ -d $dir && -w $dir ]] || die "-d '$dir' is not a writable directory"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p bench/results
-out=bench/results/kv-sweep-$(date +%Y-%m-%d-%H%M)
+out=$(bench_out kv-sweep)
 
 run() { # run PROMPT TIER ROUND
 	local extra=()

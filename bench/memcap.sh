@@ -49,8 +49,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; }
-die() { echo "memcap: $*" >&2; exit 1; }
-bad() { echo "memcap: $*" >&2; echo "(bench/memcap.sh --help for usage)" >&2; exit 2; }
+BENCH=memcap
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # size_bytes SIZE: 123, 512K, 640M, 1G, 2T (binary units) -> bytes on stdout
 size_bytes() {
@@ -114,9 +115,7 @@ done
 for tool in timeout python3; do
 	command -v "$tool" >/dev/null || die "'$tool' is missing"
 done
-[[ -x ./decode && -x models/mkmodel ]] ||
-	die "./decode or models/mkmodel is not built (run make)"
-cache=${STRATA_CACHE:-$HOME/.cache/strata}
+[[ -x ./decode ]] || die "./decode is not built (run make)"
 if [[ -z $llama_bin ]]; then
 	llama_bin=$(bench/build-llamacpp.sh --print-bin 2>/dev/null) ||
 		die "llama.cpp is not built; run bench/build-llamacpp.sh first (or pass --llama-bin DIR)"
@@ -125,19 +124,8 @@ fi
 	die "no llama-bench in $llama_bin; run bench/build-llamacpp.sh first (or pass --llama-bin DIR)"
 llama_bin=$(cd "$llama_bin" && pwd)
 
-# the model: the default one is made once (atomically); a given one must exist
-default_model=$cache/bench/tinyllama-1.1b-q4_0.gguf
-model=${1:-$default_model}
-if [[ ! -s $model ]]; then
-	[[ $model == "$default_model" ]] || die "model '$model' does not exist or is empty"
-	echo "memcap: making $model" >&2
-	mkdir -p "$(dirname "$model")"
-	models/mkmodel --shape tinyllama-1.1b --type q4_0 -o "$model.tmp" >&2 ||
-		{ rm -f "$model.tmp"; die "mkmodel failed"; }
-	mv -f "$model.tmp" "$model"
-fi
-[[ -r $model ]] || die "cannot read '$model'"
-model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
+# the model: the default one is made once; a given one must exist
+model=$(bench_model "${1:-}")
 
 work=$(mktemp -d)
 cg=$cg_root/strata-memcap-$$
@@ -282,9 +270,7 @@ PY
 done
 
 # medians and the ratio; markdown + csv under bench/results
-mkdir -p bench/results
-out=bench/results/memcap-$(date +%Y-%m-%d)
-[[ -e $out.md || -e $out.csv ]] && out=$out-$(date +%H%M%S)
+out=$(bench_out memcap)
 cp "$csv" "$out.csv"
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)

@@ -632,8 +632,8 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	memcpy(st0, e->mt.stats, sizeof(st0));
 	kv0 = *kvcache_stats(e->st.kv);
 	int64_t t_dec = now_ns();
-	const uint64_t kv_row_bytes = (uint64_t)e->model.hp.n_head_kv *
-				      (uint64_t)e->model.hp.head_dim * sizeof(float);
+	struct kvcache_info kvi;
+	kvcache_get_info(e->st.kv, &kvi);
 	int32_t pos = n_prompt;
 	char piece[4096]; /* longer than any token of the vocabularies we load */
 	while (n_gen < budget && !stop_signal) {
@@ -657,8 +657,7 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 			break;
 		step_ms[n_gen - 1] = (double)(now_ns() - t0) / 1e6;
 		/* attention read K and V of every position so far, all layers */
-		rs->decode_kv_bytes += 2ull * (uint64_t)e->model.hp.n_layer *
-				       (uint64_t)pos * kv_row_bytes;
+		rs->decode_kv_bytes += (uint64_t)pos * kvi.position_bytes;
 		last = logits;
 		if (dump && (rc = write_logits(dump, logits, n_vocab)))
 			break;
@@ -816,10 +815,9 @@ report:
 	rs.kv_tier = memtier_kind_name(kvi.kind);
 	rs.kv_block = kvi.block_tokens;
 	rs.kv_drive_bytes = kvi.drive_bytes;
-	rs.kv_write_bytes_per_token = kvi.kind != MEMTIER_FLASH ? 0 :
-		2ull * (uint64_t)e.model.hp.n_layer *
-		(uint64_t)e.model.hp.n_head_kv * (uint64_t)e.model.hp.head_dim *
-		sizeof(float);
+	/* every position's K and V rows go to flash once */
+	rs.kv_write_bytes_per_token = kvi.kind == MEMTIER_FLASH ?
+				      kvi.position_bytes : 0;
 	rs.direct = !o.no_direct;
 	rs.dram_budget = o.dram_budget;
 	rs.resident_bytes = memtier_resident_bytes(&e.mt);

@@ -54,7 +54,6 @@ struct kvcache {
 	struct kv_slot slots[KV_MAX_SLOTS];
 	char *tail_k, *tail_v;    /* [n_layer][block_bytes]: partial blocks */
 	int32_t *len;             /* [n_layer] rows committed */
-	int32_t *n_full;          /* [n_layer] blocks on the file */
 	struct uio_group *wr;     /* [n_layer] block writes in flight */
 };
 
@@ -169,7 +168,6 @@ static int open_flash(struct kvcache *kv, char *err, size_t errlen)
 	kv->tail_k = p;
 	kv->tail_v = p + kv->block_bytes * (size_t)c->n_layer;
 	kv->len = xcalloc((size_t)c->n_layer, sizeof(*kv->len));
-	kv->n_full = xcalloc((size_t)c->n_layer, sizeof(*kv->n_full));
 	kv->wr = xcalloc((size_t)c->n_layer, sizeof(*kv->wr));
 	for (int32_t l = 0; l < c->n_layer; l++) {
 		kv->wr[l].name = "write kv";
@@ -259,7 +257,6 @@ void kvcache_close(struct kvcache *kv)
 	if (kv->v_all)
 		munmap(kv->v_all, kv->all_bytes);
 	free(kv->len);
-	free(kv->n_full);
 	free(kv->wr);
 	free(kv);
 }
@@ -318,8 +315,8 @@ static int start_reads(struct kvcache *kv, struct kv_slot *s, int32_t l,
 	int32_t nb = (int32_t)(((int64_t)n_pos + kv->B - 1) / kv->B);
 	int rc;
 
-	if (nb > kv->n_full[l])
-		nb = kv->n_full[l];
+	if (nb > kv->len[l] / kv->B) /* only full blocks are on the file */
+		nb = kv->len[l] / kv->B;
 	/* a block is read only once its write has landed */
 	if ((rc = uio_wait(&kv->io, &kv->wr[l])))
 		return rc;
@@ -468,7 +465,6 @@ int kvcache_commit(struct kvcache *kv, int32_t l, int32_t p0, int32_t p1)
 		memcpy(kv->tail_v + (size_t)l * kv->block_bytes + off, s->v + so, n);
 	}
 	kv->len[l] = p1;
-	kv->n_full[l] = p1 / B;
 	/* a failed write ends the run here, not at the next read */
 	if ((rc = uio_reap(&kv->io, 0)))
 		return rc;
@@ -508,6 +504,7 @@ void kvcache_get_info(const struct kvcache *kv, struct kvcache_info *info)
 {
 	info->kind = kv->cfg.kind;
 	info->block_tokens = kv->B;
+	info->position_bytes = 2 * (uint64_t)kv->cfg.n_layer * kv->row_bytes;
 	info->dram_bytes = kv->cfg.kind == MEMTIER_DRAM ? 2 * (uint64_t)kv->all_bytes
 							: kv->bufs_bytes;
 	info->drive_bytes = kv->drive_bytes;

@@ -43,6 +43,7 @@ struct kvcache_config {
 struct kvcache_info {
 	enum memtier_kind kind;
 	int32_t block_tokens;
+	uint64_t position_bytes; /* K and V rows of one position, all layers */
 	uint64_t dram_bytes;  /* DRAM the cache holds (arrays or slots+tails) */
 	uint64_t drive_bytes; /* flash: size of dir's file system (statvfs) */
 };

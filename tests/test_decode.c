@@ -473,10 +473,11 @@ static void test_kv_flash_faults(void **state)
  * and writes them as trace-event JSON */
 static void test_trace(void **state)
 {
+	enum { N = 16 };
 	struct trace tr;
 	struct engine e;
 	char err[512], path[] = "/tmp/strata-trace-XXXXXX";
-	int32_t ids[4];
+	int32_t ids[N];
 
 	(void)state;
 	trace_init(&tr);
@@ -484,20 +485,27 @@ static void test_trace(void **state)
 		.n_threads = 2, .n_ctx = 64,
 		.mt = {.kind = MEMTIER_FLASH, .prefetch = 2,
 		       .dram_budget_bytes = 24ull << 20, .trace = &tr},
+		.kv_kind = MEMTIER_FLASH, .kv_dir = kv_dir, .kv_block = 16,
 	};
 	assert_int_equal(engine_init(&e, model_path, &cfg, err, sizeof(err)), 0);
-	greedy(&e, 4, ids, NULL);
+	greedy(&e, N, ids, NULL);
 	int n_layer = e.model.hp.n_layer;
 	engine_destroy(&e);
-	uint64_t n_compute = 0, n_io = 0;
+	uint64_t n_compute = 0, n_io = 0, n_kv_write = 0, n_kv_read = 0;
 	for (uint64_t i = 0; i < tr.n; i++) {
 		n_compute += tr.ev[i].track == TRACE_COMPUTE;
 		n_io += tr.ev[i].track == TRACE_IO;
+		n_kv_write += !strcmp(tr.ev[i].name, "write kv");
+		n_kv_read += !strcmp(tr.ev[i].name, "read kv");
 		assert_true(tr.ev[i].t1_ns >= tr.ev[i].t0_ns);
 	}
-	/* prefill + 4 decode steps, every layer; reads for the streamed ones */
-	assert_int_equal(n_compute, (uint64_t)(5 * n_layer));
+	/* prefill + N decode steps, every layer; reads for the streamed ones */
+	assert_int_equal(n_compute, (uint64_t)((1 + N) * n_layer));
 	assert_true(n_io >= 4);
+	/* KV: positions 0..15 fill block 0 of every layer once, during decode;
+	 * views of positions 16.. read it back */
+	assert_int_equal(n_kv_write, (uint64_t)n_layer);
+	assert_true(n_kv_read >= (uint64_t)n_layer);
 	int fd = mkstemp(path);
 	assert_true(fd >= 0);
 	close(fd);

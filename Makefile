@@ -45,6 +45,9 @@ LIB_SRCS = \
 	memtier/uio.c \
 	memtier/kvcache.c \
 	memtier/trace.c \
+	engine/plan.c \
+	engine/nmu.c \
+	engine/layer.c \
 	engine/forward.c \
 	engine/sampler.c \
 	engine/stats.c \
@@ -85,7 +88,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/kernels/kern_avx2.o $(BUILD)/kernels/kern_avx2_k.o: override CFLAGS += $(AVX2_FLAGS)
 $(BUILD)/kernels/kern_avx512.o $(BUILD)/kernels/kern_avx512_k.o: override CFLAGS += $(AVX512_FLAGS)
-$(BUILD)/engine/forward.o: override CFLAGS += $(BLAS_CFLAGS)
+$(BUILD)/engine/forward.o $(BUILD)/engine/layer.o: override CFLAGS += $(BLAS_CFLAGS)
 $(BUILD)/kernels/ops.o: override CFLAGS += -O3
 
 $(LIB): $(LIB_OBJS)

@@ -612,7 +612,6 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	int32_t *gen = xmalloc((size_t)(budget + 1) * sizeof(*gen));
 	double *step_ms = xmalloc((size_t)(budget + 1) * sizeof(*step_ms));
 	int32_t n_gen = 0;
-	struct memtier_tier_stats st0[MEMTIER_KIND_COUNT], kv0;
 
 	int32_t *eog = xmalloc(64 * sizeof(*eog)), n_eog = 0;
 	for (int32_t i = 0; i < (int32_t)n_vocab && n_eog < 64; i++)
@@ -627,13 +626,12 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 		goto out;
 	float *last = logits + (all ? (int64_t)(n_prompt - 1) * n_vocab : 0);
 	/* the decode window starts with prefill's block writes landed */
-	if ((rc = kvcache_flush(e->st.kv)))
+	if ((rc = engine_flush(e)))
 		goto out;
-	memcpy(st0, e->mt.stats, sizeof(st0));
-	kv0 = *kvcache_stats(e->st.kv);
-	int64_t t_dec = now_ns();
-	struct kvcache_info kvi;
-	kvcache_get_info(e->st.kv, &kvi);
+	struct engine_counters c0, c1;
+	engine_counters(e, &c0);
+	engine_units_reset(e);
+	uint64_t position_bytes = c0.kv_info.position_bytes;
 	int32_t pos = n_prompt;
 	char piece[4096]; /* longer than any token of the vocabularies we load */
 	while (n_gen < budget && !stop_signal) {
@@ -657,25 +655,25 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 			break;
 		step_ms[n_gen - 1] = (double)(now_ns() - t0) / 1e6;
 		/* attention read K and V of every position so far, all layers */
-		rs->decode_kv_bytes += (uint64_t)pos * kvi.position_bytes;
+		rs->decode_kv_bytes += (uint64_t)pos * position_bytes;
 		last = logits;
 		if (dump && (rc = write_logits(dump, logits, n_vocab)))
 			break;
 	}
 	utf8_flush(&u8);
 	printf("\n");
-	(void)t_dec;
 	/* decode figures: only the engine_decode steps, not sampling */
 	rs->decode_tokens = e->stats.n_decode_tokens;
 	rs->decode_s = (double)e->stats.decode_ns / 1e9;
 	rs->median_step_ms = stats_median(step_ms, e->stats.n_decode_tokens);
 	/* ... and ends with decode's landed */
-	int fr = kvcache_flush(e->st.kv);
+	int fr = engine_flush(e);
 	if (fr && !rc)
 		rc = fr;
+	engine_counters(e, &c1);
 	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
-		stats_tier_delta(&rs->tiers[k], &e->mt.stats[k], &st0[k]);
-	stats_tier_delta(&rs->kv, kvcache_stats(e->st.kv), &kv0);
+		stats_tier_delta(&rs->tiers[k], &c1.tiers[k], &c0.tiers[k]);
+	stats_tier_delta(&rs->kv, &c1.kv, &c0.kv);
 	if (stop_signal && !rc) {
 		fprintf(stderr, "interrupted by signal %d after %d tokens\n",
 			(int)stop_signal, n_gen);
@@ -708,6 +706,7 @@ int main(int argc, char **argv)
 	struct tokenizer tok = {0};
 	struct run_stats rs = {.perplexity = -1};
 	struct trace tr;
+	struct engine_unit_report *units = NULL;
 	char err[512];
 	int32_t *prompt = NULL, *gen = NULL;
 	int32_t n_prompt = 0, n_gen = 0;
@@ -809,8 +808,9 @@ report:
 	rs.prefill_tokens = e.stats.n_prefill_tokens;
 	rs.prefill_s = (double)e.stats.prefill_ns / 1e9;
 	rs.weight_bytes = e.model.weight_bytes;
-	struct kvcache_info kvi;
-	kvcache_get_info(e.st.kv, &kvi);
+	struct engine_counters ec;
+	engine_counters(&e, &ec);
+	struct kvcache_info kvi = ec.kv_info;
 	rs.kv_bytes_alloc = kvi.dram_bytes;
 	rs.kv_tier = memtier_kind_name(kvi.kind);
 	rs.kv_block = kvi.block_tokens;
@@ -820,9 +820,16 @@ report:
 				      kvi.position_bytes : 0;
 	rs.direct = !o.no_direct;
 	rs.dram_budget = o.dram_budget;
-	rs.resident_bytes = memtier_resident_bytes(&e.mt);
+	rs.resident_bytes = ec.resident_bytes;
 	rs.prefetch = o.prefetch;
 	rs.peak_rss_bytes = stats_peak_rss();
+	rs.nmu_on = !e.shared;
+	rs.n_nodes = e.pool.n_nodes;
+	rs.n_units = e.n_threads;
+	units = xcalloc((size_t)rs.n_units, sizeof(*units));
+	for (int i = 0; i < rs.n_units; i++)
+		engine_unit_report(&e, i, &units[i]);
+	rs.units = units;
 	rs.prompt = prompt;
 	rs.n_prompt = n_prompt;
 	rs.generated = gen;
@@ -853,6 +860,7 @@ out:
 	free(gen);
 	tokenizer_destroy(&tok);
 	free(model_dir);
+	free(units);
 	if (stop_signal)
 		return 128 + (int)stop_signal;
 	return rc ? 1 : 0;

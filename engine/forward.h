@@ -5,11 +5,11 @@
  * only), the weights (struct memtier, acquired per layer) and the mutable
  * per-sequence state (struct engine_state: activations, KV cache).
  *
- * Decode (one token) runs the whole layer stack inside one OpenMP parallel
- * region: each thread owns a fixed row range of every matrix (the shape of
- * a near-memory unit) and threads meet at a handful of barriers per layer.
- * Prefill (a batch of prompt tokens) dequantizes row tiles of each weight
- * matrix and multiplies them with OpenBLAS SGEMM, tiles split over threads.
+ * Every token (decode) and every prompt batch (prefill) runs as one job on
+ * the near-memory unit pool (engine/nmu.h): each unit owns its share of
+ * every weight matrix and of the KV heads (engine/plan.h), in its own
+ * memtier instance and KV cache, and runs the one per-layer step function
+ * (engine/layer.h) on it; units meet at four barriers per layer.
  */
 #ifndef STRATA_FORWARD_H
 #define STRATA_FORWARD_H
@@ -19,13 +19,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/nmu.h"
+#include "engine/plan.h"
 #include "memtier/kvcache.h"
 #include "memtier/memtier.h"
 #include "models/gguf.h"
 #include "models/llama_model.h"
 
 struct engine_config {
-	int n_threads;   /* <= 0: all online CPUs */
+	int n_threads;   /* near-memory units (-t / --nmus); <= 0: one per
+			  * allowed CPU */
+	bool nmu_off;    /* --nmu off: unpinned threads over one shared
+			  * memtier and KV cache, no ownership */
+	const char *topology; /* STRATA_TOPOLOGY "NxM" or NULL */
 	int32_t n_ctx;   /* <= 0: min(training context, 4096) */
 	int32_t n_batch; /* prompt tokens per prefill step; <= 0: 128 */
 	/* prefill products of quantized weights: false = int8 path (the
@@ -42,25 +48,17 @@ struct engine_config {
 	const volatile sig_atomic_t *cancel;
 };
 
-struct engine_thread; /* private per-thread scratch */
-
+/* activations shared between units, each vector 64-byte aligned; a unit
+ * writes only its own rows (plan.h) */
 struct engine_state {
 	int32_t n_ctx;
-	struct kvcache *kv; /* paged K/V, [n_ctx][n_embd_kv] per layer view */
-	/* decode activations, shared between threads */
-	float *x;   /* [n_embd] residual stream */
-	float *q;   /* [n_embd] */
-	float *k;   /* [n_embd_kv] */
-	float *v;   /* [n_embd_kv] */
-	float *att; /* [n_embd] attention output */
-	float *hb;  /* [n_ff] silu(gate) * up */
-	float *g;   /* [n_ff] */
-	float *u;   /* [n_ff] */
-	float *tmp; /* [max(n_embd, n_vocab)] */
-	/* prefill activations, [n_batch][...] */
-	float *bx, *bxn, *bq, *bk, *bv, *batt, *bg, *bu, *btmp;
-	void *bact;          /* [n_batch] quantized activations */
-	size_t bact_stride;  /* bytes per token in bact */
+	float *x;   /* [n_batch][n_embd] residual stream */
+	float *att; /* [n_batch][n_embd] attention output */
+	float *hb;  /* [n_batch][n_ff] silu(gate) * up */
+	float *up;  /* [n_batch][n_ff] */
+	float *tmp; /* [n_batch][n_embd] projection outputs */
+	/* shared mode: layer views published by unit 0 */
+	float *kc, *vc;
 };
 
 struct engine_stats {
@@ -68,18 +66,44 @@ struct engine_stats {
 	int64_t n_prefill_tokens, n_decode_tokens;
 };
 
+struct engine_unit;
+
 struct engine {
 	struct engine_config cfg;
-	int n_threads;
+	int n_threads;  /* units */
 	int32_t n_batch;
 	struct gguf_file gguf;
 	struct llama_model model;
-	struct memtier mt;
+	struct plan plan;
+	struct nmu_pool pool;
+	struct engine_unit *units; /* [n_threads] */
+	bool shared;               /* --nmu off */
+	struct memtier mt;         /* shared mode: the one instance */
+	struct kvcache *kv;        /* shared mode: the one KV cache */
+	const void *sw[2][LT_COUNT]; /* shared mode: acquired pointers */
 	struct engine_state st;
-	struct engine_thread *thr; /* [n_threads] */
 	uint32_t id_tok_embd, id_output_norm, id_output; /* memtier ids */
 	int64_t load_ns;
 	struct engine_stats stats;
+};
+
+/* What the engine measured, summed over its units (the run report
+ * takes differences of two of these). */
+struct engine_counters {
+	struct memtier_tier_stats tiers[MEMTIER_KIND_COUNT]; /* weights */
+	struct memtier_tier_stats kv;  /* the KV caches' transfers */
+	struct kvcache_info kv_info;   /* dram_bytes summed over units */
+	uint64_t resident_bytes;       /* weights kept in DRAM */
+	uint64_t n_segments;
+};
+
+/* per-unit figures for the report */
+struct engine_unit_report {
+	int unit, cpu, node;
+	uint64_t weight_bytes, act_bytes_in, result_bytes_out, foreign_rows;
+	double busy_s, barrier_s, stall_s;
+	uint64_t n_barriers;
+	double barrier_p50_us, barrier_p99_us;
 };
 
 /* Open a GGUF, validate it as a llama model, place its weights with memtier
@@ -98,5 +122,17 @@ int engine_prefill(struct engine *e, const int32_t *tokens, int32_t n,
 
 /* Evaluate one token at pos (decode path), logits [n_vocab]. */
 int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits);
+
+/* Wait for every KV block write in flight. Returns 0 or the first error. */
+int engine_flush(struct engine *e);
+
+/* The engine's transfer counters, summed over units. */
+void engine_counters(const struct engine *e, struct engine_counters *c);
+
+/* Start a measuring window for the per-unit figures (between calls). */
+void engine_units_reset(struct engine *e);
+
+/* Unit i's figures since engine_units_reset (sorts its samples). */
+void engine_unit_report(struct engine *e, int i, struct engine_unit_report *r);
 
 #endif

@@ -81,6 +81,66 @@ static double kv_steady_write_rate(const struct run_stats *r)
 		     (double)r->decode_tokens, r->decode_s);
 }
 
+/* busy time of the slowest unit over the mean: 1 = perfectly balanced */
+static double unit_imbalance(const struct run_stats *r)
+{
+	double mx = 0, sum = 0;
+
+	for (int i = 0; i < r->n_units; i++) {
+		sum += r->units[i].busy_s;
+		mx = r->units[i].busy_s > mx ? r->units[i].busy_s : mx;
+	}
+	return sum > 0 ? mx / (sum / r->n_units) : 0.0;
+}
+
+/* mean time a unit waited at barriers, as a fraction of decode time */
+static double barrier_fraction(const struct run_stats *r)
+{
+	double sum = 0;
+
+	for (int i = 0; i < r->n_units; i++)
+		sum += r->units[i].barrier_s;
+	return r->n_units && r->decode_s > 0 ? sum / r->n_units / r->decode_s : 0;
+}
+
+/* activation and result bytes that crossed between units, per token */
+static double moved_per_token(const struct run_stats *r)
+{
+	double sum = 0;
+
+	for (int i = 0; i < r->n_units; i++)
+		sum += (double)(r->units[i].act_bytes_in + r->units[i].result_bytes_out);
+	return per_s(sum, (double)r->decode_tokens);
+}
+
+static void print_units(FILE *f, const struct run_stats *r)
+{
+	double n = (double)r->decode_tokens;
+
+	if (!r->n_units || !r->units || r->decode_tokens <= 0)
+		return;
+	fprintf(f, "units           %d %s on %d node(s); per decode token: "
+		"imbalance %.3f (max/mean busy), barriers %.1f%% of decode time, "
+		"%.1f KiB moved between units\n", r->n_units,
+		r->nmu_on ? "near-memory units (pinned, own shards)"
+			  : "threads (--nmu off: unpinned, shared memory)",
+		r->n_nodes, unit_imbalance(r), 100.0 * barrier_fraction(r),
+		moved_per_token(r) / 1024);
+	fprintf(f, "  unit  cpu node  weights MiB  act-in KiB  out KiB  "
+		"compute ms  stall ms  barrier ms (n, p50/p99 us)\n");
+	for (int i = 0; i < r->n_units; i++) {
+		const struct engine_unit_report *u = &r->units[i];
+		fprintf(f, "  %4d %4d %4d  %11.2f %11.1f %8.1f %11.3f %9.3f %10.3f "
+			"(%.0f, %.1f/%.1f)\n", u->unit, u->cpu, u->node,
+			(double)u->weight_bytes / n / (1 << 20),
+			(double)u->act_bytes_in / n / 1024,
+			(double)u->result_bytes_out / n / 1024,
+			(u->busy_s - u->stall_s) / n * 1e3, u->stall_s / n * 1e3,
+			u->barrier_s / n * 1e3, (double)u->n_barriers / n,
+			u->barrier_p50_us, u->barrier_p99_us);
+	}
+}
+
 void stats_print_table(FILE *f, const struct run_stats *r)
 {
 	fprintf(f, "\n--- strata stats (measured in this run) ---\n");
@@ -149,6 +209,7 @@ void stats_print_table(FILE *f, const struct run_stats *r)
 				(double)r->kv_drive_bytes / 1e9);
 		fprintf(f, "\n");
 	}
+	print_units(f, r);
 	fprintf(f, "peak RSS        %8.1f MiB   (KV cache reserved %.1f MiB)\n",
 		(double)r->peak_rss_bytes / (1 << 20),
 		(double)r->kv_bytes_alloc / (1 << 20));
@@ -177,6 +238,34 @@ static void json_ids(FILE *f, const int32_t *ids, int32_t n)
 	for (int32_t i = 0; i < n; i++)
 		fprintf(f, "%s%d", i ? "," : "", ids[i]);
 	fputc(']', f);
+}
+
+/* "nmu": one object per unit over the decode window; "nmu_summary" */
+static void json_units(FILE *f, const struct run_stats *r)
+{
+	fprintf(f, ",\"nmu\":[");
+	for (int i = 0; i < r->n_units && r->units; i++) {
+		const struct engine_unit_report *u = &r->units[i];
+		fprintf(f, "%s{\"unit\":%d,\"cpu\":%d,\"node\":%d,"
+			"\"weight_bytes\":%llu,\"act_bytes_in\":%llu,"
+			"\"result_bytes_out\":%llu,\"foreign_rows\":%llu,"
+			"\"compute_seconds\":%.6f,\"barrier_seconds\":%.6f,"
+			"\"stall_seconds\":%.6f,\"barriers\":%llu,"
+			"\"barrier_wait_p50_us\":%.3f,\"barrier_wait_p99_us\":%.3f}",
+			i ? "," : "", u->unit, u->cpu, u->node,
+			(unsigned long long)u->weight_bytes,
+			(unsigned long long)u->act_bytes_in,
+			(unsigned long long)u->result_bytes_out,
+			(unsigned long long)u->foreign_rows,
+			u->busy_s - u->stall_s, u->barrier_s, u->stall_s,
+			(unsigned long long)u->n_barriers, u->barrier_p50_us,
+			u->barrier_p99_us);
+	}
+	fprintf(f, "],\"nmu_summary\":{\"mode\":\"%s\",\"units\":%d,"
+		"\"nodes\":%d,\"imbalance\":%.4f,\"barrier_fraction\":%.4f,"
+		"\"moved_bytes_per_token\":%.1f}", r->nmu_on ? "on" : "off",
+		r->n_units, r->n_nodes, unit_imbalance(r), barrier_fraction(r),
+		moved_per_token(r));
 }
 
 int stats_write_json(const char *path, const struct run_stats *r)
@@ -278,6 +367,7 @@ int stats_write_json(const char *path, const struct run_stats *r)
 		fprintf(f, ",\"perplexity\":%.6f", r->perplexity);
 	else if (r->perplexity >= 0)
 		fprintf(f, ",\"perplexity\":null"); /* inf: JSON has none */
+	json_units(f, r);
 	fprintf(f, ",\"tokens\":{\"prompt\":");
 	json_ids(f, r->prompt, r->n_prompt);
 	fprintf(f, ",\"generated\":");

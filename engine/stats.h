@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "engine/forward.h"
 #include "memtier/memtier.h"
 
 struct run_stats {
@@ -48,6 +49,11 @@ struct run_stats {
 	const int32_t *generated;
 	int32_t n_generated;
 	double perplexity; /* < 0: not computed */
+	/* near-memory units over the decode window */
+	bool nmu_on;       /* false: --nmu off (unpinned, shared memory) */
+	int n_nodes;
+	int n_units;
+	const struct engine_unit_report *units; /* [n_units] */
 };
 
 /* out = a - b, counter by counter (qd_max: a's) */

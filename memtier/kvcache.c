@@ -514,3 +514,18 @@ const struct memtier_tier_stats *kvcache_stats(const struct kvcache *kv)
 {
 	return &kv->st;
 }
+
+int kvcache_ahead(struct kvcache *kv, int32_t l, int32_t n_pos,
+		  int32_t n_pos_next)
+{
+	const int32_t L = kv->cfg.n_layer;
+	int depth = kv->cfg.prefetch > 0 ? kv->cfg.prefetch : 0;
+	int rc = 0; /* prefetch 0: every layer's blocks read on demand */
+
+	if (depth > L)
+		depth = L;
+	for (int k = 1; k <= depth && !rc; k++)
+		rc = l + k < L ? kvcache_prefetch(kv, l + k, n_pos)
+			       : kvcache_prefetch(kv, l + k - L, n_pos_next);
+	return rc;
+}

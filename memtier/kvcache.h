@@ -21,7 +21,7 @@
  * kvcache_layer() waits for them (counted as stall) and copies the tail
  * rows in. DRAM held: the slots and the tails, not the context.
  *
- * One thread at a time calls these (the engine's thread 0).
+ * One thread at a time calls these (the unit that owns the cache).
  */
 #ifndef STRATA_KVCACHE_H
 #define STRATA_KVCACHE_H
@@ -58,6 +58,12 @@ void kvcache_close(struct kvcache *kv);
 
 /* Start reading layer l's rows [0, n_pos) (flash; dram: nothing). */
 int kvcache_prefetch(struct kvcache *kv, int32_t l, int32_t n_pos);
+/* Read ahead while layer l is computed: the blocks of the next
+ * cfg.prefetch layers, rows [0, n_pos), wrapping past the last layer to
+ * the first ones with rows [0, n_pos_next) (the next token or batch).
+ * 0 or -errno. */
+int kvcache_ahead(struct kvcache *kv, int32_t l, int32_t n_pos,
+		  int32_t n_pos_next);
 /* Layer l's K and V arrays with rows [0, n_pos) valid; n_pos must not
  * exceed the rows committed so far. Held until kvcache_release(l). */
 int kvcache_layer(struct kvcache *kv, int32_t l, int32_t n_pos, float **k,

@@ -12,11 +12,13 @@ void trace_init(struct trace *t)
 {
 	memset(t, 0, sizeof(*t));
 	t->origin_ns = now_ns();
+	pthread_mutex_init(&t->lock, NULL);
 }
 
 void trace_destroy(struct trace *t)
 {
 	free(t->ev);
+	pthread_mutex_destroy(&t->lock);
 	memset(t, 0, sizeof(*t));
 }
 
@@ -25,11 +27,13 @@ void trace_span(struct trace *t, enum trace_track track, const char *name,
 {
 	if (!t)
 		return;
+	pthread_mutex_lock(&t->lock);
 	if (t->n == t->cap) {
 		t->cap = t->cap ? 2 * t->cap : 4096;
 		t->ev = xrealloc(t->ev, t->cap * sizeof(*t->ev));
 	}
 	t->ev[t->n++] = (struct trace_event){name, arg, track, t0_ns, t1_ns};
+	pthread_mutex_unlock(&t->lock);
 }
 
 int trace_write(const struct trace *t, const char *path)

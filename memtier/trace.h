@@ -2,12 +2,13 @@
  * trace.h - Chrome trace-event recorder (loads in Perfetto / about:tracing)
  * for seeing overlap: reads in flight per segment on one track, compute per
  * layer and waits on another. Events are kept in memory and written once.
- * Recording is from one thread at a time (the engine's thread 0 and
- * memtier calls it makes); a NULL trace records nothing.
+ * Any thread may record (every near-memory unit's memtier does); a NULL
+ * trace records nothing.
  */
 #ifndef STRATA_TRACE_H
 #define STRATA_TRACE_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 enum trace_track {
@@ -27,6 +28,7 @@ struct trace {
 	int64_t origin_ns;
 	uint64_t n, cap;
 	struct trace_event *ev;
+	pthread_mutex_t lock;
 };
 
 void trace_init(struct trace *t);

@@ -155,21 +155,24 @@ stop_signal() {
 
 # --stats-json counts the KV blocks decode completed, exactly: prompt 57,
 # 8 tokens: block 0 (positions 0-63) fills during decode, 30 layers x K
-# and V x 64 rows x 768 bytes; prompt 100: no block fills during decode
+# and V x 64 rows x 768 bytes (3 KV heads) with one unit; with two units
+# the KV head whose query heads straddle them (9 query heads: 0-3 and
+# 4-8, KV head 1 serves 3-5) is kept by both, 1024-byte rows;
+# prompt 100: no block fills during decode
 kv_accounting() {
 	local p want got
-	for p in "57 2949120" "100 0"; do
+	for p in "57 2949120 1" "57 3932160 2" "100 0 2"; do
 		set -- $p
 		n=$((n + 1))
 		"$bin" "${m[@]}" --prompt-tokens "$1" -n 8 --ignore-eos --temp 0 \
-			--kv-tier flash --flash-dir "$tmp/kv" --kv-block 64 -t 2 \
+			--kv-tier flash --flash-dir "$tmp/kv" --kv-block 64 -t "$3" \
 			--stats-json "$tmp/kv.json" </dev/null >/dev/null 2>&1
 		want=$2
 		got=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["kv"]["bytes_written"], d["tiers"]["flash"]["bytes_written"])' "$tmp/kv.json" 2>&1)
 		if [ "$got" = "$want $want" ]; then
-			echo "ok $n - $bin: KV bytes written in decode, prompt $1: $want"
+			echo "ok $n - $bin: KV bytes written in decode, prompt $1, $3 unit(s): $want"
 		else
-			echo "not ok $n - $bin: KV bytes written, prompt $1: got '$got', want $want"
+			echo "not ok $n - $bin: KV bytes written, prompt $1, $3 unit(s): got '$got', want $want"
 			failed=$((failed + 1))
 		fi
 	done

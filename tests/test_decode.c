@@ -228,22 +228,25 @@ static void test_tiers_identical(void **state)
 		lg[k] = malloc((size_t)(n * nv) * sizeof(float));
 		greedy(&e, n, ids[k], lg[k]);
 		bytes[k] = 0;
+		struct engine_counters ec;
+		engine_counters(&e, &ec);
+		const struct memtier_tier_stats *mts = ec.tiers;
 		for (int o = 0; o < MEMTIER_KIND_COUNT; o++)
-			bytes[k] += e.mt.stats[o].bytes_read;
+			bytes[k] += mts[o].bytes_read;
 		if (kinds[k] == MEMTIER_MMAP)
-			assert_int_equal(e.mt.stats[MEMTIER_DRAM].bytes_read, 0);
+			assert_int_equal(mts[MEMTIER_DRAM].bytes_read, 0);
 		if (kinds[k] == MEMTIER_FLASH && budget[k] == UINT64_MAX)
 			/* every streamed byte came from the file */
-			assert_true(e.mt.stats[MEMTIER_FLASH].bytes_loaded >=
-				    e.mt.stats[MEMTIER_FLASH].bytes_read);
+			assert_true(mts[MEMTIER_FLASH].bytes_loaded >=
+				    mts[MEMTIER_FLASH].bytes_read);
 		if (kinds[k] == MEMTIER_FLASH && budget[k] != UINT64_MAX) {
 			/* part (quarter) or all (1 GiB) resident */
-			assert_true(e.mt.stats[MEMTIER_DRAM].bytes_read > 0);
+			assert_true(mts[MEMTIER_DRAM].bytes_read > 0);
 			if (budget[k] == (1ull << 30))
-				assert_true(e.mt.stats[MEMTIER_FLASH].bytes_loaded <
+				assert_true(mts[MEMTIER_FLASH].bytes_loaded <
 					    (1u << 20)); /* embedding rows only */
 			else
-				assert_true(e.mt.stats[MEMTIER_FLASH].bytes_read > 0);
+				assert_true(mts[MEMTIER_FLASH].bytes_read > 0);
 		}
 		engine_destroy(&e);
 	}
@@ -375,15 +378,21 @@ static void test_kv_flash(void **state)
 		lg[k] = malloc((size_t)(N * nv) * sizeof(float));
 		greedy(&e, N, ids[k], lg[k]);
 		assert_int_equal(dir_entries(), 0);
-		struct kvcache_info info;
-		kvcache_get_info(e.st.kv, &info);
-		const struct memtier_tier_stats *st = kvcache_stats(e.st.kv);
+		struct engine_counters ec;
+		engine_counters(&e, &ec);
+		struct kvcache_info info = ec.kv_info;
+		const struct memtier_tier_stats *st = &ec.kv;
+		/* KV heads over all units' caches (a head whose query group
+		 * straddles two units is kept by both) */
+		int64_t kv_heads = 0;
+		for (int i = 0; i < e.plan.n_units; i++)
+			kv_heads += plan_len(e.plan.unit[i].kv_heads);
 		if (kvk[k] == MEMTIER_FLASH) {
 			/* positions 0 .. N_PROMPT+N-1 hold rows; the last
 			 * token's row is committed too */
 			int64_t rows = N_PROMPT + N;
 			int64_t full = rows / info.block_tokens;
-			uint64_t row_bytes = 3 * 64 * sizeof(float);
+			uint64_t row_bytes = (uint64_t)kv_heads * 64 * sizeof(float);
 			assert_int_equal(info.block_tokens, block[k] ? block[k] : 64);
 			assert_int_equal(st->bytes_written,
 					 2ull * 30 * (uint64_t)full *
@@ -392,7 +401,8 @@ static void test_kv_flash(void **state)
 			/* a view reads blocks once a position >= B is decoded:
 			 * positions N_PROMPT .. N_PROMPT+N-1, 30 layers each */
 			int64_t reading = N_PROMPT + N - info.block_tokens;
-			assert_int_equal(st->n_hit + st->n_miss, 30ull * (uint64_t)reading);
+			assert_int_equal(st->n_hit + st->n_miss, 30ull * (uint64_t)reading *
+					 (uint64_t)e.plan.n_units);
 			assert_true(info.drive_bytes > 0);
 			/* slots and tails, far below the 2 x 30 x 256 rows */
 			assert_true(info.dram_bytes < 2ull * 30 * 256 * row_bytes);
@@ -448,7 +458,9 @@ static void test_kv_flash_faults(void **state)
 	engine_destroy(&e);
 	open_kv(&e, MEMTIER_DRAM, MEMTIER_FLASH, 16, 0, MEMTIER_FAULT_SHORT, 1);
 	greedy(&e, N, ids[1], NULL);
-	assert_true(kvcache_stats(e.st.kv)->bytes_written > 0);
+	struct engine_counters ec;
+	engine_counters(&e, &ec);
+	assert_true(ec.kv.bytes_written > 0);
 	engine_destroy(&e);
 	assert_memory_equal(ids[0], ids[1], sizeof(ids[0]));
 
@@ -489,7 +501,7 @@ static void test_trace(void **state)
 	};
 	assert_int_equal(engine_init(&e, model_path, &cfg, err, sizeof(err)), 0);
 	greedy(&e, N, ids, NULL);
-	int n_layer = e.model.hp.n_layer;
+	int n_layer = e.model.hp.n_layer, n_units = e.plan.n_units;
 	engine_destroy(&e);
 	uint64_t n_compute = 0, n_io = 0, n_kv_write = 0, n_kv_read = 0;
 	for (uint64_t i = 0; i < tr.n; i++) {
@@ -502,9 +514,9 @@ static void test_trace(void **state)
 	/* prefill + N decode steps, every layer; reads for the streamed ones */
 	assert_int_equal(n_compute, (uint64_t)((1 + N) * n_layer));
 	assert_true(n_io >= 4);
-	/* KV: positions 0..15 fill block 0 of every layer once, during decode;
-	 * views of positions 16.. read it back */
-	assert_int_equal(n_kv_write, (uint64_t)n_layer);
+	/* KV: positions 0..15 fill block 0 of every layer once, during decode,
+	 * in every unit's cache; views of positions 16.. read it back */
+	assert_int_equal(n_kv_write, (uint64_t)(n_layer * n_units));
 	assert_true(n_kv_read >= (uint64_t)n_layer);
 	int fd = mkstemp(path);
 	assert_true(fd >= 0);

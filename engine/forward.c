@@ -36,25 +36,34 @@ static struct memtier_tensor tensor_rows(const struct gguf_tensor *g,
 	return t;
 }
 
+/* the tensors and segments one memtier instance is given */
+struct tensor_list {
+	struct memtier_tensor *t; /* [n] */
+	uint32_t *ids;            /* [n] */
+	struct memtier_segment *segs; /* [n_segs] */
+	uint32_t n, n_segs;
+};
+
 /*
  * Describe the tensors to a memtier instance: ids 0 .. n_layer*LT_COUNT-1
  * are the layers' tensors, then token_embd, output_norm, output; segments:
  * one per layer, then the output head. eu == NULL: whole tensors (shared
  * mode), else the unit's share of each (its rows; norms whole).
  */
-static int place_weights(struct engine *e, struct engine_unit *eu,
-			 struct memtier *mt, char *err, size_t errlen)
+static void describe(const struct engine *e, const struct engine_unit *eu,
+		     struct tensor_list *tl)
 {
 	const struct llama_model *m = &e->model;
 	const int64_t hd = m->hp.head_dim;
 	int32_t L = m->hp.n_layer;
 	uint32_t n = (uint32_t)L * LT_COUNT + GT_COUNT;
-	struct memtier_tensor *t = xcalloc(n, sizeof(*t));
-	uint32_t *ids = xcalloc(n, sizeof(*ids));
-	struct memtier_segment *segs = xcalloc((size_t)L + 1, sizeof(*segs));
 	struct plan_range q, kv;
-	int rc;
 
+	tl->n = n;
+	tl->n_segs = (uint32_t)L + 1;
+	tl->t = xcalloc(n, sizeof(*tl->t));
+	tl->ids = xcalloc(n, sizeof(*tl->ids));
+	tl->segs = xcalloc(tl->n_segs, sizeof(*tl->segs));
 	if (eu) {
 		q = (struct plan_range){eu->qh.r0 * hd, eu->qh.r1 * hd};
 		kv = (struct plan_range){eu->kvh.r0 * hd, eu->kvh.r1 * hd};
@@ -68,27 +77,69 @@ static int place_weights(struct engine *e, struct engine_unit *eu,
 			[LT_W_DOWN] = eu ? &eu->pu->embd : NULL,
 		};
 		for (int i = 0; i < LT_COUNT; i++)
-			t[layer_id(l, i)] = tensor_rows(m->layer[layer_id(l, i)],
-							eu ? share[i] : NULL);
+			tl->t[layer_id(l, i)] = tensor_rows(m->layer[layer_id(l, i)],
+							    eu ? share[i] : NULL);
 	}
 	for (int i = 0; i < GT_COUNT; i++)
-		t[(uint32_t)L * LT_COUNT + i] =
+		tl->t[(uint32_t)L * LT_COUNT + i] =
 			tensor_rows(m->global[i], eu && i != GT_OUTPUT_NORM
 							  ? &eu->pu->vocab : NULL);
 	for (uint32_t i = 0; i < n; i++)
-		ids[i] = i;
+		tl->ids[i] = i;
 	for (int32_t l = 0; l < L; l++) {
-		segs[l].n = LT_COUNT;
-		segs[l].ids = &ids[layer_id(l, 0)];
+		tl->segs[l].n = LT_COUNT;
+		tl->segs[l].ids = &tl->ids[layer_id(l, 0)];
 	}
-	segs[L].n = 2;
-	segs[L].ids = &ids[e->id_output_norm];
-	rc = memtier_open(mt, &e->cfg.mt, e->gguf.path, t, n, segs,
-			  (uint32_t)L + 1, err, errlen);
-	free(t);
-	free(ids);
-	free(segs);
+	tl->segs[L].n = 2;
+	tl->segs[L].ids = &tl->ids[e->id_output_norm];
+}
+
+static void tensor_list_free(struct tensor_list *tl)
+{
+	free(tl->t);
+	free(tl->ids);
+	free(tl->segs);
+}
+
+static int place_weights(struct engine *e, struct engine_unit *eu,
+			 struct memtier *mt, uint64_t budget, char *err,
+			 size_t errlen)
+{
+	struct memtier_config mc = e->cfg.mt;
+	struct tensor_list tl;
+
+	mc.dram_budget_bytes = budget;
+	describe(e, eu, &tl);
+	int rc = memtier_open(mt, &mc, e->gguf.path, tl.t, tl.n, tl.segs,
+			      tl.n_segs, err, errlen);
+	tensor_list_free(&tl);
 	return rc;
+}
+
+/*
+ * --dram-budget is decided once, for the whole model: the first n
+ * segments that fit. Each unit's instance then gets the bytes of its
+ * share of those n segments as its budget, so every unit pins the same
+ * layers (the greedy fit of its own shares stops at the same place).
+ */
+static void share_budget(struct engine *e)
+{
+	uint64_t budget = e->cfg.mt.dram_budget_bytes;
+	struct tensor_list tl;
+
+	for (int i = 0; i < e->pool.n_units; i++)
+		e->units[i].dram_budget = budget;
+	if (budget == UINT64_MAX || e->shared)
+		return;
+	describe(e, NULL, &tl);
+	uint32_t n = memtier_budget_fit(tl.t, tl.segs, tl.n_segs, budget, NULL);
+	tensor_list_free(&tl);
+	for (int i = 0; i < e->pool.n_units; i++) {
+		describe(e, &e->units[i], &tl);
+		memtier_budget_fit(tl.t, tl.segs, n, UINT64_MAX,
+				   &e->units[i].dram_budget);
+		tensor_list_free(&tl);
+	}
 }
 
 /* ---- state ------------------------------------------------------------- */
@@ -136,7 +187,8 @@ static int unit_init_job(struct nmu_unit *nu, void *arg)
 	int rc;
 
 	if (eu->mem_owner && !e->shared) {
-		if ((rc = place_weights(e, eu, &eu->mt, eu->err, sizeof(eu->err))))
+		if ((rc = place_weights(e, eu, &eu->mt, eu->dram_budget, eu->err,
+					sizeof(eu->err))))
 			return rc;
 		if ((rc = open_kv(e, (int32_t)(plan_len(eu->kvh) * hd), &eu->kv,
 				  eu->err, sizeof(eu->err))))
@@ -208,7 +260,8 @@ static int units_init(struct engine *e, char *err, size_t errlen)
 		}
 	}
 	if (e->shared) {
-		if ((rc = place_weights(e, NULL, &e->mt, err, errlen)))
+		if ((rc = place_weights(e, NULL, &e->mt,
+					e->cfg.mt.dram_budget_bytes, err, errlen)))
 			return rc;
 		if ((rc = open_kv(e, hp->n_head_kv * hp->head_dim, &e->kv, err,
 				  errlen)))
@@ -216,6 +269,7 @@ static int units_init(struct engine *e, char *err, size_t errlen)
 		for (int i = 0; i < n; i++)
 			e->units[i].kvp = e->kv;
 	}
+	share_budget(e);
 	rc = nmu_run(&e->pool, unit_init_job, e);
 	for (int i = 0; i < n && rc; i++) {
 		if (e->units[i].err[0]) {

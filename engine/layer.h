@@ -56,6 +56,7 @@ struct engine_unit {
 	bool mem_owner;     /* makes memtier / KV calls (all in owner mode,
 			     * unit 0 in shared mode) */
 	struct memtier mt;  /* owner mode: its shard of every tensor */
+	uint64_t dram_budget; /* its share of --dram-budget (UINT64_MAX: none) */
 	struct kvcache *kv; /* owner mode: its KV heads */
 	struct memtier *mtp;
 	struct kvcache *kvp;

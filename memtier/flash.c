@@ -113,17 +113,11 @@ static int pin_segments(struct memtier *m, struct memtier_flash *f,
 
 	f->pinned = xcalloc(m->n_segs, 1);
 	f->pin_ptr = xcalloc(m->n_tensors, sizeof(*f->pin_ptr));
-	for (uint32_t s = 0; s < m->n_segs; s++) {
-		uint64_t b = 0;
-		for (uint32_t i = 0; i < m->segs[s].n; i++)
-			b += (m->tensors[m->segs[s].ids[i]].n_bytes + 63) / 64 * 64;
-		if (budget != UINT64_MAX && used + b > budget)
-			break;
-		f->pinned[s] = 1;
-		used += b;
+	if (budget != UINT64_MAX) { /* none given: stream everything */
+		uint32_t n = memtier_budget_fit(m->tensors, m->segs, m->n_segs,
+						budget, &used);
+		memset(f->pinned, 1, n);
 	}
-	if (budget == UINT64_MAX) /* no budget given: stream everything */
-		memset(f->pinned, 0, m->n_segs), used = 0;
 	f->n_streamed = m->n_segs;
 	if (used == 0)
 		return 0;

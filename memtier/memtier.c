@@ -58,6 +58,26 @@ int memtier_fault_parse(const char *s, struct memtier_config *cfg)
 	return 0;
 }
 
+uint32_t memtier_budget_fit(const struct memtier_tensor *t,
+			    const struct memtier_segment *segs, uint32_t n_segs,
+			    uint64_t budget, uint64_t *bytes)
+{
+	uint64_t used = 0;
+	uint32_t s;
+
+	for (s = 0; s < n_segs; s++) {
+		uint64_t b = 0;
+		for (uint32_t i = 0; i < segs[s].n; i++)
+			b += (t[segs[s].ids[i]].n_bytes + 63) / 64 * 64;
+		if (used + b > budget)
+			break;
+		used += b;
+	}
+	if (bytes)
+		*bytes = used;
+	return s;
+}
+
 uint64_t memtier_resident_bytes(const struct memtier *m)
 {
 	if (m->cfg.kind == MEMTIER_DRAM)

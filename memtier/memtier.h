@@ -132,6 +132,16 @@ int memtier_read_row(struct memtier *m, uint32_t id, int64_t row, void *dst);
  * as reading it. Returns NULL if the tier does not keep it resident. */
 const void *memtier_tensor_ptr(struct memtier *m, uint32_t id);
 
+/* The --dram-budget policy, pure: whole segments are kept resident in the
+ * order a token reads them while they fit. Returns how many of the first
+ * segments fit in budget; *bytes (may be NULL) their DRAM footprint. The
+ * engine decides once for the whole model and gives every unit's instance
+ * the budget of its share of those segments, so all units pin the same
+ * layers. */
+uint32_t memtier_budget_fit(const struct memtier_tensor *t,
+			    const struct memtier_segment *segs, uint32_t n_segs,
+			    uint64_t budget, uint64_t *bytes);
+
 /* weight bytes this tier keeps in DRAM: the dram arena, the flash tier's
  * pinned segments, 0 for mmap (the page cache's, not ours) */
 uint64_t memtier_resident_bytes(const struct memtier *m);

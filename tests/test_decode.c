@@ -20,13 +20,17 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <numaif.h>
 
 #include "engine/forward.h"
+#include "engine/layer.h"
 #include "kernels/kern.h"
 #include "kernels/ops.h"
 #include "memtier/trace.h"
 
 static const char *model_path;
+static char kv_dir[] = "/tmp/strata-test-kv-XXXXXX";
+static int dir_entries(void);
 
 /* SmolLM2 ids of "The capital of France is" (checked in test_tokenizer) */
 static const int32_t prompt[] = {504, 3575, 282, 4649, 314};
@@ -77,29 +81,139 @@ static void greedy(struct engine *e, int32_t n, int32_t *out, float *lg_all)
 
 /* Row shards change which thread computes a row, never its arithmetic:
  * 1, 2 and 3 threads give bit-identical logits. */
+/* Logits are bit-identical whatever the units: 1, 2, 3 and 4 (more than
+ * CPUs) near-memory units, --nmu off with 1 and 2 threads, and an
+ * emulated two-node topology; on the dram and the flash tier (a budget
+ * that pins some layers and streams the rest), KV cache on flash too. */
+struct unit_cfg {
+	int units;
+	bool off;
+	const char *topology;
+	enum memtier_kind tier, kv;
+};
+
 static void test_threads_bit_identical(void **state)
 {
-	const int32_t n = 24;
-	int32_t ids[3][24];
-	float *lg[3];
-	int threads[3] = {1, 2, 3};
-	struct engine e;
+	enum { N = 24, K = 10 };
+	static const struct unit_cfg cfgs[K] = {
+		{1, false, NULL, MEMTIER_DRAM, MEMTIER_DRAM},
+		{2, false, NULL, MEMTIER_DRAM, MEMTIER_DRAM},
+		{3, false, NULL, MEMTIER_DRAM, MEMTIER_DRAM},
+		{4, false, NULL, MEMTIER_DRAM, MEMTIER_DRAM},
+		{1, true, NULL, MEMTIER_DRAM, MEMTIER_DRAM},
+		{2, true, NULL, MEMTIER_DRAM, MEMTIER_DRAM},
+		{2, false, "2x1", MEMTIER_DRAM, MEMTIER_DRAM},
+		{2, false, NULL, MEMTIER_FLASH, MEMTIER_FLASH},
+		{2, true, NULL, MEMTIER_FLASH, MEMTIER_FLASH},
+		{3, false, "3x1", MEMTIER_FLASH, MEMTIER_DRAM},
+	};
+	int32_t ids[K][N];
+	float *lg[K];
 	int64_t nv = 0;
+	char err[512];
 
 	(void)state;
-	for (int k = 0; k < 3; k++) {
-		open_engine(&e, threads[k], 256);
+	for (int k = 0; k < K; k++) {
+		struct engine e;
+		struct engine_config cfg = {
+			.n_threads = cfgs[k].units, .nmu_off = cfgs[k].off,
+			.topology = cfgs[k].topology, .n_ctx = 256,
+			.mt = {.kind = cfgs[k].tier, .huge_pages = true,
+			       .prefetch = 2,
+			       .dram_budget_bytes = cfgs[k].tier == MEMTIER_FLASH
+							    ? 24ull << 20 : UINT64_MAX},
+			.kv_kind = cfgs[k].kv, .kv_dir = kv_dir, .kv_block = 16,
+		};
+		int rc = engine_init(&e, model_path, &cfg, err, sizeof(err));
+		if (rc)
+			fprintf(stderr, "engine_init (config %d): %s\n", k, err);
+		assert_int_equal(rc, 0);
+		assert_int_equal(e.n_threads, cfgs[k].units);
+		if (cfgs[k].topology) /* emulated nodes: unit i on node i */
+			for (int i = 0; i < e.n_threads; i++)
+				assert_int_equal(e.pool.units[i].node, i);
 		nv = e.model.hp.n_vocab;
-		lg[k] = malloc((size_t)(n * nv) * sizeof(float));
-		greedy(&e, n, ids[k], lg[k]);
+		lg[k] = malloc((size_t)(N * nv) * sizeof(float));
+		greedy(&e, N, ids[k], lg[k]);
 		engine_destroy(&e);
+		assert_int_equal(dir_entries(), 0);
 	}
-	for (int k = 1; k < 3; k++) {
+	for (int k = 1; k < K; k++) {
 		assert_memory_equal(ids[0], ids[k], sizeof(ids[0]));
-		assert_memory_equal(lg[0], lg[k], (size_t)(n * nv) * sizeof(float));
+		assert_memory_equal(lg[0], lg[k], (size_t)(N * nv) * sizeof(float));
 	}
-	for (int k = 0; k < 3; k++)
+	for (int k = 0; k < K; k++)
 		free(lg[k]);
+}
+
+/* Each unit's weights are its share, on the node the pool gave it (every
+ * page of its dram arena, by move_pages(2)); its kernels read only rows
+ * of its share, as many bytes as its own memtier handed out; what crosses
+ * between units is the activations, counted exactly. */
+static void test_units_own_their_shards(void **state)
+{
+	enum { N = 8 };
+	struct engine e;
+	int32_t ids[N];
+	char err[512];
+
+	(void)state;
+	struct engine_config cfg = {
+		.n_threads = 2, .topology = "2x1", .n_ctx = 64,
+		.mt = {.kind = MEMTIER_DRAM, .huge_pages = true},
+	};
+	assert_int_equal(engine_init(&e, model_path, &cfg, err, sizeof(err)), 0);
+	const struct llama_hparams *hp = &e.model.hp;
+	uint64_t shard_sum = 0;
+	for (int i = 0; i < e.n_threads; i++) {
+		struct engine_unit *eu = &e.units[i];
+		const size_t page = 4096;
+		size_t n_pages = eu->mt.arena_bytes / page;
+		void **pages = malloc(n_pages * sizeof(*pages));
+		int *status = malloc(n_pages * sizeof(*status));
+		for (size_t p = 0; p < n_pages; p++)
+			pages[p] = (char *)eu->mt.arena + p * page;
+		assert_int_equal(move_pages(0, n_pages, pages, NULL, status, 0), 0);
+		size_t on_node = 0;
+		for (size_t p = 0; p < n_pages; p++)
+			on_node += status[p] == e.pool.units[i].mem_node;
+		assert_int_equal(on_node, n_pages);
+		free(pages);
+		free(status);
+		shard_sum += eu->mt.arena_bytes;
+	}
+	/* two shares together hold about the model once (norms and one
+	 * straddling KV head twice, 2 MiB rounding), not twice */
+	assert_true(shard_sum < e.model.weight_bytes * 11 / 10 + (8u << 20));
+
+	engine_units_reset(&e);
+	uint64_t read0[2];
+	for (int i = 0; i < 2; i++)
+		read0[i] = e.units[i].mt.stats[MEMTIER_DRAM].bytes_read;
+	greedy(&e, N, ids, NULL);
+	for (int i = 0; i < e.n_threads; i++) {
+		struct engine_unit_report r;
+		struct engine_unit *eu = &e.units[i];
+		engine_unit_report(&e, i, &r);
+		assert_int_equal(r.foreign_rows, 0);
+		/* the prompt's prefill and N decode steps */
+		assert_int_equal(r.weight_bytes,
+				 eu->mt.stats[MEMTIER_DRAM].bytes_read - read0[i]);
+		assert_true(r.n_barriers > 0);
+		/* per token and layer: x (read by both norms), att and hb, of
+		 * which the other unit wrote its rows; and the head's x */
+		const struct plan_unit *pu = eu->pu;
+		int64_t d = hp->n_embd, ff = hp->n_ff, hd = hp->head_dim;
+		int64_t per_tok = hp->n_layer * (2 * (d - plan_len(pu->embd)) +
+						 (d - plan_len(pu->q_heads) * hd) +
+						 (ff - plan_len(pu->ff))) +
+				  (d - plan_len(pu->embd));
+		uint64_t toks = (uint64_t)N + N_PROMPT;
+		assert_int_equal(r.act_bytes_in, (uint64_t)per_tok * toks * 4 -
+				 /* prefill's head reads only the last row */
+				 (uint64_t)(N_PROMPT - 1) * (d - plan_len(pu->embd)) * 4);
+	}
+	engine_destroy(&e);
 }
 
 /* The prompt evaluated as a batch (batched int8 matmul kernels) and token
@@ -311,7 +425,6 @@ static void test_flash_faults(void **state)
 
 /* ---- KV cache on flash --------------------------------------------------- */
 
-static char kv_dir[] = "/tmp/strata-test-kv-XXXXXX";
 
 /* entries in kv_dir besides . and .. */
 static int dir_entries(void)
@@ -577,6 +690,7 @@ int main(void)
 		cmocka_unit_test(test_kv_flash_faults),
 		cmocka_unit_test(test_trace),
 		cmocka_unit_test(test_threads_bit_identical),
+		cmocka_unit_test(test_units_own_their_shards),
 	};
 
 	model_path = getenv("STRATA_MODEL");

@@ -149,8 +149,10 @@ static void *worker(void *arg)
 		pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
 	}
 	for (;;) {
-		/* between tokens: spin a little, then sleep */
-		wait_change(&p->run_gen, seen, &p->run_sleepers, p->spin_ns, NULL);
+		/* between tokens (sampling, I/O of the caller): spin a while
+		 * longer than at a barrier, then sleep */
+		wait_change(&p->run_gen, seen, &p->run_sleepers, 2 * p->spin_ns,
+			    NULL);
 		seen = atomic_load_explicit(&p->run_gen, memory_order_acquire);
 		if (p->quit)
 			break;
@@ -230,7 +232,7 @@ int nmu_init(struct nmu_pool *p, const struct nmu_config *cfg, char *err,
 	p->n_units = cfg->n_units > 0 ? cfg->n_units
 		     : emu_nodes ? emu_nodes * emu_per : n_cpus;
 	p->pinned = cfg->pin;
-	p->spin_ns = cfg->spin_ns > 0 ? cfg->spin_ns : 100000;
+	p->spin_ns = cfg->spin_ns > 0 ? cfg->spin_ns : 1000000;
 	if (p->n_units > n_cpus)
 		p->spin_ns = 0; /* spinning on a shared core only delays the
 				 * unit it waits for */

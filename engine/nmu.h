@@ -33,7 +33,7 @@ struct nmu_config {
 	int n_units;          /* <= 0: one per allowed CPU */
 	bool pin;             /* pin unit i to the i-th allowed CPU */
 	const char *topology; /* "NxM" (STRATA_TOPOLOGY) or NULL: real */
-	int64_t spin_ns;      /* barrier spin before sleeping; <= 0: 100 us
+	int64_t spin_ns;      /* barrier spin before sleeping; <= 0: 1 ms
 			       * (0 spin when units outnumber CPUs) */
 };
 

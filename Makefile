@@ -48,6 +48,7 @@ LIB_SRCS = \
 	engine/plan.c \
 	engine/nmu.c \
 	engine/layer.c \
+	engine/flags.c \
 	engine/forward.c \
 	engine/sampler.c \
 	engine/stats.c \
@@ -61,6 +62,7 @@ TEST_NAMES = \
 	test_gguf \
 	test_tokenizer \
 	test_sampler \
+	test_flags \
 	test_decode
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
@@ -152,11 +154,12 @@ asan:
 		LDFLAGS="-fsanitize=address,undefined" \
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
 		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
-		build-asan/tests/test_decode build-asan/decode models
+		build-asan/tests/test_flags build-asan/tests/test_decode \
+		build-asan/decode models
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) tests/run.sh \
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
 		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
-		build-asan/tests/test_decode
+		build-asan/tests/test_flags build-asan/tests/test_decode
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) \
 		tests/test_cli.sh build-asan/decode
 

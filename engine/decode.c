@@ -5,8 +5,6 @@
  * stderr. Exit status: 0 ok, 1 runtime failure, 2 bad usage.
  */
 #include <errno.h>
-#include <getopt.h>
-#include <limits.h>
 #include <libgen.h>
 #include <math.h>
 #include <signal.h>
@@ -16,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/flags.h"
 #include "engine/forward.h"
 #include "engine/sampler.h"
 #include "engine/stats.h"
@@ -24,35 +23,6 @@
 #include "memtier/trace.h"
 #include "models/chat.h"
 #include "models/tokenizer.h"
-
-struct options {
-	const char *model;
-	const char *prompt;
-	const char *prompt_file;
-	int32_t n_predict;
-	int32_t n_ctx;
-	int32_t n_batch;
-	int n_threads;
-	struct sampler_config samp;
-	bool chat;
-	const char *system;
-	bool ignore_eos;
-	int32_t prompt_tokens; /* > 0: synthetic prompt of this many ids */
-	bool stats;
-	const char *stats_json;
-	const char *perplexity_file;
-	const char *dump_logits;
-	bool tokenize_only;
-	enum memtier_kind tier;
-	bool prefill_blas;
-	int prefetch;
-	uint64_t dram_budget; /* UINT64_MAX: not given */
-	const char *trace;
-	enum memtier_kind kv_tier;
-	const char *flash_dir;
-	int32_t kv_block;
-	bool no_direct;
-};
 
 /* SIGINT / SIGTERM: stop after the token in progress, report, exit
  * 128 + signal (the KV file has no name, so nothing is left either way) */
@@ -72,280 +42,6 @@ static void catch_signals(void)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-}
-
-static void usage(FILE *f)
-{
-	fprintf(f,
-"usage: decode -m MODEL.gguf [options]\n"
-"\n"
-"  -m, --model FILE         GGUF model (arch llama)\n"
-"  -p, --prompt TEXT        prompt\n"
-"  -f, --file FILE          read the prompt from FILE\n"
-"  -n, --n-predict N        tokens to generate (default 128; -1: until EOS\n"
-"                           or the context is full)\n"
-"  -c, --ctx-size N         context size (default min(model, 4096))\n"
-"  -b, --batch-size N       prompt tokens per prefill step (default 128)\n"
-"  -t, --threads N          threads (default: all CPUs)\n"
-"  -s, --seed N             sampling seed (default 42)\n"
-"      --temp X             temperature (default 0.8; 0 = greedy)\n"
-"      --top-k N            top-k (default 40; 0 = off)\n"
-"      --top-p X            top-p (default 0.95; 1 = off)\n"
-"      --min-p X            min-p (default 0.05; 0 = off)\n"
-"      --repeat-penalty X   repetition penalty (default 1.0 = off)\n"
-"      --repeat-last-n N    tokens the penalty looks back (default 64)\n"
-"      --chat               wrap the prompt in the model's chat template\n"
-"      --system TEXT        system message for --chat\n"
-"      --ignore-eos         keep generating past end-of-sequence\n"
-"      --prompt-tokens N    use N fixed token ids as the prompt (benchmarks)\n"
-"      --tier dram|mmap|flash  where the weights live: a resident copy\n"
-"                           (default), the page-cache mapping, or the file\n"
-"                           streamed with io_uring + O_DIRECT every token\n"
-"      --prefetch N         flash tier: segments (layers) read ahead (default 2)\n"
-"      --trace FILE         Chrome trace-event JSON of compute per layer, waits\n"
-"                           and flash reads in flight (open in Perfetto)\n"
-"      --dram-budget SIZE   flash tier: weights kept resident (e.g. 512M, 2G;\n"
-"                           whole layers in read order), the rest streamed\n"
-"      --kv-tier dram|flash where the KV cache lives (default dram); flash:\n"
-"                           a file in --flash-dir, full blocks written and\n"
-"                           read back with io_uring, --prefetch layers ahead\n"
-"      --flash-dir DIR      directory of the KV file (default: the model's);\n"
-"                           the file has no name and leaves nothing behind\n"
-"      --kv-block N         tokens per KV block (default 64, rounded up to\n"
-"                           whole 4 KiB pages)\n"
-"      --no-direct          flash tiers: buffered I/O through the page cache,\n"
-"                           for file systems that refuse O_DIRECT\n"
-"      --prefill-blas       prefill quantized weights as dequantized tiles x\n"
-"                           OpenBLAS SGEMM instead of the int8 kernels\n"
-"      --stats              print measured statistics to stderr\n"
-"      --stats-json FILE    write them as JSON\n"
-"      --perplexity FILE    perplexity of FILE over chunks of -c tokens\n"
-"      --dump-logits FILE   write float32 logits of every evaluated position\n"
-"      --tokenize           print the prompt's token ids and exit\n"
-"  -h, --help               this text\n");
-}
-
-/* strict integer in [lo, hi] */
-static int parse_int(const char *flag, const char *s, long lo, long hi,
-		     long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi) {
-		fprintf(stderr, "error: %s: '%s' is not an integer in [%ld, %ld]\n",
-			flag, s, lo, hi);
-		return -EINVAL;
-	}
-	*out = v;
-	return 0;
-}
-
-static int parse_float(const char *flag, const char *s, double lo, double hi,
-		       float *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-		fprintf(stderr, "error: %s: '%s' is not a number in [%g, %g]\n",
-			flag, s, lo, hi);
-		return -EINVAL;
-	}
-	*out = (float)v;
-	return 0;
-}
-
-enum {
-	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT_PENALTY,
-	OPT_REPEAT_LAST_N, OPT_CHAT, OPT_SYSTEM, OPT_IGNORE_EOS,
-	OPT_PROMPT_TOKENS, OPT_TIER, OPT_STATS, OPT_STATS_JSON,
-	OPT_PERPLEXITY, OPT_DUMP_LOGITS, OPT_TOKENIZE, OPT_PREFILL_BLAS,
-	OPT_PREFETCH, OPT_DRAM_BUDGET, OPT_TRACE, OPT_KV_TIER, OPT_FLASH_DIR,
-	OPT_KV_BLOCK, OPT_NO_DIRECT,
-};
-
-static int parse_args(int argc, char **argv, struct options *o)
-{
-	static const struct option longs[] = {
-		{"model", required_argument, 0, 'm'},
-		{"prompt", required_argument, 0, 'p'},
-		{"file", required_argument, 0, 'f'},
-		{"n-predict", required_argument, 0, 'n'},
-		{"ctx-size", required_argument, 0, 'c'},
-		{"batch-size", required_argument, 0, 'b'},
-		{"threads", required_argument, 0, 't'},
-		{"seed", required_argument, 0, 's'},
-		{"temp", required_argument, 0, OPT_TEMP},
-		{"top-k", required_argument, 0, OPT_TOP_K},
-		{"top-p", required_argument, 0, OPT_TOP_P},
-		{"min-p", required_argument, 0, OPT_MIN_P},
-		{"repeat-penalty", required_argument, 0, OPT_REPEAT_PENALTY},
-		{"repeat-last-n", required_argument, 0, OPT_REPEAT_LAST_N},
-		{"chat", no_argument, 0, OPT_CHAT},
-		{"system", required_argument, 0, OPT_SYSTEM},
-		{"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
-		{"prompt-tokens", required_argument, 0, OPT_PROMPT_TOKENS},
-		{"tier", required_argument, 0, OPT_TIER},
-		{"stats", no_argument, 0, OPT_STATS},
-		{"stats-json", required_argument, 0, OPT_STATS_JSON},
-		{"perplexity", required_argument, 0, OPT_PERPLEXITY},
-		{"dump-logits", required_argument, 0, OPT_DUMP_LOGITS},
-		{"tokenize", no_argument, 0, OPT_TOKENIZE},
-		{"prefill-blas", no_argument, 0, OPT_PREFILL_BLAS},
-		{"prefetch", required_argument, 0, OPT_PREFETCH},
-		{"dram-budget", required_argument, 0, OPT_DRAM_BUDGET},
-		{"trace", required_argument, 0, OPT_TRACE},
-		{"kv-tier", required_argument, 0, OPT_KV_TIER},
-		{"flash-dir", required_argument, 0, OPT_FLASH_DIR},
-		{"kv-block", required_argument, 0, OPT_KV_BLOCK},
-		{"no-direct", no_argument, 0, OPT_NO_DIRECT},
-		{"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0},
-	};
-	long v;
-	int c, rc = 0;
-
-	*o = (struct options){
-		.n_predict = 128,
-		.samp = {.temp = 0.8f, .top_k = 40, .top_p = 0.95f,
-			 .min_p = 0.05f, .repeat_penalty = 1.0f,
-			 .repeat_last_n = 64, .seed = 42},
-		.tier = MEMTIER_DRAM,
-		.prefetch = 2,
-		.dram_budget = UINT64_MAX,
-	};
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":m:p:f:n:c:b:t:s:h", longs, NULL)) != -1) {
-		switch (c) {
-		case 'm': o->model = optarg; break;
-		case 'p': o->prompt = optarg; break;
-		case 'f': o->prompt_file = optarg; break;
-		case 'n':
-			rc = parse_int("--n-predict", optarg, -1, INT_MAX, &v);
-			o->n_predict = (int32_t)v;
-			break;
-		case 'c':
-			rc = parse_int("--ctx-size", optarg, 1, 1 << 24, &v);
-			o->n_ctx = (int32_t)v;
-			break;
-		case 'b':
-			rc = parse_int("--batch-size", optarg, 1, 4096, &v);
-			o->n_batch = (int32_t)v;
-			break;
-		case 't':
-			rc = parse_int("--threads", optarg, 1, 1024, &v);
-			o->n_threads = (int)v;
-			break;
-		case 's':
-			rc = parse_int("--seed", optarg, 0, LONG_MAX, &v);
-			o->samp.seed = (uint64_t)v;
-			break;
-		case OPT_TEMP: rc = parse_float("--temp", optarg, 0, 100, &o->samp.temp); break;
-		case OPT_TOP_K:
-			rc = parse_int("--top-k", optarg, 0, INT_MAX, &v);
-			o->samp.top_k = (int32_t)v;
-			break;
-		case OPT_TOP_P: rc = parse_float("--top-p", optarg, 0, 1, &o->samp.top_p); break;
-		case OPT_MIN_P: rc = parse_float("--min-p", optarg, 0, 1, &o->samp.min_p); break;
-		case OPT_REPEAT_PENALTY:
-			rc = parse_float("--repeat-penalty", optarg, 1e-3, 100,
-					 &o->samp.repeat_penalty);
-			break;
-		case OPT_REPEAT_LAST_N:
-			rc = parse_int("--repeat-last-n", optarg, 0, 1 << 20, &v);
-			o->samp.repeat_last_n = (int32_t)v;
-			break;
-		case OPT_CHAT: o->chat = true; break;
-		case OPT_SYSTEM: o->system = optarg; break;
-		case OPT_IGNORE_EOS: o->ignore_eos = true; break;
-		case OPT_PROMPT_TOKENS:
-			rc = parse_int("--prompt-tokens", optarg, 1, 1 << 20, &v);
-			o->prompt_tokens = (int32_t)v;
-			break;
-		case OPT_TIER:
-			if (memtier_kind_parse(optarg, &o->tier)) {
-				fprintf(stderr, "error: --tier: unknown tier '%s' "
-					"(dram, flash, mmap)\n", optarg);
-				rc = -EINVAL;
-			}
-			break;
-		case OPT_STATS: o->stats = true; break;
-		case OPT_STATS_JSON: o->stats_json = optarg; break;
-		case OPT_PERPLEXITY: o->perplexity_file = optarg; break;
-		case OPT_DUMP_LOGITS: o->dump_logits = optarg; break;
-		case OPT_TOKENIZE: o->tokenize_only = true; break;
-		case OPT_PREFILL_BLAS: o->prefill_blas = true; break;
-		case OPT_TRACE: o->trace = optarg; break;
-		case OPT_KV_TIER:
-			if (memtier_kind_parse(optarg, &o->kv_tier) ||
-			    o->kv_tier == MEMTIER_MMAP) {
-				fprintf(stderr, "error: --kv-tier: unknown KV tier "
-					"'%s' (dram, flash)\n", optarg);
-				rc = -EINVAL;
-			}
-			break;
-		case OPT_FLASH_DIR: o->flash_dir = optarg; break;
-		case OPT_KV_BLOCK:
-			rc = parse_int("--kv-block", optarg, 1, 1 << 16, &v);
-			o->kv_block = (int32_t)v;
-			break;
-		case OPT_NO_DIRECT: o->no_direct = true; break;
-		case OPT_DRAM_BUDGET:
-			if (parse_size(optarg, &o->dram_budget)) {
-				fprintf(stderr, "error: --dram-budget: '%s' is not a "
-					"size (e.g. 0, 512M, 2G)\n", optarg);
-				rc = -EINVAL;
-			}
-			break;
-		case OPT_PREFETCH:
-			rc = parse_int("--prefetch", optarg, 0, 64, &v);
-			o->prefetch = (int)v;
-			break;
-		case 'h': usage(stdout); exit(0);
-		case ':':
-			fprintf(stderr, "error: %s needs a value\n", argv[optind - 1]);
-			return -EINVAL;
-		default:
-			fprintf(stderr, "error: unknown option '%s' (see --help)\n",
-				argv[optind - 1]);
-			return -EINVAL;
-		}
-		if (rc)
-			return rc;
-	}
-	if (optind < argc) {
-		fprintf(stderr, "error: unexpected argument '%s'\n", argv[optind]);
-		return -EINVAL;
-	}
-	if (!o->model) {
-		fprintf(stderr, "error: no model given (-m FILE.gguf)\n");
-		return -EINVAL;
-	}
-	if (o->dram_budget != UINT64_MAX && o->tier != MEMTIER_FLASH) {
-		fprintf(stderr, "error: --dram-budget applies to --tier flash\n");
-		return -EINVAL;
-	}
-	if (o->prompt && o->prompt_file) {
-		fprintf(stderr, "error: give -p or -f, not both\n");
-		return -EINVAL;
-	}
-	if ((o->flash_dir || o->kv_block) && o->kv_tier != MEMTIER_FLASH) {
-		fprintf(stderr, "error: --flash-dir and --kv-block apply to "
-			"--kv-tier flash\n");
-		return -EINVAL;
-	}
-	if (o->no_direct && o->tier != MEMTIER_FLASH &&
-	    o->kv_tier != MEMTIER_FLASH) {
-		fprintf(stderr, "error: --no-direct applies to --tier flash or "
-			"--kv-tier flash\n");
-		return -EINVAL;
-	}
-	return 0;
 }
 
 /* whole file into a NUL-terminated buffer; NULL with a message on error */
@@ -441,7 +137,7 @@ static void utf8_flush(struct utf8_out *u)
 }
 
 /* the prompt text, through the chat template if asked */
-static char *build_prompt(const struct options *o, const struct engine *e,
+static char *build_prompt(const struct decode_options *o, const struct engine *e,
 			  const struct tokenizer *tok, size_t *len)
 {
 	char *text;
@@ -502,7 +198,7 @@ static int write_logits(FILE *f, const float *logits, int64_t n)
 /* llama.cpp's perplexity: chunks of n_ctx tokens, BOS replacing the first
  * token of each chunk if the vocab adds BOS, scoring the second half */
 static int run_perplexity(struct engine *e, const struct tokenizer *tok,
-			  const struct options *o, struct run_stats *rs)
+			  const struct decode_options *o, struct run_stats *rs)
 {
 	size_t len;
 	char *text = read_file(o->perplexity_file, &len);
@@ -572,7 +268,7 @@ static int run_perplexity(struct engine *e, const struct tokenizer *tok,
 }
 
 static int run_generate(struct engine *e, const struct tokenizer *tok,
-			const struct options *o, const int32_t *prompt,
+			const struct decode_options *o, const int32_t *prompt,
 			int32_t n_prompt, struct run_stats *rs,
 			int32_t **gen_out, int32_t *n_gen_out)
 {
@@ -701,7 +397,7 @@ out:
 
 int main(int argc, char **argv)
 {
-	struct options o;
+	struct decode_options o;
 	struct engine e;
 	struct tokenizer tok = {0};
 	struct run_stats rs = {.perplexity = -1};
@@ -714,8 +410,15 @@ int main(int argc, char **argv)
 	size_t len = 0;
 	int rc, isa;
 
-	if (parse_args(argc, argv, &o))
+	rc = flags_parse(argc, argv, &o, err, sizeof(err));
+	if (rc == FLAGS_HELP_GIVEN) {
+		flags_usage(stdout, "decode");
+		return 0;
+	}
+	if (rc) {
+		fprintf(stderr, "error: %s\n", err);
 		return 2;
+	}
 	const char *fault = getenv("STRATA_FAULT");
 	struct memtier_config fault_cfg = {0};
 	if (fault && memtier_fault_parse(fault, &fault_cfg)) {

@@ -1,0 +1,446 @@
+/* flags.c - decode's option table and what is derived from it, see flags.h */
+#include "engine/flags.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/util.h"
+
+/* offset and size of a field of struct decode_options, for a table row */
+#define FLAGS_FIELD(f) \
+	.offset = offsetof(struct decode_options, f), \
+	.size = sizeof(((struct decode_options *)0)->f)
+
+/* in the order the "unknown tier" messages list them (the enum's order) */
+static const struct flags_choice tier_choices[] = {
+	{"dram", MEMTIER_DRAM},
+	{"flash", MEMTIER_FLASH},
+	{"mmap", MEMTIER_MMAP},
+	{NULL, 0},
+};
+
+/* the KV cache has no page-cache mapping */
+static const struct flags_choice kv_tier_choices[] = {
+	{"dram", MEMTIER_DRAM},
+	{"flash", MEMTIER_FLASH},
+	{NULL, 0},
+};
+
+/* The one place a flag is written. --help lists the rows in this order. */
+static const struct flags_opt table[] = {
+	{"model", 'm', FLAGS_STR, FLAGS_FIELD(model), .metavar = "FILE",
+	 .help = "GGUF model (arch llama)"},
+	{"prompt", 'p', FLAGS_STR, FLAGS_FIELD(prompt), .metavar = "TEXT",
+	 .help = "prompt"},
+	{"file", 'f', FLAGS_STR, FLAGS_FIELD(prompt_file), .metavar = "FILE",
+	 .help = "read the prompt from FILE"},
+	{"n-predict", 'n', FLAGS_INT, FLAGS_FIELD(n_predict),
+	 .lo.i = -1, .hi.i = INT32_MAX, .def.i = 128, .metavar = "N",
+	 .help = "tokens to generate (default {default}; -1: until EOS or the "
+		 "context is full)"},
+	{"ctx-size", 'c', FLAGS_INT, FLAGS_FIELD(n_ctx),
+	 .lo.i = 1, .hi.i = 1 << 24, .metavar = "N",
+	 .help = "context size (default min(model, 4096))"},
+	{"batch-size", 'b', FLAGS_INT, FLAGS_FIELD(n_batch),
+	 .lo.i = 1, .hi.i = 4096, .metavar = "N",
+	 .help = "prompt tokens per prefill step (default 128)"},
+	{"threads", 't', FLAGS_INT, FLAGS_FIELD(n_threads),
+	 .lo.i = 1, .hi.i = 1024, .metavar = "N",
+	 .help = "threads (default: all CPUs)"},
+	{"seed", 's', FLAGS_INT, FLAGS_FIELD(samp.seed),
+	 .lo.i = 0, .hi.i = INT64_MAX, .def.i = 42, .metavar = "N",
+	 .help = "sampling seed (default {default})"},
+	{"temp", 0, FLAGS_FLOAT, FLAGS_FIELD(samp.temp),
+	 .lo.f = 0, .hi.f = 100, .def.f = 0.8, .metavar = "X",
+	 .help = "temperature (default {default}; 0 = greedy)"},
+	{"top-k", 0, FLAGS_INT, FLAGS_FIELD(samp.top_k),
+	 .lo.i = 0, .hi.i = INT32_MAX, .def.i = 40, .metavar = "N",
+	 .help = "top-k (default {default}; 0 = off)"},
+	{"top-p", 0, FLAGS_FLOAT, FLAGS_FIELD(samp.top_p),
+	 .lo.f = 0, .hi.f = 1, .def.f = 0.95, .metavar = "X",
+	 .help = "top-p (default {default}; 1 = off)"},
+	{"min-p", 0, FLAGS_FLOAT, FLAGS_FIELD(samp.min_p),
+	 .lo.f = 0, .hi.f = 1, .def.f = 0.05, .metavar = "X",
+	 .help = "min-p (default {default}; 0 = off)"},
+	{"repeat-penalty", 0, FLAGS_FLOAT, FLAGS_FIELD(samp.repeat_penalty),
+	 .lo.f = 1e-3, .hi.f = 100, .def.f = 1.0, .metavar = "X",
+	 .help = "repetition penalty (default {default} = off)"},
+	{"repeat-last-n", 0, FLAGS_INT, FLAGS_FIELD(samp.repeat_last_n),
+	 .lo.i = 0, .hi.i = 1 << 20, .def.i = 64, .metavar = "N",
+	 .help = "tokens the penalty looks back (default {default})"},
+	{"chat", 0, FLAGS_BOOL, FLAGS_FIELD(chat),
+	 .help = "wrap the prompt in the model's chat template"},
+	{"system", 0, FLAGS_STR, FLAGS_FIELD(system), .metavar = "TEXT",
+	 .help = "system message for --chat"},
+	{"ignore-eos", 0, FLAGS_BOOL, FLAGS_FIELD(ignore_eos),
+	 .help = "keep generating past end-of-sequence"},
+	{"prompt-tokens", 0, FLAGS_INT, FLAGS_FIELD(prompt_tokens),
+	 .lo.i = 1, .hi.i = 1 << 20, .metavar = "N",
+	 .help = "use N fixed token ids as the prompt (benchmarks)"},
+	{"tier", 0, FLAGS_ENUM, FLAGS_FIELD(tier), .def.i = MEMTIER_DRAM,
+	 .choices = tier_choices, .noun = "tier",
+	 .help = "where the weights live (default {default}): a resident "
+		 "copy, the file streamed with io_uring + O_DIRECT every "
+		 "token, or the page-cache mapping"},
+	{"prefetch", 0, FLAGS_INT, FLAGS_FIELD(prefetch),
+	 .lo.i = 0, .hi.i = 64, .def.i = 2, .metavar = "N",
+	 .help = "flash tier: segments (layers) read ahead (default "
+		 "{default})"},
+	{"trace", 0, FLAGS_STR, FLAGS_FIELD(trace), .metavar = "FILE",
+	 .help = "Chrome trace-event JSON of compute per layer, waits and "
+		 "flash reads in flight (open in Perfetto)"},
+	{"dram-budget", 0, FLAGS_SIZE, FLAGS_FIELD(dram_budget),
+	 .def.u = UINT64_MAX, .metavar = "SIZE",
+	 .help = "flash tier: weights kept resident (e.g. 512M, 2G; whole "
+		 "layers in read order), the rest streamed"},
+	{"kv-tier", 0, FLAGS_ENUM, FLAGS_FIELD(kv_tier), .def.i = MEMTIER_DRAM,
+	 .choices = kv_tier_choices, .noun = "KV tier",
+	 .help = "where the KV cache lives (default {default}); flash: a file "
+		 "in --flash-dir, full blocks written and read back with "
+		 "io_uring, --prefetch layers ahead"},
+	{"flash-dir", 0, FLAGS_STR, FLAGS_FIELD(flash_dir), .metavar = "DIR",
+	 .help = "directory of the KV file (default: the model's); the file "
+		 "has no name and leaves nothing behind"},
+	{"kv-block", 0, FLAGS_INT, FLAGS_FIELD(kv_block),
+	 .lo.i = 1, .hi.i = 1 << 16, .metavar = "N",
+	 .help = "tokens per KV block (default 64, rounded up to whole 4 KiB "
+		 "pages)"},
+	{"no-direct", 0, FLAGS_BOOL, FLAGS_FIELD(no_direct),
+	 .help = "flash tiers: buffered I/O through the page cache, for file "
+		 "systems that refuse O_DIRECT"},
+	{"prefill-blas", 0, FLAGS_BOOL, FLAGS_FIELD(prefill_blas),
+	 .help = "prefill quantized weights as dequantized tiles x OpenBLAS "
+		 "SGEMM instead of the int8 kernels"},
+	{"stats", 0, FLAGS_BOOL, FLAGS_FIELD(stats),
+	 .help = "print measured statistics to stderr"},
+	{"stats-json", 0, FLAGS_STR, FLAGS_FIELD(stats_json), .metavar = "FILE",
+	 .help = "write them as JSON"},
+	{"perplexity", 0, FLAGS_STR, FLAGS_FIELD(perplexity_file),
+	 .metavar = "FILE",
+	 .help = "perplexity of FILE over chunks of -c tokens"},
+	{"dump-logits", 0, FLAGS_STR, FLAGS_FIELD(dump_logits), .metavar = "FILE",
+	 .help = "write float32 logits of every evaluated position"},
+	{"tokenize", 0, FLAGS_BOOL, FLAGS_FIELD(tokenize_only),
+	 .help = "print the prompt's token ids and exit"},
+	{"help", 'h', FLAGS_HELP, .help = "this text"},
+};
+
+#define N_ROWS (sizeof(table) / sizeof(table[0]))
+
+/* getopt_long's value for row i: its letter, or past every char */
+#define LONG_ONLY_BASE 256
+
+const struct flags_opt *flags_table(size_t *n)
+{
+	*n = N_ROWS;
+	return table;
+}
+
+/* -EINVAL with the message in err */
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (err && errlen)
+		vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static void *field(struct decode_options *o, const struct flags_opt *r)
+{
+	return (char *)o + r->offset;
+}
+
+/* store an integer already in the row's range, at the field's width */
+static void store_int(struct decode_options *o, const struct flags_opt *r,
+		      int64_t v)
+{
+	if (r->size == sizeof(int32_t)) {
+		int32_t v32 = (int32_t)v;
+		memcpy(field(o, r), &v32, sizeof(v32));
+	} else {
+		memcpy(field(o, r), &v, sizeof(v));
+	}
+}
+
+void flags_defaults(struct decode_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	for (size_t i = 0; i < N_ROWS; i++) {
+		const struct flags_opt *r = &table[i];
+		int e = (int)r->def.i;
+		float f = (float)r->def.f;
+
+		switch (r->kind) {
+		case FLAGS_INT: store_int(o, r, r->def.i); break;
+		case FLAGS_FLOAT: memcpy(field(o, r), &f, sizeof(f)); break;
+		case FLAGS_STR: memcpy(field(o, r), &r->def.s, sizeof(r->def.s)); break;
+		case FLAGS_SIZE: memcpy(field(o, r), &r->def.u, sizeof(r->def.u)); break;
+		case FLAGS_ENUM: memcpy(field(o, r), &e, sizeof(e)); break;
+		case FLAGS_BOOL: /* false, as memset left it */
+		case FLAGS_HELP: break;
+		}
+	}
+}
+
+/* the choices of an enum row joined by sep: "dram, flash, mmap" */
+static void join_choices(const struct flags_opt *r, const char *sep,
+			 char *buf, size_t len)
+{
+	size_t at = 0;
+
+	buf[0] = '\0';
+	for (const struct flags_choice *c = r->choices; c->name; c++) {
+		int w = snprintf(buf + at, len - at, "%s%s",
+				 c == r->choices ? "" : sep, c->name);
+		if (w < 0 || (size_t)w >= len - at)
+			return;
+		at += (size_t)w;
+	}
+}
+
+/* one value for row r into *o; 0 or -EINVAL with the message */
+static int parse_value(const struct flags_opt *r, const char *s,
+		       struct decode_options *o, char *err, size_t errlen)
+{
+	char *end;
+
+	switch (r->kind) {
+	case FLAGS_INT: {
+		errno = 0;
+		long long v = strtoll(s, &end, 10);
+		if (errno || end == s || *end || v < r->lo.i || v > r->hi.i)
+			return fail(err, errlen, "--%s: '%s' is not an integer "
+				    "in [%lld, %lld]", r->name, s,
+				    (long long)r->lo.i, (long long)r->hi.i);
+		store_int(o, r, v);
+		return 0;
+	}
+	case FLAGS_FLOAT: {
+		errno = 0;
+		double v = strtod(s, &end);
+		if (errno || end == s || *end || !(v >= r->lo.f && v <= r->hi.f))
+			return fail(err, errlen, "--%s: '%s' is not a number in "
+				    "[%g, %g]", r->name, s, r->lo.f, r->hi.f);
+		float f = (float)v;
+		memcpy(field(o, r), &f, sizeof(f));
+		return 0;
+	}
+	case FLAGS_SIZE: {
+		uint64_t v;
+		if (parse_size(s, &v))
+			return fail(err, errlen, "--%s: '%s' is not a size (e.g. "
+				    "0, 512M, 2G)", r->name, s);
+		memcpy(field(o, r), &v, sizeof(v));
+		return 0;
+	}
+	case FLAGS_ENUM: {
+		char names[256];
+		for (const struct flags_choice *c = r->choices; c->name; c++) {
+			if (strcmp(c->name, s) == 0) {
+				memcpy(field(o, r), &c->value, sizeof(c->value));
+				return 0;
+			}
+		}
+		join_choices(r, ", ", names, sizeof(names));
+		return fail(err, errlen, "--%s: unknown %s '%s' (%s)", r->name,
+			    r->noun, s, names);
+	}
+	case FLAGS_STR:
+		memcpy(field(o, r), &s, sizeof(s));
+		return 0;
+	case FLAGS_BOOL: {
+		bool t = true;
+		memcpy(field(o, r), &t, sizeof(t));
+		return 0;
+	}
+	case FLAGS_HELP:
+		break;
+	}
+	return 0;
+}
+
+/* getopt_long's tables from the rows; *shorts and the result are the
+ * caller's to free */
+static struct option *getopt_tables(char **shorts)
+{
+	struct option *longs = xcalloc(N_ROWS + 1, sizeof(*longs));
+	char *s = xmalloc(2 * N_ROWS + 2);
+	size_t at = 0;
+
+	s[at++] = ':'; /* a missing value is ':', not '?' */
+	for (size_t i = 0; i < N_ROWS; i++) {
+		const struct flags_opt *r = &table[i];
+		bool arg = r->kind != FLAGS_BOOL && r->kind != FLAGS_HELP;
+
+		longs[i] = (struct option){
+			.name = r->name,
+			.has_arg = arg ? required_argument : no_argument,
+			.val = r->short_name ? r->short_name
+					     : LONG_ONLY_BASE + (int)i,
+		};
+		if (r->short_name) {
+			s[at++] = r->short_name;
+			if (arg)
+				s[at++] = ':';
+		}
+	}
+	s[at] = '\0';
+	*shorts = s;
+	return longs;
+}
+
+/* the row getopt_long's value c stands for; NULL if none */
+static const struct flags_opt *row_of(int c)
+{
+	if (c >= LONG_ONLY_BASE && c < LONG_ONLY_BASE + (int)N_ROWS)
+		return &table[c - LONG_ONLY_BASE];
+	for (size_t i = 0; i < N_ROWS && c > 0; i++)
+		if (table[i].short_name == c)
+			return &table[i];
+	return NULL;
+}
+
+int flags_parse(int argc, char **argv, struct decode_options *o, char *err,
+		size_t errlen)
+{
+	struct decode_options t;
+	char *shorts;
+	struct option *longs = getopt_tables(&shorts);
+	int c, rc = 0;
+
+	flags_defaults(&t);
+	optind = 0; /* glibc: start afresh, a second parse included */
+	opterr = 0;
+	while (!rc && (c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+		const struct flags_opt *r = row_of(c);
+
+		if (c == ':')
+			rc = fail(err, errlen, "%s needs a value", argv[optind - 1]);
+		else if (!r)
+			rc = fail(err, errlen, "unknown option '%s' (see --help)",
+				  argv[optind - 1]);
+		else if (r->kind == FLAGS_HELP)
+			rc = FLAGS_HELP_GIVEN;
+		else
+			rc = parse_value(r, optarg, &t, err, errlen);
+	}
+	free(longs);
+	free(shorts);
+	if (rc)
+		return rc;
+	if (optind < argc)
+		return fail(err, errlen, "unexpected argument '%s'", argv[optind]);
+	if ((rc = flags_check(&t, err, errlen)))
+		return rc;
+	*o = t;
+	return 0;
+}
+
+int flags_check(const struct decode_options *o, char *err, size_t errlen)
+{
+	if (!o->model)
+		return fail(err, errlen, "no model given (-m FILE.gguf)");
+	if (o->dram_budget != UINT64_MAX && o->tier != MEMTIER_FLASH)
+		return fail(err, errlen, "--dram-budget applies to --tier flash");
+	if (o->prompt && o->prompt_file)
+		return fail(err, errlen, "give -p or -f, not both");
+	if ((o->flash_dir || o->kv_block) && o->kv_tier != MEMTIER_FLASH)
+		return fail(err, errlen, "--flash-dir and --kv-block apply to "
+			    "--kv-tier flash");
+	if (o->no_direct && o->tier != MEMTIER_FLASH &&
+	    o->kv_tier != MEMTIER_FLASH)
+		return fail(err, errlen, "--no-direct applies to --tier flash or "
+			    "--kv-tier flash");
+	return 0;
+}
+
+/* the row's default as --help shows it */
+static void format_default(const struct flags_opt *r, char *buf, size_t len)
+{
+	snprintf(buf, len, "?");
+	switch (r->kind) {
+	case FLAGS_INT: snprintf(buf, len, "%lld", (long long)r->def.i); break;
+	case FLAGS_FLOAT: snprintf(buf, len, "%g", r->def.f); break;
+	case FLAGS_SIZE: snprintf(buf, len, "%llu", (unsigned long long)r->def.u); break;
+	case FLAGS_STR: snprintf(buf, len, "%s", r->def.s ? r->def.s : "none"); break;
+	case FLAGS_ENUM:
+		for (const struct flags_choice *c = r->choices; c->name; c++)
+			if (c->value == r->def.i)
+				snprintf(buf, len, "%s", c->name);
+		break;
+	case FLAGS_BOOL: snprintf(buf, len, "off"); break;
+	case FLAGS_HELP: break;
+	}
+}
+
+/* r's help with "{default}" replaced */
+static void expand_help(const struct flags_opt *r, char *buf, size_t len)
+{
+	static const char key[] = "{default}";
+	const char *s = r->help, *k = strstr(s, key);
+	char def[64];
+
+	if (!k) {
+		snprintf(buf, len, "%s", s);
+		return;
+	}
+	format_default(r, def, sizeof(def));
+	snprintf(buf, len, "%.*s%s%s", (int)(k - s), s, def, k + sizeof(key) - 1);
+}
+
+/* help text starts in this column; lines end before HELP_WIDTH */
+#define HELP_COL 27
+#define HELP_WIDTH 80
+
+void flags_usage(FILE *f, const char *prog)
+{
+	fprintf(f, "usage: %s -m MODEL.gguf [options]\n\n", prog);
+	for (size_t i = 0; i < N_ROWS; i++) {
+		const struct flags_opt *r = &table[i];
+		char left[128], meta[128], help[1024];
+		int n;
+
+		meta[0] = '\0';
+		if (r->metavar)
+			snprintf(meta, sizeof(meta), " %s", r->metavar);
+		else if (r->kind == FLAGS_ENUM) {
+			meta[0] = ' ';
+			join_choices(r, "|", meta + 1, sizeof(meta) - 1);
+		}
+		if (r->short_name)
+			n = snprintf(left, sizeof(left), "  -%c, --%s%s",
+				     r->short_name, r->name, meta);
+		else
+			n = snprintf(left, sizeof(left), "      --%s%s", r->name,
+				     meta);
+		/* a long left part pushes the first line's text two spaces on */
+		fprintf(f, "%s%*s", left, n < HELP_COL ? HELP_COL - n : 2, "");
+		int col = n < HELP_COL ? HELP_COL : n + 2;
+
+		/* words, wrapped under the text column */
+		expand_help(r, help, sizeof(help));
+		bool first = true;
+		char *save;
+		for (char *w = strtok_r(help, " ", &save); w;
+		     w = strtok_r(NULL, " ", &save)) {
+			int wl = (int)strlen(w);
+			if (!first && col + 1 + wl >= HELP_WIDTH) {
+				fprintf(f, "\n%*s", HELP_COL, "");
+				col = HELP_COL;
+				first = true;
+			}
+			col += fprintf(f, "%s%s", first ? "" : " ", w);
+			first = false;
+		}
+		fputc('\n', f);
+	}
+}

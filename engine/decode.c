@@ -437,7 +437,9 @@ int main(int argc, char **argv)
 	}
 	char *model_dir = xstrdup(o.model);
 	struct engine_config cfg = {
-		.n_threads = o.n_threads, .n_ctx = o.n_ctx, .n_batch = o.n_batch,
+		.n_threads = o.n_nmus ? o.n_nmus : o.n_threads,
+		.nmu_off = !o.nmu_on, .topology = getenv("STRATA_TOPOLOGY"),
+		.n_ctx = o.n_ctx, .n_batch = o.n_batch,
 		.prefill_blas = o.prefill_blas,
 		.mt = {.kind = o.tier, .dram_budget_bytes = o.dram_budget,
 		       .huge_pages = true, .prefetch = o.prefetch,

@@ -29,6 +29,12 @@ static const struct flags_choice kv_tier_choices[] = {
 	{NULL, 0},
 };
 
+static const struct flags_choice nmu_choices[] = {
+	{"on", 1},
+	{"off", 0},
+	{NULL, 0},
+};
+
 /* The one place a flag is written. --help lists the rows in this order. */
 static const struct flags_opt table[] = {
 	{"model", 'm', FLAGS_STR, FLAGS_FIELD(model), .metavar = "FILE",
@@ -49,7 +55,18 @@ static const struct flags_opt table[] = {
 	 .help = "prompt tokens per prefill step (default 128)"},
 	{"threads", 't', FLAGS_INT, FLAGS_FIELD(n_threads),
 	 .lo.i = 1, .hi.i = 1024, .metavar = "N",
-	 .help = "threads (default: all CPUs)"},
+	 .help = "threads = near-memory units (default: one per CPU this "
+		 "process may run on)"},
+	{"nmus", 0, FLAGS_INT, FLAGS_FIELD(n_nmus),
+	 .lo.i = 1, .hi.i = 1024, .metavar = "N",
+	 .help = "near-memory units, each a thread pinned to one CPU that owns "
+		 "its share of every weight matrix and of the KV heads (same as "
+		 "-t; default: one per CPU)"},
+	{"nmu", 0, FLAGS_ENUM, FLAGS_FIELD(nmu_on), .def.i = 1,
+	 .choices = nmu_choices, .noun = "NMU mode",
+	 .help = "off: the same code as a plain thread pool (unpinned, one "
+		 "shared copy of the weights and KV cache, no ownership), the "
+		 "ablation of near-memory placement (default on)"},
 	{"seed", 's', FLAGS_INT, FLAGS_FIELD(samp.seed),
 	 .lo.i = 0, .hi.i = INT64_MAX, .def.i = 42, .metavar = "N",
 	 .help = "sampling seed (default {default})"},
@@ -356,6 +373,9 @@ int flags_check(const struct decode_options *o, char *err, size_t errlen)
 	if ((o->flash_dir || o->kv_block) && o->kv_tier != MEMTIER_FLASH)
 		return fail(err, errlen, "--flash-dir and --kv-block apply to "
 			    "--kv-tier flash");
+	if (o->n_threads && o->n_nmus && o->n_threads != o->n_nmus)
+		return fail(err, errlen, "-t %d and --nmus %d disagree (they "
+			    "are the same setting)", o->n_threads, o->n_nmus);
 	if (o->no_direct && o->tier != MEMTIER_FLASH &&
 	    o->kv_tier != MEMTIER_FLASH)
 		return fail(err, errlen, "--no-direct applies to --tier flash or "

@@ -30,7 +30,9 @@ struct decode_options {
 	int32_t n_predict;     /* -1: until EOS or the context is full */
 	int32_t n_ctx;         /* 0: min(model, 4096) */
 	int32_t n_batch;       /* 0: the engine's default */
-	int n_threads;         /* 0: all CPUs */
+	int n_threads;         /* -t; 0: one per allowed CPU */
+	int n_nmus;            /* --nmus, the same setting; 0: not given */
+	int nmu_on;            /* --nmu on (1) | off (0) */
 	struct sampler_config samp;
 	bool chat;
 	const char *system;

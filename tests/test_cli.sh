@@ -178,6 +178,49 @@ kv_accounting() {
 	done
 }
 
+# near-memory units: --nmu off, other unit counts and an emulated
+# two-node topology give the text of the default two units; --stats-json
+# has one nmu object per unit with its figures
+nmu_units() {
+	local g=(-p "The capital of France is" -n 16 --temp 0)
+	"$bin" "${m[@]}" "${g[@]}" -t 2 >"$tmp/u-ref" 2>/dev/null
+	for a in "--nmu off" "--nmu off -t 1" "--nmus 1" "--nmus 3" "-t 2 TOPO"; do
+		n=$((n + 1))
+		local env=() args=(${a/TOPO/})
+		[[ $a == *TOPO* ]] && env=(STRATA_TOPOLOGY=2x1)
+		if env "${env[@]}" "$bin" "${m[@]}" "${g[@]}" "${args[@]}" \
+			--stats-json "$tmp/u.json" >"$tmp/u-out" 2>"$tmp/u-err" &&
+			cmp -s "$tmp/u-ref" "$tmp/u-out" &&
+			python3 - "$tmp/u.json" "$a" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); a = sys.argv[2]
+units = d["nmu"]; s = d["nmu_summary"]
+want = 1 if "-t 1" in a or "--nmus 1" in a else 3 if "3" in a else 2
+assert len(units) == want == s["units"] == d["threads"], (len(units), want)
+assert s["mode"] == ("off" if "off" in a else "on")
+if "TOPO" in a:
+    assert [u["node"] for u in units] == [0, 1] and s["nodes"] == 2
+keys = {"unit", "cpu", "node", "weight_bytes", "act_bytes_in",
+        "result_bytes_out", "compute_seconds", "barrier_seconds",
+        "stall_seconds", "barrier_wait_p50_us", "barrier_wait_p99_us"}
+for u in units:
+    assert keys <= set(u), keys - set(u)
+    assert u["weight_bytes"] > 0 and u["compute_seconds"] > 0
+    assert u["foreign_rows"] == 0
+    assert (u["cpu"] >= 0) == (s["mode"] == "on")
+    assert (u["act_bytes_in"] > 0) == (want > 1)
+assert s["imbalance"] >= 1.0 or want == 1
+PY
+		then
+			echo "ok $n - $bin: ${a/TOPO/STRATA_TOPOLOGY=2x1}: same text, nmu stats"
+		else
+			echo "not ok $n - $bin: ${a/TOPO/STRATA_TOPOLOGY=2x1}: text or nmu stats differ"
+			sed 's/^/#   /' "$tmp/u-err" | tail -5
+			failed=$((failed + 1))
+		fi
+	done
+}
+
 # a real full disk: a 512 KiB tmpfs as --flash-dir (root only; skipped
 # where mount is not allowed)
 full_disk() {
@@ -231,12 +274,17 @@ for bin in "${bins[@]}"; do
 		-p "The capital of France is"
 	stop_signal
 	kv_accounting
+	nmu_units
 
 	# usage errors: status 2, before anything is loaded
 	check "no arguments" 2 "no model given" --
 	check "-t 0" 2 "--threads" -- "${m[@]}" -t 0 -p hi
 	check "-t abc" 2 "'abc'" -- "${m[@]}" -t abc -p hi
 	check "-t 2x" 2 "--threads" -- "${m[@]}" -t 2x -p hi
+	check "--nmu maybe" 2 "unknown NMU mode 'maybe'" -- "${m[@]}" --nmu maybe -p hi
+	check "-t 2 --nmus 3" 2 "disagree" -- "${m[@]}" -t 2 --nmus 3 -p hi
+	check "--nmus 10 (9 heads)" 1 "a unit would have no head" -- "${m[@]}" --nmus 10 -p hi
+	check "STRATA_TOPOLOGY bogus" 1 "STRATA_TOPOLOGY='2y1'" STRATA_TOPOLOGY=2y1 -- "${m[@]}" -p hi
 	check "-n x" 2 "--n-predict" -- "${m[@]}" -n x -p hi
 	check "-n -2" 2 "--n-predict" -- "${m[@]}" -n -2 -p hi
 	check "-c 0" 2 "--ctx-size" -- "${m[@]}" -c 0 -p hi

@@ -77,6 +77,8 @@ static void check_defaults(const struct decode_options *o)
 	assert_int_equal(o->n_ctx, 0);
 	assert_int_equal(o->n_batch, 0);
 	assert_int_equal(o->n_threads, 0);
+	assert_int_equal(o->n_nmus, 0);
+	assert_int_equal(o->nmu_on, 1);
 	assert_true(o->samp.temp == 0.8f);
 	assert_int_equal(o->samp.top_k, 40);
 	assert_true(o->samp.top_p == 0.95f);
@@ -245,6 +247,28 @@ static void test_bad_values(void **state)
 		"-m", "m", "--tier", "DRAM", NULL);
 	refused("--kv-tier: unknown KV tier 'mmap' (dram, flash)",
 		"-m", "m", "--kv-tier", "mmap", NULL);
+	refused("--nmu: unknown NMU mode 'maybe' (on, off)",
+		"-m", "m", "--nmu", "maybe", NULL);
+	refused("--nmus: '0' is not an integer in [1, 1024]",
+		"-m", "m", "--nmus", "0", NULL);
+}
+
+/* --nmus and -t are one setting; --nmu off is the ablation */
+static void test_nmu_flags(void **state)
+{
+	struct decode_options o;
+	char err[256];
+
+	assert_int_equal(parse(&o, err, sizeof(err), "-m", "m", "--nmus", "3",
+			       "--nmu", "off", NULL), 0);
+	assert_int_equal(o.n_nmus, 3);
+	assert_int_equal(o.n_threads, 0);
+	assert_int_equal(o.nmu_on, 0);
+	assert_int_equal(parse(&o, err, sizeof(err), "-m", "m", "-t", "2",
+			       "--nmus", "2", "--nmu=on", NULL), 0);
+	assert_int_equal(o.nmu_on, 1);
+	refused("-t 2 and --nmus 3 disagree (they are the same setting)",
+		"-m", "m", "-t", "2", "--nmus", "3", NULL);
 }
 
 static void test_bad_usage(void **state)
@@ -412,10 +436,12 @@ static void test_table(void **state)
 			assert_non_null(r->choices);
 			assert_non_null(r->noun);
 			for (const struct flags_choice *c = r->choices; c->name; c++) {
-				/* the names are memtier's own */
+				/* tiers: the names are memtier's own */
 				enum memtier_kind k;
-				assert_int_equal(memtier_kind_parse(c->name, &k), 0);
-				assert_int_equal((int)k, c->value);
+				if (strstr(r->noun, "tier")) {
+					assert_int_equal(memtier_kind_parse(c->name, &k), 0);
+					assert_int_equal((int)k, c->value);
+				}
 				def_named |= c->value == r->def.i;
 			}
 			assert_true(def_named);
@@ -493,6 +519,7 @@ int main(void)
 		cmocka_unit_test(test_help),
 		cmocka_unit_test(test_cross_checks),
 		cmocka_unit_test(test_table),
+		cmocka_unit_test(test_nmu_flags),
 		cmocka_unit_test(test_usage),
 		cmocka_unit_test(test_parse_twice),
 	};

@@ -37,6 +37,7 @@ LIB_SRCS = \
 	kernels/ops.c \
 	models/gguf.c \
 	models/gguf_write.c \
+	models/shapes.c \
 	models/llama_model.c \
 	models/tokenizer.c \
 	models/chat.c \
@@ -58,7 +59,8 @@ TEST_NAMES = \
 	test_gguf \
 	test_tokenizer \
 	test_sampler \
-	test_decode
+	test_decode \
+	test_shapes
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 
@@ -149,11 +151,12 @@ asan:
 		LDFLAGS="-fsanitize=address,undefined" \
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
 		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
-		build-asan/tests/test_decode build-asan/decode models
+		build-asan/tests/test_decode build-asan/tests/test_shapes \
+		build-asan/decode models
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) tests/run.sh \
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
 		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
-		build-asan/tests/test_decode
+		build-asan/tests/test_decode build-asan/tests/test_shapes
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) \
 		tests/test_cli.sh build-asan/decode
 

@@ -66,7 +66,8 @@ TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 
 PROGS = decode models/mkmodel bench/kbench bench/probe
 
-ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o)
+ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
+	$(BUILD)/bench/mvbench.o
 
 .PHONY: all deps demo test test-c test-py asan help clean models bench
 
@@ -102,11 +103,13 @@ models/mkmodel: $(BUILD)/models/mkmodel.o $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bench/kbench: $(BUILD)/bench/kbench.o $(LIB)
+BENCH_OBJS = $(BUILD)/bench/mvbench.o
+
+bench/kbench: $(BUILD)/bench/kbench.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bench/probe: $(BUILD)/bench/probe.o $(LIB)
+bench/probe: $(BUILD)/bench/probe.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

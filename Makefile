@@ -67,7 +67,7 @@ TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 PROGS = decode models/mkmodel bench/kbench bench/probe
 
 ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
-	$(BUILD)/bench/mvbench.o
+	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o
 
 .PHONY: all deps demo test test-c test-py asan help clean models bench
 
@@ -109,7 +109,7 @@ bench/kbench: $(BUILD)/bench/kbench.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bench/probe: $(BUILD)/bench/probe.o $(BENCH_OBJS) $(LIB)
+bench/probe: $(BUILD)/bench/probe.o $(BUILD)/bench/probe_kern.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

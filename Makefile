@@ -37,6 +37,7 @@ LIB_SRCS = \
 	kernels/ops.c \
 	models/gguf.c \
 	models/gguf_write.c \
+	models/shapes.c \
 	models/llama_model.c \
 	models/tokenizer.c \
 	models/chat.c \
@@ -63,13 +64,15 @@ TEST_NAMES = \
 	test_tokenizer \
 	test_sampler \
 	test_flags \
-	test_decode
+	test_decode \
+	test_shapes
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 
 PROGS = decode models/mkmodel bench/kbench bench/probe
 
-ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o)
+ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
+	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o
 
 .PHONY: all deps demo test test-c test-py asan help clean models bench
 
@@ -105,11 +108,13 @@ models/mkmodel: $(BUILD)/models/mkmodel.o $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bench/kbench: $(BUILD)/bench/kbench.o $(LIB)
+BENCH_OBJS = $(BUILD)/bench/mvbench.o
+
+bench/kbench: $(BUILD)/bench/kbench.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bench/probe: $(BUILD)/bench/probe.o $(LIB)
+bench/probe: $(BUILD)/bench/probe.o $(BUILD)/bench/probe_kern.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -155,11 +160,13 @@ asan:
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
 		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
 		build-asan/tests/test_flags build-asan/tests/test_decode \
+		build-asan/tests/test_shapes \
 		build-asan/decode models
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) tests/run.sh \
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
 		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
-		build-asan/tests/test_flags build-asan/tests/test_decode
+		build-asan/tests/test_flags build-asan/tests/test_decode \
+		build-asan/tests/test_shapes
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) \
 		tests/test_cli.sh build-asan/decode
 

@@ -8,7 +8,9 @@
  * of the matrix laid out in an arena far larger than L3 (32 MiB), so no
  * call finds its matrix in cache. Reported: the median of N calls in
  * microseconds, and the weight bytes of one call over that time in GB/s.
- * The activation is quantized once, outside the timing.
+ * The activation is quantized once, outside the timing; a call is timed
+ * between two barriers inside the OpenMP region, so fork and join are
+ * not in it (bench/mvbench.c, shared with bench/probe).
  *
  * -M measures the batched product of prefill instead: n_tok (default 128)
  * activations times a 2048x2048, 2048x5632 and 5632x2048 matrix, swept in
@@ -28,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/mvbench.h"
 #include "kernels/kern.h"
 
 struct bench_opts {
@@ -55,13 +58,6 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -79,17 +75,6 @@ static void usage(FILE *f)
 		"  -T NTOK   tokens of the batched product (default 128)\n"
 		"  -R ROWS   rows per matmul call (default: as the engine, the fewest\n"
 		"            tiles of <= 512 rows, a multiple of 32, split evenly)\n");
-}
-
-static uint32_t type_by_name(const char *name)
-{
-	for (uint32_t t = 0; t < KT_COUNT; t++) {
-		const struct kern_type_info *ti = kern_type_info(t);
-
-		if (ti && ti->is_weight && !strcmp(ti->name, name))
-			return t;
-	}
-	return KT_COUNT;
 }
 
 static int parse_args(int argc, char **argv, struct bench_opts *o)
@@ -122,7 +107,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 			o->types[o->n_types++] = t;
 	for (tok = list ? strtok_r(list, ",", &save) : NULL; tok;
 	     tok = strtok_r(NULL, ",", &save)) {
-		uint32_t t = type_by_name(tok);
+		uint32_t t = mvbench_type_by_name(tok);
 
 		if (t == KT_COUNT) {
 			fprintf(stderr, "kbench: unknown weight type '%s'\n", tok);
@@ -147,73 +132,6 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	return 0;
 }
 
-/* Fill the first matrix of the arena (16 distinct random rows repeated:
- * speed does not depend on the values) and copy it over the rest. Returns
- * the number of copies. */
-static int64_t fill_arena(uint8_t *arena, size_t arena_bytes, uint32_t type,
-			  int64_t rows, int64_t n, size_t rb)
-{
-	size_t mat = (size_t)rows * rb, stride = (mat + 4095) & ~(size_t)4095;
-	float *x = malloc((size_t)n * sizeof(float));
-	int64_t copies = (int64_t)(arena_bytes / stride);
-
-	if (!x)
-		return -ENOMEM;
-	srand(1);
-	for (int64_t r = 0; r < rows; r++) {
-		if (r < 16) {
-			for (int64_t i = 0; i < n; i++)
-				x[i] = (float)rand() / RAND_MAX - 0.5f;
-			if (kern_quantize_row(type, x, arena + r * rb, n) < 0) {
-				free(x);
-				return -EINVAL;
-			}
-		} else {
-			memcpy(arena + r * rb, arena + (r % 16) * rb, rb);
-		}
-	}
-	for (int64_t c = 1; c < copies; c++)
-		memcpy(arena + c * stride, arena, mat);
-	free(x);
-	return copies;
-}
-
-/* Median seconds per call of ops->matvec over all rows with nth threads,
- * each call on the next copy of the matrix. */
-static double time_matvec(const struct kern_ops *ops, const uint8_t *arena,
-			  size_t stride, int64_t copies, size_t rb, int64_t rows,
-			  int64_t n, const void *act, float *y, int nth,
-			  const struct bench_opts *o)
-{
-	double *t = malloc(sizeof(double) * (size_t)o->iters), start, med;
-	int done = 0;
-
-	if (!t)
-		return -1;
-	start = now_s();
-	for (int it = -2; it < o->iters; it++) {
-		const uint8_t *w = arena + (size_t)((it + 2) % copies) * stride;
-		double t0 = now_s();
-
-#pragma omp parallel num_threads(nth)
-		{
-			int ith = omp_get_thread_num(), nt = omp_get_num_threads();
-			int64_t r0 = rows * ith / nt, r1 = rows * (ith + 1) / nt;
-
-			ops->matvec(w, rb, act, y, n, r0, r1);
-		}
-		if (it < 0)
-			continue; /* warm-up */
-		t[done++] = now_s() - t0;
-		if (done >= 5 && now_s() - start > o->max_s)
-			break;
-	}
-	qsort(t, (size_t)done, sizeof(double), cmp_double);
-	med = t[done / 2];
-	free(t);
-	return med;
-}
-
 /* One type on every ISA: one output line per ISA. */
 static int bench_type(uint32_t type, uint8_t *arena, const struct bench_opts *o)
 {
@@ -222,42 +140,38 @@ static int bench_type(uint32_t type, uint8_t *arena, const struct bench_opts *o)
 	size_t rb[2];
 
 	for (int s = 0; s < 2; s++) {
-		int64_t rows = shapes[s][0], n = shapes[s][1];
-		size_t mat, stride;
-		int64_t copies;
-		float *x = malloc((size_t)n * sizeof(float));
-		float *y = malloc((size_t)rows * sizeof(float));
-		void *act = malloc(kern_act_bytes(ti->act_type, n));
+		struct mvbench_mat m;
+		float *y = malloc((size_t)shapes[s][0] * sizeof(float));
+		int rc = mvbench_fill(&m, arena, o->arena_bytes, type,
+				      shapes[s][0], shapes[s][1]);
 
-		if (!x || !y || !act)
-			return -ENOMEM;
-		rb[s] = (size_t)kern_row_bytes(type, n);
-		mat = (size_t)rows * rb[s];
-		stride = (mat + 4095) & ~(size_t)4095;
-		copies = fill_arena(arena, o->arena_bytes, type, rows, n, rb[s]);
-		if (copies < 0)
-			return (int)copies;
-		for (int64_t i = 0; i < n; i++)
-			x[i] = (float)rand() / RAND_MAX - 0.5f;
+		if (!y || rc) {
+			free(y);
+			return rc ? rc : -ENOMEM;
+		}
+		rb[s] = m.row_bytes;
 		for (int isa = 0; isa < KERN_ISA_COUNT; isa++) {
 			const struct kern_ops *ops = kern_ops_isa(isa, type);
-			kern_quantize_act_fn qa =
-				kern_quantize_act_isa(isa, ti->act_type);
+			void *act;
 
 			if (!o->isa_on[isa] || !ops)
 				continue;
-			if (qa)
-				qa(x, act, n);
-			else
-				memcpy(act, x, (size_t)n * sizeof(float));
-			for (int th = 0; th < 2; th++)
-				us[isa][s][th] = 1e6 * time_matvec(
-					ops, arena, stride, copies, rb[s], rows,
-					n, act, y, th + 1, o);
+			if (!(act = mvbench_act(type, isa, m.n))) {
+				free(y);
+				return -ENOMEM;
+			}
+			for (int th = 0; th < 2; th++) {
+				struct mvbench_run run = {
+					.nth = th + 1, .reps = 1, .warm = 2,
+					.iters = o->iters, .min_iters = 5,
+					.max_s = o->max_s,
+				};
+				us[isa][s][th] = 1e6 * mvbench_time(&m, ops, act,
+								    y, &run);
+			}
+			free(act);
 		}
-		free(x);
 		free(y);
-		free(act);
 	}
 	for (int isa = 0; isa < KERN_ISA_COUNT; isa++) {
 		if (!us[isa][0][0]) {
@@ -283,11 +197,12 @@ static int bench_type(uint32_t type, uint8_t *arena, const struct bench_opts *o)
  * tiles of o->mm_tile rows if use_mm, else by a matvec per token in tiles
  * of 24576 / rb rows. y is n_tok rows of ldy floats. */
 static double time_matmul(const struct kern_ops *ops, int use_mm,
-			  const uint8_t *arena, size_t stride, int64_t copies,
-			  size_t rb, int64_t rows, int64_t n, const uint8_t *act,
+			  const struct mvbench_mat *m, const uint8_t *act,
 			  size_t act_stride, float *y, int64_t ldy, int nth,
 			  const struct bench_opts *o)
 {
+	int64_t rows = m->rows, n = m->n;
+	size_t rb = m->row_bytes;
 	double *t = malloc(sizeof(double) * (size_t)o->iters), start, med;
 	/* the engine's tiles (engine/forward.c, matmul_q8) */
 	int64_t n_split = (rows + 512LL * nth - 1) / (512LL * nth) * nth;
@@ -304,7 +219,8 @@ static double time_matmul(const struct kern_ops *ops, int use_mm,
 	n_tiles = (rows + tile - 1) / tile;
 	start = now_s();
 	for (int it = -1; it < o->iters; it++) {
-		const uint8_t *w = arena + (size_t)((it + 1) % copies) * stride;
+		const uint8_t *w = m->base + (size_t)((it + 1) % m->copies) *
+						     m->stride;
 		double t0 = now_s();
 
 #pragma omp parallel for num_threads(nth) schedule(static)
@@ -326,8 +242,7 @@ static double time_matmul(const struct kern_ops *ops, int use_mm,
 		if (done >= 3 && now_s() - start > o->max_s)
 			break;
 	}
-	qsort(t, (size_t)done, sizeof(double), cmp_double);
-	med = t[done / 2];
+	med = mvbench_median(t, done);
 	free(t);
 	return med;
 }
@@ -342,17 +257,15 @@ static int bench_matmul_type(uint32_t type, uint8_t *arena,
 
 	for (int s = 0; s < 3 && !rc; s++) {
 		int64_t rows = mm_shapes[s][0], n = mm_shapes[s][1];
-		size_t rb = (size_t)kern_row_bytes(type, n);
-		size_t stride = ((size_t)rows * rb + 4095) & ~(size_t)4095;
+		struct mvbench_mat m;
 		size_t as = (kern_act_bytes(ti->act_type, n) + 63) / 64 * 64;
 		float *x = malloc((size_t)n * sizeof(float));
 		float *y = malloc((size_t)o->n_tok * rows * sizeof(float));
 		uint8_t *act = malloc(as * (size_t)o->n_tok);
-		int64_t copies = fill_arena(arena, o->arena_bytes, type, rows,
-					    n, rb);
 
-		if (!x || !y || !act || copies < 0)
-			rc = copies < 0 ? (int)copies : -ENOMEM;
+		rc = mvbench_fill(&m, arena, o->arena_bytes, type, rows, n);
+		if (!rc && (!x || !y || !act))
+			rc = -ENOMEM;
 		for (int isa = 0; isa < KERN_ISA_COUNT && !rc; isa++) {
 			const struct kern_ops *ops = kern_ops_isa(isa, type);
 			kern_quantize_act_fn qa =
@@ -367,13 +280,11 @@ static int bench_matmul_type(uint32_t type, uint8_t *arena,
 			}
 			for (int th = 1; th <= 2; th++) {
 				double gop = 2.0 * rows * n * o->n_tok * 1e-9;
-				double tl = time_matmul(ops, 0, arena, stride,
-							copies, rb, rows, n, act,
-							as, y, rows, th, o);
+				double tl = time_matmul(ops, 0, &m, act, as, y,
+							rows, th, o);
 				double tm = ops->matmul
-					? time_matmul(ops, 1, arena, stride,
-						      copies, rb, rows, n, act,
-						      as, y, rows, th, o)
+					? time_matmul(ops, 1, &m, act, as, y,
+						      rows, th, o)
 					: 0;
 
 				printf("%-5s %-6s %5lldx%-5lld %d  %9.0f %6.1f "

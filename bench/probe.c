@@ -2,17 +2,31 @@
  * probe - measure this machine into a hardware profile: the yardstick for
  * the flash tier and the input of the simulator to come.
  *
+ *   machine  host name, CPU model (/proc/cpuinfo), CPUs online, the
+ *          kernel ISA kern_init() picks, cache sizes, date.
  *   DRAM   read bandwidth by thread count (1 .. the CPUs this process may
- *          run on): a streaming sum (AVX-512 where the CPU has it, scalar
- *          otherwise or with STRATA_KERNELS=ref) over a buffer far above
- *          L3, allocated with huge pages and touched once before timing;
- *          OpenMP threads pinned one per CPU; median of several passes.
+ *          run on): a streaming sum with the widest vector the CPU has
+ *          (AVX-512, else AVX2, scalar as the last resort; cpuid at run
+ *          time, capped by STRATA_KERNELS=avx2|ref) over a buffer far
+ *          above L3, allocated with huge pages and touched once before
+ *          timing; OpenMP threads pinned one per CPU; median of passes.
+ *   kernels  the decode matvec of every weight type from DRAM and from
+ *          L2, one thread and all: bench/probe_kern.c.
  *   flash  io_uring + O_DIRECT reads of a test file in --flash-dir, into
  *          one registered huge-page-backed buffer through a registered
  *          file: sequential GB/s by block size (64 KiB .. 4 MiB) and queue
  *          depth (1, 4, 16, 64), then 4 KiB random reads: latency p50/p99
  *          at QD1 (submit to completion, so it includes the submit
  *          syscall) and IOPS at QD64.
+ *   KV     the KV cache's block writes (memtier/kvcache.h on the flash
+ *          tier, in --flash-dir): a TinyLlama-shaped cache (22 layers, 256
+ *          floats a row, blocks of 64 positions) filled a block per layer
+ *          at a time; bytes/s and mean submit-to-reap per block write.
+ *          Where O_DIRECT (or the cache) is refused the profile says why
+ *          and carries on. STRATA_FAULT (memtier's fault hook, e.g.
+ *          nodirect:1) applies to it, for tests. The KV file has no name
+ *          (kvcache.c: O_TMPFILE, or mkstemp and unlink), like the test
+ *          file below.
  *
  * The test file is made with mkstemp (never clobbers another run's file)
  * and unlinked at once, with SIGINT/SIGTERM blocked between the two, so the
@@ -23,6 +37,7 @@
  * GB/s is 1e9 bytes per second. Exit 0 on success, 1 on any failure, with
  * a message saying what is missing (no io_uring, no O_DIRECT, memlock ...).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -42,9 +57,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/probe.h"
 #include "engine/util.h"
+#include "kernels/kern.h"
+#include "memtier/kvcache.h"
 
-#define MIB ((size_t)1 << 20)
 #define GIB ((size_t)1 << 30)
 #define HUGE_BYTES (2 * MIB)
 #define N_BS 4
@@ -55,23 +72,10 @@
 static const size_t bs_list[N_BS] = { 64 * 1024, 256 * 1024, MIB, 4 * MIB };
 static const int qd_list[N_QD] = { 1, 4, 16, 64 };
 
-struct probe_opts {
-	const char *flash_dir;
-	const char *out_path;  /* NULL: stdout */
-	uint64_t file_bytes;   /* test file; a multiple of 4 MiB */
-	uint64_t dram_bytes;   /* DRAM sum buffer */
-	uint64_t seq_bytes;    /* per pass of one (block, QD) point ... */
-	double seq_max_s;      /* ... or fewer once this much time is spent */
-	int passes;            /* median of this many (DRAM and flash) */
-	int lat_ops;           /* QD1 4 KiB reads for p50/p99 ... */
-	double rand_max_s;     /* ... and the time cap of each random phase */
-	int quick, no_flash, no_dram;
-};
-
 struct dram_result {
 	int n_threads;            /* measured 1 .. n_threads */
 	double gbps[CPU_SETSIZE]; /* [t-1]: median GB/s with t threads */
-	const char *method;       /* "avx512" or "scalar" */
+	const char *method;       /* "avx512", "avx2" or "scalar" */
 	uint64_t thp_bytes;       /* of the buffer, backed by huge pages */
 };
 
@@ -107,9 +111,9 @@ static double median(double *v, int n)
  * ask for transparent huge pages and touch every page once with `threads`
  * threads, so no page fault lands inside a timed region (first touch here
  * costs ~15 us per 4 KiB page: MACHINE.md). Returns the pointer in *out
- * and 0, or -ENOMEM. Free with huge_free(p, bytes).
+ * and 0, or -ENOMEM. Free with probe_huge_free(p, bytes).
  */
-static int huge_alloc(size_t bytes, int threads, void **out)
+int probe_huge_alloc(size_t bytes, int threads, void **out)
 {
 	size_t len = (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1);
 	uint8_t *raw, *p;
@@ -121,7 +125,7 @@ static int huge_alloc(size_t bytes, int threads, void **out)
 		return -errno;
 	a = ((uintptr_t)raw + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1);
 	p = (uint8_t *)a;
-	/* trim to exactly [p, p + len) so huge_free needs no bookkeeping */
+	/* trim to exactly [p, p + len): probe_huge_free needs no bookkeeping */
 	if (p > raw)
 		munmap(raw, p - raw);
 	if (p + len < raw + len + HUGE_BYTES)
@@ -134,7 +138,7 @@ static int huge_alloc(size_t bytes, int threads, void **out)
 	return 0;
 }
 
-static void huge_free(void *p, size_t bytes)
+void probe_huge_free(void *p, size_t bytes)
 {
 	if (p)
 		munmap(p, (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1));
@@ -218,6 +222,31 @@ static uint64_t sum_avx512(const uint64_t *p, size_t n)
 	return s;
 }
 
+/* same contract as sum_avx512, for CPUs without AVX-512 */
+__attribute__((target("avx2")))
+static uint64_t sum_avx2(const uint64_t *p, size_t n)
+{
+	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+
+	for (size_t i = 0; i < n; i += 32) {
+		const __m256i *q = (const __m256i *)(p + i);
+
+		a0 = _mm256_add_epi64(a0, _mm256_load_si256(q));
+		a1 = _mm256_add_epi64(a1, _mm256_load_si256(q + 1));
+		a2 = _mm256_add_epi64(a2, _mm256_load_si256(q + 2));
+		a3 = _mm256_add_epi64(a3, _mm256_load_si256(q + 3));
+		a0 = _mm256_add_epi64(a0, _mm256_load_si256(q + 4));
+		a1 = _mm256_add_epi64(a1, _mm256_load_si256(q + 5));
+		a2 = _mm256_add_epi64(a2, _mm256_load_si256(q + 6));
+		a3 = _mm256_add_epi64(a3, _mm256_load_si256(q + 7));
+	}
+	uint64_t lanes[4] __attribute__((aligned(32)));
+
+	a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+	_mm256_store_si256((__m256i *)lanes, a0);
+	return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
 /* the reference: same contract as sum_avx512 */
 static uint64_t sum_scalar(const uint64_t *p, size_t n)
 {
@@ -234,6 +263,26 @@ static uint64_t sum_scalar(const uint64_t *p, size_t n)
 
 typedef uint64_t (*sum_fn)(const uint64_t *p, size_t n);
 
+/* The widest sum this CPU runs (cpuid), no wider than STRATA_KERNELS
+ * allows ("avx2": AVX2, "ref": scalar); its name in *name. */
+static sum_fn pick_sum(const char **name)
+{
+	const char *env = getenv("STRATA_KERNELS");
+	int cap = !env || !*env ? 2 : !strcmp(env, "ref") ? 0
+				   : !strcmp(env, "avx2") ? 1 : 2;
+
+	if (cap >= 2 && __builtin_cpu_supports("avx512f")) {
+		*name = "avx512";
+		return sum_avx512;
+	}
+	if (cap >= 1 && __builtin_cpu_supports("avx2")) {
+		*name = "avx2";
+		return sum_avx2;
+	}
+	*name = "scalar";
+	return sum_scalar;
+}
+
 /* the i-th CPU (0-based) of the set, or -1 */
 static int nth_cpu(const cpu_set_t *set, int i)
 {
@@ -246,7 +295,7 @@ static int nth_cpu(const cpu_set_t *set, int i)
 /* Pin each thread of a team of n to its own CPU of `allowed`. The libgomp
  * pool keeps its threads between regions of the same size, so the pinning
  * holds for the timed regions that follow. */
-static void pin_team(const cpu_set_t *allowed, int n)
+void probe_pin_team(const cpu_set_t *allowed, int n)
 {
 #pragma omp parallel num_threads(n)
 	{
@@ -271,11 +320,8 @@ static void pin_team(const cpu_set_t *allowed, int n)
 static int probe_dram(const struct probe_opts *o, struct dram_result *r)
 {
 	cpu_set_t allowed;
-	const char *env = getenv("STRATA_KERNELS");
-	int use512 = __builtin_cpu_supports("avx512f") &&
-		     !(env && !strcmp(env, "ref")) &&
-		     !(env && !strcmp(env, "avx2"));
-	sum_fn sum = use512 ? sum_avx512 : sum_scalar;
+	const char *method;
+	sum_fn sum = pick_sum(&method);
 	size_t n = (o->dram_bytes / 8) & ~(size_t)(32 * CPU_SETSIZE - 1);
 	double *pass_gbps = xcalloc(o->passes, sizeof(double));
 	uint64_t *buf = NULL;
@@ -284,17 +330,17 @@ static int probe_dram(const struct probe_opts *o, struct dram_result *r)
 
 	sched_getaffinity(0, sizeof(allowed), &allowed);
 	n_cpu = CPU_COUNT(&allowed);
-	err = huge_alloc(n * 8, n_cpu, (void **)&buf);
+	err = probe_huge_alloc(n * 8, n_cpu, (void **)&buf);
 	if (err)
 		goto out;
-	r->method = use512 ? "avx512" : "scalar";
+	r->method = method;
 	r->n_threads = n_cpu;
 	r->thp_bytes = thp_bytes_of(buf);
 	for (int t = 1; t <= n_cpu; t++) {
 		/* slices a multiple of 32 elements: n is a multiple of 32*CPU_SETSIZE */
 		size_t slice = n / t;
 
-		pin_team(&allowed, t);
+		probe_pin_team(&allowed, t);
 		sink += sum(buf, n / n_cpu); /* warm: TLB, pool, clocks */
 		for (int p = 0; p < o->passes; p++) {
 			int64_t t0 = now_ns();
@@ -308,7 +354,7 @@ static int probe_dram(const struct probe_opts *o, struct dram_result *r)
 		r->gbps[t - 1] = median(pass_gbps, o->passes);
 	}
 	sched_setaffinity(0, sizeof(allowed), &allowed);
-	huge_free(buf, n * 8);
+	probe_huge_free(buf, n * 8);
 out:
 	free(pass_gbps);
 	(void)sink;
@@ -562,7 +608,7 @@ static void flash_destroy(struct flash_ctx *c)
 		io_uring_queue_exit(&c->ring); /* also unregisters buffer, file */
 	if (c->fd >= 0)
 		close(c->fd);
-	huge_free(c->buf, c->buf_bytes);
+	probe_huge_free(c->buf, c->buf_bytes);
 }
 
 /*
@@ -595,7 +641,7 @@ static int flash_init(struct flash_ctx *c, const struct probe_opts *o,
 	}
 	io_uring_free_probe(pr);
 	c->buf_bytes = QD_MAX * bs_list[N_BS - 1];
-	err = huge_alloc(c->buf_bytes, 1, (void **)&c->buf);
+	err = probe_huge_alloc(c->buf_bytes, 1, (void **)&c->buf);
 	if (err) {
 		c->buf = NULL;
 		snprintf(msg, msg_len, "cannot allocate %zu MiB of I/O buffers",
@@ -722,23 +768,144 @@ out:
 	return err;
 }
 
+/* ---- KV-cache writes ---------------------------------------------------- */
+
+/* TinyLlama's KV shape: 22 layers, 4 KV heads of 64 floats */
+#define KV_LAYERS 22
+#define KV_EMBD 256
+#define KV_BLOCK 64
+
+struct kv_result {
+	char skipped[320];     /* why not measured; "" if it was */
+	int32_t n_layer, n_embd_kv, block_tokens, n_pos;
+	uint64_t block_bytes;  /* one layer's K (or V) block */
+	uint64_t n_blocks;     /* K and V blocks written */
+	uint64_t bytes_written;
+	uint64_t n_requests;
+	double seconds;        /* first commit to the last write landed */
+	double gbps;
+	double block_us;       /* mean submit-to-reap of a request */
+	double qd_mean;
+};
+
+/* Fill positions [p0, p0 + B) of layer l in a view with no rows read
+ * back (n_pos 0) and commit them: one K and one V block write. */
+static int kv_write_block(struct kvcache *kv, int32_t l, int32_t p0, int32_t B)
+{
+	float *k, *v;
+	int err = kvcache_layer(kv, l, 0, &k, &v);
+
+	if (err)
+		return err;
+	for (int64_t i = (int64_t)p0 * KV_EMBD; i < (int64_t)(p0 + B) * KV_EMBD; i++)
+		k[i] = v[i] = (float)(i & 1023);
+	err = kvcache_commit(kv, l, p0, p0 + B);
+	kvcache_release(kv, l);
+	return err;
+}
+
+/*
+ * Write a whole KV cache on the flash tier a block per layer at a time,
+ * as prefill does, and time it into *r. An open that fails (O_DIRECT
+ * refused, no space) is no error: r->skipped says why. Returns 0, or
+ * -errno with msg set when a write fails.
+ */
+static int probe_kv(const struct probe_opts *o, struct kv_result *r,
+		    char *msg, size_t msg_len)
+{
+	struct memtier_config mt = { .kind = MEMTIER_FLASH };
+	struct kvcache_config cfg = {
+		.kind = MEMTIER_FLASH, .dir = o->flash_dir,
+		.n_layer = KV_LAYERS, .n_ctx = o->quick ? 1024 : 4096,
+		.n_embd_kv = KV_EMBD, .block_tokens = KV_BLOCK,
+		.prefetch = 2, /* decode's default: four layer views */
+		.mt = &mt,
+	};
+	const char *fault = getenv("STRATA_FAULT");
+	struct kvcache *kv;
+	struct kvcache_info info;
+	const struct memtier_tier_stats *st;
+	char err_msg[256];
+	int64_t t0;
+	int err;
+
+	if (fault && *fault && memtier_fault_parse(fault, &mt)) {
+		snprintf(msg, msg_len, "STRATA_FAULT=%s: want eio:N, short:N, "
+			 "enospc:N or nodirect:1", fault);
+		return -EINVAL;
+	}
+	r->n_layer = cfg.n_layer;
+	r->n_embd_kv = cfg.n_embd_kv;
+	r->n_pos = cfg.n_ctx;
+	err = kvcache_open(&kv, &cfg, err_msg, sizeof(err_msg));
+	if (err) {
+		snprintf(r->skipped, sizeof(r->skipped), "%s", err_msg);
+		return 0;
+	}
+	kvcache_get_info(kv, &info);
+	r->block_tokens = info.block_tokens;
+	r->block_bytes = (uint64_t)info.block_tokens * KV_EMBD * sizeof(float);
+	t0 = now_ns();
+	for (int32_t p0 = 0; p0 + r->block_tokens <= r->n_pos && !err;
+	     p0 += r->block_tokens)
+		for (int32_t l = 0; l < r->n_layer && !err; l++)
+			err = kv_write_block(kv, l, p0, r->block_tokens);
+	if (!err)
+		err = kvcache_flush(kv);
+	r->seconds = (now_ns() - t0) * 1e-9;
+	st = kvcache_stats(kv);
+	r->bytes_written = st->bytes_written;
+	r->n_requests = st->n_requests;
+	r->n_blocks = r->bytes_written / r->block_bytes;
+	r->gbps = r->bytes_written / r->seconds * 1e-9;
+	r->block_us = st->n_requests ? st->req_ns * 1e-3 / st->n_requests : 0;
+	r->qd_mean = st->n_requests ? (double)st->qd_sum / st->n_requests : 0;
+	kvcache_close(kv);
+	if (err)
+		snprintf(msg, msg_len, "KV block writes in %s: %s", o->flash_dir,
+			 strerror(-err));
+	return err;
+}
+
 /* ---- output ----------------------------------------------------------- */
 
-static void cpu_model(char *out, size_t len)
+/* what was measured; NULL for a part that was skipped */
+struct probe_results {
+	const struct dram_result *dram;
+	const struct probe_kern *kern;
+	const struct flash_result *flash;
+	const struct kv_result *kv;
+};
+
+struct cpu_id {
+	char model[256]; /* "model name", "unknown" if absent */
+	int family, model_id, stepping; /* -1 if absent */
+};
+
+static void cpu_model(struct cpu_id *id)
 {
 	FILE *f = fopen("/proc/cpuinfo", "r");
 	char line[512], *v;
 
-	snprintf(out, len, "unknown");
+	snprintf(id->model, sizeof(id->model), "unknown");
+	id->family = id->model_id = id->stepping = -1;
 	if (!f)
 		return;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "model name", 10) && (v = strchr(line, ':'))) {
-			v += strspn(v + 1, " \t") + 1;
-			v[strcspn(v, "\n")] = '\0';
-			snprintf(out, len, "%s", v);
-			break;
-		}
+	/* the first CPU's block: up to its blank line */
+	while (fgets(line, sizeof(line), f) && line[0] != '\n') {
+		if (!(v = strchr(line, ':')))
+			continue;
+		v += strspn(v + 1, " \t") + 1;
+		v[strcspn(v, "\n")] = '\0';
+		if (!strncmp(line, "model name", 10))
+			snprintf(id->model, sizeof(id->model), "%s", v);
+		else if (!strncmp(line, "cpu family", 10))
+			id->family = atoi(v);
+		else if (!strncmp(line, "model", 5) && isspace((unsigned char)line[5]))
+			id->model_id = atoi(v);
+		else if (!strncmp(line, "stepping", 8))
+			id->stepping = atoi(v);
+	}
 	fclose(f);
 }
 
@@ -759,9 +926,13 @@ static void json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
-static void print_table(const struct probe_opts *o, const struct dram_result *d,
-			const struct flash_result *fl)
+static void print_table(const struct probe_opts *o,
+			const struct probe_results *pr)
 {
+	const struct dram_result *d = pr->dram;
+	const struct flash_result *fl = pr->flash;
+	const struct kv_result *kv = pr->kv;
+
 	if (d) {
 		fprintf(stderr, "\nDRAM read (%s sum, %llu MiB buffer, %llu MiB "
 			"in huge pages, median of %d)\n", d->method,
@@ -771,6 +942,8 @@ static void print_table(const struct probe_opts *o, const struct dram_result *d,
 		for (int t = 1; t <= d->n_threads; t++)
 			fprintf(stderr, "  %7d %6.1f\n", t, d->gbps[t - 1]);
 	}
+	if (pr->kern)
+		probe_kern_print(pr->kern);
 	if (fl) {
 		fprintf(stderr, "\nflash read GB/s (io_uring, O_DIRECT, %s on %s, "
 			"file %llu MiB, buffer %llu MiB with %llu MiB in huge pages, "
@@ -793,34 +966,83 @@ static void print_table(const struct probe_opts *o, const struct dram_result *d,
 		fprintf(stderr, "  4 KiB random: p50 %.1f us, p99 %.1f us at QD1; "
 			"%.0f IOPS at QD64\n", fl->p50_us, fl->p99_us, fl->iops_qd64);
 	}
+	if (kv && kv->skipped[0])
+		fprintf(stderr, "\nKV-cache writes: skipped: %s\n", kv->skipped);
+	else if (kv)
+		fprintf(stderr, "\nKV-cache writes (%d layers, %llu KiB blocks, %d "
+			"positions): %.2f GB/s, %.0f us per block write (mean "
+			"submit to reap, QD %.1f)\n", kv->n_layer,
+			(unsigned long long)(kv->block_bytes / 1024), kv->n_pos,
+			kv->gbps, kv->block_us, kv->qd_mean);
+}
+
+static void json_machine(FILE *f, const char *date)
+{
+	char host[256] = "unknown";
+	struct cpu_id id;
+	struct utsname u;
+	cpu_set_t allowed;
+
+	cpu_model(&id);
+	gethostname(host, sizeof(host) - 1);
+	sched_getaffinity(0, sizeof(allowed), &allowed);
+	if (uname(&u) < 0)
+		snprintf(u.release, sizeof(u.release), "unknown");
+	fprintf(f, "  \"machine\": {\"cpu\": ");
+	json_str(f, id.model);
+	fprintf(f, ", \"cpu_family\": %d, \"cpu_model\": %d, \"cpu_stepping\": %d,"
+		"\n    \"cores\": %d, \"online_cpus\": %ld, \"hostname\": ",
+		id.family, id.model_id, id.stepping, CPU_COUNT(&allowed),
+		sysconf(_SC_NPROCESSORS_ONLN));
+	json_str(f, host);
+	fprintf(f, ", \"kernel\": ");
+	json_str(f, u.release);
+	fprintf(f, ",\n    \"avx512f\": %s, \"avx2\": %s, \"kern_isa\": \"%s\", "
+		"\"date\": \"%s\"},\n",
+		__builtin_cpu_supports("avx512f") ? "true" : "false",
+		__builtin_cpu_supports("avx2") ? "true" : "false",
+		kern_isa_name(kern_isa_active()), date);
+}
+
+static void json_kv(FILE *f, const struct probe_opts *o,
+		    const struct kv_result *kv)
+{
+	if (!kv) {
+		fprintf(f, "  \"kv_write\": null,\n");
+		return;
+	}
+	fprintf(f, "  \"kv_write\": {\"dir\": ");
+	json_str(f, o->flash_dir);
+	if (kv->skipped[0]) {
+		fprintf(f, ", \"skipped\": ");
+		json_str(f, kv->skipped);
+		fprintf(f, "},\n");
+		return;
+	}
+	fprintf(f, ", \"n_layer\": %d, \"n_embd_kv\": %d, \"block_tokens\": %d, "
+		"\"block_bytes\": %llu, \"positions\": %d,\n    \"blocks\": %llu, "
+		"\"bytes_written\": %llu, \"requests\": %llu, \"seconds\": %.4f, "
+		"\"write_gbps\": %.3f, \"block_write_us\": %.1f, "
+		"\"queue_depth_mean\": %.1f},\n", kv->n_layer, kv->n_embd_kv,
+		kv->block_tokens, (unsigned long long)kv->block_bytes, kv->n_pos,
+		(unsigned long long)kv->n_blocks,
+		(unsigned long long)kv->bytes_written,
+		(unsigned long long)kv->n_requests, kv->seconds, kv->gbps,
+		kv->block_us, kv->qd_mean);
 }
 
 /* Write the profile to f. Returns 0 or -EIO if the stream failed. */
 static int write_json(FILE *f, const struct probe_opts *o,
-		      const struct dram_result *d, const struct flash_result *fl)
+		      const struct probe_results *pr)
 {
-	char cpu[256], host[256] = "unknown", date[64];
-	struct utsname u;
+	const struct dram_result *d = pr->dram;
+	const struct flash_result *fl = pr->flash;
 	time_t now = time(NULL);
-	cpu_set_t allowed;
+	char date[64];
 
-	cpu_model(cpu, sizeof(cpu));
-	gethostname(host, sizeof(host) - 1);
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-	sched_getaffinity(0, sizeof(allowed), &allowed);
-	if (uname(&u) < 0)
-		snprintf(u.release, sizeof(u.release), "unknown");
-
-	fprintf(f, "{\n  \"machine\": {\"cpu\": ");
-	json_str(f, cpu);
-	fprintf(f, ", \"cores\": %d, \"online_cpus\": %ld, \"hostname\": ",
-		CPU_COUNT(&allowed), sysconf(_SC_NPROCESSORS_ONLN));
-	json_str(f, host);
-	fprintf(f, ", \"kernel\": ");
-	json_str(f, u.release);
-	fprintf(f, ", \"avx512f\": %s},\n",
-		__builtin_cpu_supports("avx512f") ? "true" : "false");
-
+	fprintf(f, "{\n");
+	json_machine(f, date);
 	if (d) {
 		fprintf(f, "  \"dram\": {\"method\": \"%s\", \"buffer_bytes\": %llu, "
 			"\"thp_bytes\": %llu, \"passes\": %d, \"read_gbps_by_threads\": {",
@@ -832,6 +1054,7 @@ static int write_json(FILE *f, const struct probe_opts *o,
 	} else {
 		fprintf(f, "  \"dram\": null,\n");
 	}
+	probe_kern_json(f, pr->kern);
 	if (fl) {
 		fprintf(f, "  \"flash\": {\"dir\": ");
 		json_str(f, o->flash_dir);
@@ -858,6 +1081,7 @@ static int write_json(FILE *f, const struct probe_opts *o,
 	} else {
 		fprintf(f, "  \"flash\": null,\n");
 	}
+	json_kv(f, o, pr->kv);
 	fprintf(f, "  \"quick\": %s,\n  \"date\": \"%s\"\n}\n",
 		o->quick ? "true" : "false", date);
 	return fflush(f) || ferror(f) ? -EIO : 0;
@@ -869,16 +1093,38 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: bench/probe [options]\n"
-		"  measures DRAM and flash bandwidth into a JSON hardware profile\n"
+		"  measures DRAM bandwidth, kernel throughput, flash bandwidth and\n"
+		"  KV-cache write cost into a JSON hardware profile\n"
 		"  -o FILE           write the profile to FILE (default: stdout)\n"
-		"  --flash-dir DIR   where the flash test file goes (default:\n"
-		"                    $STRATA_CACHE or ~/.cache/strata)\n"
+		"  --flash-dir DIR   where the flash test file and the KV cache go\n"
+		"                    (default: $STRATA_CACHE or ~/.cache/strata)\n"
 		"  --file-size SIZE  test file size (default 1G, --quick 256M)\n"
 		"  --quick           smaller buffers, fewer passes (~10 s)\n"
-		"  --no-flash        skip the flash measurements\n"
+		"  --no-flash        skip the flash read measurements\n"
+		"  --no-kv           skip the KV-cache writes (with --no-flash: no\n"
+		"                    disk is touched)\n"
 		"  --no-dram         skip the DRAM measurements\n"
+		"  --no-kern         skip the kernel measurements\n"
 		"  -h, --help        this text\n"
-		"  STRATA_KERNELS=ref forces the scalar DRAM sum.\n");
+		"  STRATA_KERNELS=ref|avx2 caps the ISA of the kernels and of the\n"
+		"  DRAM sum; STRATA_FAULT (nodirect:1, eio:N ...) breaks the KV\n"
+		"  writes, for tests.\n");
+}
+
+/* --flash-dir must be a directory; 0 or 1 with a message */
+static int check_dir(const char *dir)
+{
+	struct stat st;
+
+	if (stat(dir, &st) < 0) {
+		fprintf(stderr, "probe: --flash-dir %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "probe: --flash-dir %s: not a directory\n", dir);
+		return 1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -890,11 +1136,16 @@ int main(int argc, char **argv)
 		{ "quick", no_argument, NULL, 'q' },
 		{ "no-flash", no_argument, NULL, 'F' },
 		{ "no-dram", no_argument, NULL, 'D' },
+		{ "no-kern", no_argument, NULL, 'K' },
+		{ "no-kv", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct probe_opts o = { 0 };
 	struct dram_result dram = { 0 };
+	struct probe_kern kern = { 0 };
 	struct flash_result flash = { 0 };
+	struct kv_result kv = { 0 };
+	struct probe_results pr = { 0 };
 	const char *file_size = NULL;
 	char default_dir[4096], msg[512] = "";
 	FILE *out = stdout;
@@ -909,6 +1160,8 @@ int main(int argc, char **argv)
 		case 'q': o.quick = 1; break;
 		case 'F': o.no_flash = 1; break;
 		case 'D': o.no_dram = 1; break;
+		case 'K': o.no_kern = 1; break;
+		case 'V': o.no_kv = 1; break;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -943,6 +1196,14 @@ int main(int argc, char **argv)
 		o.flash_dir = default_dir;
 	}
 
+	if (kern_init() < 0) {
+		fprintf(stderr, "probe: STRATA_KERNELS=%s names an ISA this CPU "
+			"cannot run (ref, avx2, avx512)\n", getenv("STRATA_KERNELS"));
+		return 1;
+	}
+	if ((!o.no_flash || !o.no_kv) && check_dir(o.flash_dir))
+		return 1;
+
 	if (!o.no_dram) {
 		fprintf(stderr, "dram: touching a %llu MiB buffer ...\n",
 			(unsigned long long)(o.dram_bytes / MIB));
@@ -952,34 +1213,40 @@ int main(int argc, char **argv)
 				(unsigned long long)(o.dram_bytes / MIB), strerror(-err));
 			return 1;
 		}
+		pr.dram = &dram;
+	}
+	if (!o.no_kern) {
+		err = probe_kern(&o, &kern);
+		if (err) {
+			fprintf(stderr, "probe: kernels: %s\n", strerror(-err));
+			return 1;
+		}
+		pr.kern = &kern;
 	}
 	if (!o.no_flash) {
-		struct stat st;
-
-		if (stat(o.flash_dir, &st) < 0) {
-			fprintf(stderr, "probe: --flash-dir %s: %s\n", o.flash_dir,
-				strerror(errno));
-			return 1;
-		}
-		if (!S_ISDIR(st.st_mode)) {
-			fprintf(stderr, "probe: --flash-dir %s: not a directory\n",
-				o.flash_dir);
-			return 1;
-		}
 		err = probe_flash(&o, &flash, msg, sizeof(msg));
 		if (err) {
 			fprintf(stderr, "probe: flash: %s\n", msg);
 			return 1;
 		}
+		pr.flash = &flash;
 	}
-	print_table(&o, o.no_dram ? NULL : &dram, o.no_flash ? NULL : &flash);
+	if (!o.no_kv) {
+		fprintf(stderr, "kv: writing a KV cache in %s ...\n", o.flash_dir);
+		err = probe_kv(&o, &kv, msg, sizeof(msg));
+		if (err) {
+			fprintf(stderr, "probe: %s\n", msg);
+			return 1;
+		}
+		pr.kv = &kv;
+	}
+	print_table(&o, &pr);
 
 	if (o.out_path && !(out = fopen(o.out_path, "w"))) {
 		fprintf(stderr, "probe: -o %s: %s\n", o.out_path, strerror(errno));
 		return 1;
 	}
-	err = write_json(out, &o, o.no_dram ? NULL : &dram,
-			 o.no_flash ? NULL : &flash);
+	err = write_json(out, &o, &pr);
 	if (out != stdout && fclose(out) && !err)
 		err = -EIO;
 	if (err) {

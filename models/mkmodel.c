@@ -18,7 +18,6 @@
 #include <math.h>
 #include <signal.h>
 #include <stdint.h>
-#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,70 +25,7 @@
 #include "engine/util.h"
 #include "kernels/kern.h"
 #include "models/gguf.h"
-
-struct shape {
-	const char *name;
-	int32_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_vocab, n_ctx;
-	float rope_base;
-};
-
-static const struct shape shapes[] = {
-	{"smollm2-135m", 30, 576, 1536, 9, 3, 49152, 8192, 100000.0f},
-	{"tinyllama-1.1b", 22, 2048, 5632, 32, 4, 32000, 2048, 10000.0f},
-	{"llama-7b", 32, 4096, 11008, 32, 32, 32000, 4096, 10000.0f},
-	{"llama-13b", 40, 5120, 13824, 40, 40, 32000, 4096, 10000.0f},
-	{"llama-70b", 80, 8192, 28672, 64, 8, 32000, 4096, 500000.0f},
-	{"tiny-test", 2, 64, 128, 4, 2, 512, 256, 10000.0f},
-};
-
-/* a type name, or a llama.cpp mix ("q4_k_m", "q5_k_m") */
-struct ftype {
-	const char *name;
-	uint32_t base, more_bits, output, embd;
-};
-
-static const struct ftype ftypes[] = {
-	{"f32", KT_F32, KT_F32, KT_F32, KT_F32},
-	{"f16", KT_F16, KT_F16, KT_F16, KT_F16},
-	{"bf16", KT_BF16, KT_BF16, KT_BF16, KT_BF16},
-	{"q8_0", KT_Q8_0, KT_Q8_0, KT_Q8_0, KT_Q8_0},
-	{"q4_0", KT_Q4_0, KT_Q4_0, KT_Q6_K, KT_Q4_0},
-	{"q4_1", KT_Q4_1, KT_Q4_1, KT_Q6_K, KT_Q4_1},
-	{"q5_0", KT_Q5_0, KT_Q5_0, KT_Q6_K, KT_Q5_0},
-	{"q5_1", KT_Q5_1, KT_Q5_1, KT_Q6_K, KT_Q5_1},
-	{"q4_k", KT_Q4_K, KT_Q4_K, KT_Q6_K, KT_Q4_K},
-	{"q5_k", KT_Q5_K, KT_Q5_K, KT_Q6_K, KT_Q5_K},
-	{"q6_k", KT_Q6_K, KT_Q6_K, KT_Q6_K, KT_Q6_K},
-	/* llama.cpp's K-mixes: attn_v and ffn_down get Q6_K in the first
-	 * and last eighth of the layers and every third one between */
-	{"q4_k_m", KT_Q4_K, KT_Q6_K, KT_Q6_K, KT_Q4_K},
-	{"q5_k_m", KT_Q5_K, KT_Q6_K, KT_Q6_K, KT_Q5_K},
-};
-
-static bool use_more_bits(int l, int n)
-{
-	return l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2;
-}
-
-/* type of a tensor under ftype f, with llama.cpp's row-size fallback */
-static uint32_t pick_type(const struct ftype *f, const char *name, int l,
-			  int n_layer, int64_t ne0)
-{
-	uint32_t t = f->base;
-
-	if (strstr(name, "_norm"))
-		return KT_F32;
-	if (!strcmp(name, "output.weight"))
-		t = f->output;
-	else if (!strcmp(name, "token_embd.weight"))
-		t = f->embd;
-	else if ((strstr(name, "attn_v") || strstr(name, "ffn_down")) &&
-		 use_more_bits(l, n_layer))
-		t = f->more_bits;
-	if (kern_row_bytes(t, ne0) < 0) /* row not a multiple of 256 */
-		t = kern_row_bytes(KT_Q8_0, ne0) >= 0 ? KT_Q8_0 : KT_F32;
-	return t;
-}
+#include "models/shapes.h"
 
 /* splitmix64 per (tensor, row): reproducible whatever the thread count */
 static uint64_t mix(uint64_t z)
@@ -219,7 +155,7 @@ static void synth_vocab(struct gguf_writer *w, int32_t n)
 	free(types);
 }
 
-static void add_hparams(struct gguf_writer *w, const struct shape *s,
+static void add_hparams(struct gguf_writer *w, const struct shapes_model *s,
 			const char *type_name)
 {
 	char name[128];
@@ -242,41 +178,42 @@ static void add_hparams(struct gguf_writer *w, const struct shape *s,
 	gguf_writer_set_u32(w, "general.quantization_version", 2);
 }
 
-static int add_tensors_synth(struct gguf_writer *w, const struct shape *s,
-			     const struct ftype *f)
+/* token_embd, the blocks, output_norm, output: the tensors and order
+ * shapes_model_bytes() sizes */
+static int add_tensors_synth(struct gguf_writer *w, const struct shapes_model *s,
+			     const struct shapes_ftype *f)
 {
-	static const char *const names[] = {
-		"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
-		"ffn_norm", "ffn_gate", "ffn_up", "ffn_down",
-	};
-	int64_t d = s->n_embd, dkv = (int64_t)s->n_embd / s->n_head * s->n_head_kv;
-	int64_t shp[9][2] = {{d, 1}, {d, d}, {d, dkv}, {d, dkv}, {d, d},
-			     {d, 1}, {d, s->n_ff}, {d, s->n_ff}, {s->n_ff, d}};
+	int64_t ne[2] = {s->n_embd, s->n_vocab}, nn[1] = {s->n_embd};
 	char name[96];
 	int rc;
-	int64_t ne[2] = {d, s->n_vocab};
 
 	rc = gguf_writer_add_tensor_lazy(w, "token_embd.weight",
-		pick_type(f, "token_embd.weight", 0, s->n_layer, d), 2, ne);
+		shapes_pick_type(f, "token_embd.weight", 0, s->n_layer, ne[0]),
+		2, ne);
 	for (int l = 0; l < s->n_layer && !rc; l++)
-		for (int i = 0; i < 9 && !rc; i++) {
-			snprintf(name, sizeof(name), "blk.%d.%s.weight", l, names[i]);
+		for (int i = 0; i < LT_COUNT && !rc; i++) {
+			int64_t shp[2];
+
+			if ((rc = shapes_layer_tensor_ne(s, i, shp)))
+				break;
+			snprintf(name, sizeof(name), "blk.%d.%s.weight", l,
+				 shapes_layer_tensor_name(i));
 			rc = gguf_writer_add_tensor_lazy(w, name,
-				pick_type(f, name, l, s->n_layer, shp[i][0]),
-				shp[i][1] == 1 ? 1 : 2, shp[i]);
+				shapes_pick_type(f, name, l, s->n_layer, shp[0]),
+				shp[1] == 1 ? 1 : 2, shp);
 		}
-	int64_t nn[1] = {d};
 	if (!rc)
 		rc = gguf_writer_add_tensor_lazy(w, "output_norm.weight", KT_F32, 1, nn);
 	if (!rc)
 		rc = gguf_writer_add_tensor_lazy(w, "output.weight",
-			pick_type(f, "output.weight", 0, s->n_layer, d), 2, ne);
+			shapes_pick_type(f, "output.weight", 0, s->n_layer, ne[0]),
+			2, ne);
 	return rc;
 }
 
 /* every tensor of src under ftype f; every metadata key copied */
 static int add_requant(struct gguf_writer *w, const struct gguf_file *src,
-		       const struct ftype *f)
+		       const struct shapes_ftype *f)
 {
 	uint32_t n_layer = 0;
 	gguf_get_u32(src, "llama.block_count", &n_layer);
@@ -291,7 +228,7 @@ static int add_requant(struct gguf_writer *w, const struct gguf_file *src,
 		int l = 0;
 		sscanf(t->name.s, "blk.%d.", &l);
 		uint32_t type = t->n_dims == 1 ? KT_F32 /* norms, rope_freqs */
-			: pick_type(f, t->name.s, l, (int)n_layer, t->ne[0]);
+			: shapes_pick_type(f, t->name.s, l, (int32_t)n_layer, t->ne[0]);
 		int rc = gguf_writer_add_tensor_lazy(w, t->name.s, type,
 						     t->n_dims, t->ne);
 		if (rc)
@@ -306,11 +243,11 @@ static void usage(FILE *out)
 		"[--vocab FILE.gguf]\n"
 		"       mkmodel --requant SRC.gguf --type TYPE -o FILE\n"
 		"shapes:");
-	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
-		fprintf(out, " %s", shapes[i].name);
+	for (int i = 0; shapes_model_at(i); i++)
+		fprintf(out, " %s", shapes_model_at(i)->name);
 	fprintf(out, "\ntypes:");
-	for (size_t i = 0; i < sizeof(ftypes) / sizeof(ftypes[0]); i++)
-		fprintf(out, " %s", ftypes[i].name);
+	for (int i = 0; shapes_ftype_at(i); i++)
+		fprintf(out, " %s", shapes_ftype_at(i)->name);
 	fprintf(out, "\n");
 }
 
@@ -329,9 +266,9 @@ int main(int argc, char **argv)
 	const char *shape_name = NULL, *type_name = NULL, *out = NULL;
 	const char *vocab = NULL, *requant = NULL;
 	uint64_t seed = 1234;
-	const struct shape *s = NULL;
-	struct shape sh;
-	const struct ftype *f = NULL;
+	const struct shapes_model *s = NULL;
+	struct shapes_model sh;
+	const struct shapes_ftype *f = NULL;
 	struct gguf_file vf = {0}, src = {0};
 	struct gguf_writer w;
 	char err[512];
@@ -349,12 +286,8 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	for (size_t i = 0; shape_name && i < sizeof(shapes) / sizeof(shapes[0]); i++)
-		if (!strcmp(shapes[i].name, shape_name))
-			s = &shapes[i];
-	for (size_t i = 0; type_name && i < sizeof(ftypes) / sizeof(ftypes[0]); i++)
-		if (!strcasecmp(ftypes[i].name, type_name))
-			f = &ftypes[i];
+	s = shapes_find(shape_name);
+	f = shapes_find_ftype(type_name);
 	if (!out || !f || (!s && !requant) || (s && requant)) {
 		if (type_name && !f)
 			fprintf(stderr, "error: unknown type '%s'\n", type_name);

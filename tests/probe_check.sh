@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # probe_check.sh - bench/probe end to end: a quick profile into a scratch
-# directory is valid JSON with every figure present and plausible, the
-# test file is gone afterwards, and bad input gets exit status 2 or 1.
+# directory is valid JSON with every figure present and plausible (machine
+# identity, DRAM, kernels of every weight type, flash, KV-cache writes),
+# the test file and the KV file are gone afterwards, a refused O_DIRECT
+# skips the KV writes with the reason in the profile, and bad input gets
+# exit status 2 or 1.
 #
 #   tests/probe_check.sh [PROBE]     (default bench/probe)
 set -u
@@ -17,10 +20,42 @@ mkdir "$tmp/dir"
 : >"$tmp/file"
 if timeout 300 "$probe" --quick --flash-dir "$tmp/dir" -o "$tmp/p.json" 2>"$tmp/err"; then
 	if python3 - "$tmp/p.json" <<'PY'
-import json, sys
+import json, os, re, sys
 p = json.load(open(sys.argv[1]))
-d, f = p["dram"], p["flash"]
+m, d, k, f, kv = p["machine"], p["dram"], p["kernels"], p["flash"], p["kv_write"]
+assert m["cpu"].strip() and m["hostname"].strip(), m
+assert m["cores"] >= 1 and m["online_cpus"] >= m["cores"] >= 1, m
+assert m["kern_isa"] in ("ref", "avx2", "avx512"), m
+assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", m["date"]), m
 assert d["read_gbps_by_threads"] and all(g > 0.5 for g in d["read_gbps_by_threads"].values()), d
+# the widest vector the CPU has, unless STRATA_KERNELS caps it
+want = {"ref": "scalar", "avx2": "avx2" if m["avx2"] else "scalar"}.get(
+    os.environ.get("STRATA_KERNELS", ""),
+    "avx512" if m["avx512f"] else "avx2" if m["avx2"] else "scalar")
+assert d["method"] == want, (d["method"], want)
+assert k["isa"] == m["kern_isa"] and k["threads"] == m["cores"], k
+assert k["l2_bytes"] > 0 and k["llc_bytes"] > 0 and k["dram_arena_bytes"] > k["llc_bytes"], k
+threads = {"1", str(k["threads"])}
+assert set(k["types"]) == {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0",
+                           "q5_1", "q4_K", "q5_K", "q6_K"}, sorted(k["types"])
+for name, t in k["types"].items():
+    for cls in ("dram", "l2"):
+        c = t[cls]
+        assert c["rows"] > 0 and c["bytes"] == c["rows"] * t["row_bytes"], (name, cls, c)
+        assert set(c["gbps"]) == threads and set(c["rows_per_s"]) == threads, (name, c)
+        assert all(0.01 < g < 10000 for g in c["gbps"].values()), (name, cls, c)
+        assert all(r > 0 for r in c["rows_per_s"].values()), (name, cls, c)
+    # a quarter of L2 (half at most), unless one row a thread is more
+    assert t["l2"]["bytes"] <= max(k["l2_bytes"] // 2,
+                                   k["threads"] * t["row_bytes"]), (name, t)
+if "skipped" in kv:
+    assert kv["skipped"].strip(), kv
+else:
+    blocks = 2 * kv["n_layer"] * (kv["positions"] // kv["block_tokens"])
+    assert kv["blocks"] == blocks > 0, kv
+    assert kv["bytes_written"] == blocks * kv["block_bytes"] > 0, kv
+    assert kv["write_gbps"] > 0 and kv["block_write_us"] > 0 and kv["seconds"] > 0, kv
+    assert kv["requests"] >= blocks, kv
 grid = f["read_gbps"]
 assert set(grid) == {"65536", "262144", "1048576", "4194304"}, grid
 for row in grid.values():
@@ -39,6 +74,29 @@ fi
 if [ -z "$(ls -A "$tmp/dir")" ]; then ok "no test file left in --flash-dir"
 else bad "left in --flash-dir: $(ls -A "$tmp/dir")"; fi
 
+# O_DIRECT refused (memtier's fault hook): the KV writes are skipped, and
+# the profile says why
+if STRATA_FAULT=nodirect:1 timeout 60 "$probe" --quick --no-dram --no-kern \
+	--no-flash --flash-dir "$tmp/dir" -o "$tmp/nd.json" 2>"$tmp/err" &&
+	python3 -c '
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert "direct I/O" in p["kv_write"]["skipped"], p["kv_write"]
+assert p["dram"] is None and p["kernels"] is None and p["flash"] is None, p
+' "$tmp/nd.json" && [ -z "$(ls -A "$tmp/dir")" ]
+then ok "O_DIRECT refused: KV writes skipped with the reason"
+else bad "O_DIRECT refused: $(tail -n 2 "$tmp/err")"; fi
+# nothing measured: no directory needed
+if timeout 60 "$probe" --no-dram --no-kern --no-flash --no-kv \
+	--flash-dir "$tmp/none" -o "$tmp/none.json" 2>"$tmp/err" &&
+	python3 -c '
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["machine"]["cpu"] and p["kv_write"] is None, p
+' "$tmp/none.json"
+then ok "everything skipped: machine identity only"
+else bad "everything skipped: $(tail -n 2 "$tmp/err")"; fi
+
 expect() { # expect STATUS TEXT ARGS...
 	local want=$1 text=$2 st
 	shift 2
@@ -54,5 +112,9 @@ expect 2 "usage" --bogus
 expect 2 "--file-size" --file-size 1K --no-dram
 expect 1 "No such file" --no-dram --flash-dir "$tmp/none"
 expect 1 "not a directory" --no-dram --flash-dir "$tmp/file"
+expect 1 "not a directory" --no-dram --no-kern --no-flash --flash-dir "$tmp/file"
+STRATA_FAULT=bogus expect 1 "STRATA_FAULT" --no-dram --no-kern --no-flash \
+	--flash-dir "$tmp/dir"
+STRATA_KERNELS=bogus expect 1 "STRATA_KERNELS" --no-dram --no-flash
 echo "$((n - failed))/$n passed"
 [ "$failed" -eq 0 ]

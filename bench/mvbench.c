@@ -1,0 +1,141 @@
+/*
+ * mvbench.c - matvec timing shared by kbench and probe (bench/mvbench.h).
+ */
+#include "bench/mvbench.h"
+
+#include <errno.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "engine/util.h"
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+double mvbench_median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+uint32_t mvbench_type_by_name(const char *name)
+{
+	for (uint32_t t = 0; t < KT_COUNT; t++) {
+		const struct kern_type_info *ti = kern_type_info(t);
+
+		if (ti && ti->is_weight && !strcasecmp(ti->name, name))
+			return t;
+	}
+	return KT_COUNT;
+}
+
+int mvbench_fill(struct mvbench_mat *m, void *arena, size_t arena_bytes,
+		 uint32_t type, int64_t rows, int64_t n)
+{
+	int64_t rb = kern_row_bytes(type, n);
+	uint8_t *a = arena;
+	float *x;
+
+	if (rb <= 0 || rows < 1 || (size_t)rows * (size_t)rb > arena_bytes)
+		return -EINVAL;
+	if (!(x = malloc((size_t)n * sizeof(float))))
+		return -ENOMEM;
+	*m = (struct mvbench_mat){ .type = type, .rows = rows, .n = n,
+				   .row_bytes = (size_t)rb, .base = a };
+	m->bytes = (size_t)rows * m->row_bytes;
+	m->stride = (m->bytes + 4095) & ~(size_t)4095;
+	/* the last copy needs only its bytes, not a whole stride */
+	m->copies = 1 + (int64_t)((arena_bytes - m->bytes) / m->stride);
+	srand(1);
+	for (int64_t r = 0; r < rows; r++) {
+		if (r >= 16) {
+			memcpy(a + r * rb, a + (r % 16) * rb, (size_t)rb);
+			continue;
+		}
+		for (int64_t i = 0; i < n; i++)
+			x[i] = (float)rand() / RAND_MAX - 0.5f;
+		if (kern_quantize_row(type, x, a + r * rb, n) < 0) {
+			free(x);
+			return -EINVAL;
+		}
+	}
+	for (int64_t c = 1; c < m->copies; c++)
+		memcpy(a + c * m->stride, a, m->bytes);
+	free(x);
+	return 0;
+}
+
+void *mvbench_act(uint32_t type, enum kern_isa isa, int64_t n)
+{
+	const struct kern_type_info *ti = kern_type_info(type);
+	kern_quantize_act_fn qa;
+	float *x;
+	void *act;
+
+	if (!ti || !ti->is_weight || !kern_ops_isa(isa, type))
+		return NULL;
+	qa = kern_quantize_act_isa(isa, ti->act_type);
+	x = malloc((size_t)n * sizeof(float));
+	act = malloc(kern_act_bytes(ti->act_type, n));
+	if (!x || !act) {
+		free(x);
+		free(act);
+		return NULL;
+	}
+	for (int64_t i = 0; i < n; i++)
+		x[i] = (float)rand() / RAND_MAX - 0.5f;
+	if (qa)
+		qa(x, act, n);
+	else /* float weights take the float vector itself */
+		memcpy(act, x, (size_t)n * sizeof(float));
+	free(x);
+	return act;
+}
+
+double mvbench_time(const struct mvbench_mat *m, const struct kern_ops *ops,
+		    const void *act, float *y, const struct mvbench_run *r)
+{
+	double *t = malloc(sizeof(double) * (size_t)r->iters), med;
+	int64_t start = now_ns(), next = 0;
+	int done = 0;
+
+	if (!t)
+		return -1;
+	for (int it = -r->warm; it < r->iters; it++) {
+		int64_t t0 = 0, t1 = 0, c0 = next;
+
+#pragma omp parallel num_threads(r->nth)
+		{
+			int ith = omp_get_thread_num(), nt = omp_get_num_threads();
+			int64_t r0 = m->rows * ith / nt, r1 = m->rows * (ith + 1) / nt;
+
+			/* single ends in a barrier: nobody starts before t0 */
+#pragma omp single
+			t0 = now_ns();
+			for (int i = 0; i < r->reps; i++) {
+				const uint8_t *w = m->base +
+					(size_t)((c0 + i) % m->copies) * m->stride;
+
+				ops->matvec(w, m->row_bytes, act, y, m->n, r0, r1);
+			}
+#pragma omp barrier
+#pragma omp single
+			t1 = now_ns();
+		}
+		next = (c0 + r->reps) % m->copies;
+		if (it < 0)
+			continue; /* warm-up */
+		t[done++] = (double)(t1 - t0) * 1e-9 / r->reps;
+		if (done >= r->min_iters && (now_ns() - start) * 1e-9 > r->max_s)
+			break;
+	}
+	med = mvbench_median(t, done);
+	free(t);
+	return med;
+}

@@ -1,0 +1,68 @@
+/*
+ * mvbench.h - timing of the decode matvec kernels, shared by bench/kbench
+ * (a table of every type and ISA) and bench/probe (the hardware profile's
+ * kernel figures).
+ *
+ * A matrix is laid out as several copies in a caller's arena so that each
+ * call can read a copy the previous calls did not leave in cache (weights
+ * streamed from DRAM, as decode reads them), or as one copy read again
+ * and again (weights already in cache: the kernel's compute rate).
+ * Timing runs inside one OpenMP region per sample, threads splitting the
+ * rows evenly as the engine's units do, between two barriers, so that a
+ * sample of short calls is not a measure of fork and join.
+ */
+#ifndef STRATA_MVBENCH_H
+#define STRATA_MVBENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kern.h"
+
+/* rows x n elements of one weight type, copies x stride bytes at base */
+struct mvbench_mat {
+	uint32_t type;
+	int64_t rows, n;
+	size_t row_bytes;
+	size_t bytes;   /* of one copy: rows x row_bytes */
+	size_t stride;  /* between copies: bytes rounded up to 4 KiB */
+	int64_t copies; /* >= 1 */
+	uint8_t *base;
+};
+
+/*
+ * Fill arena with as many copies of a rows x n random matrix of type as
+ * fit (16 distinct random rows repeated: speed does not depend on the
+ * values), describing it in *m. Returns 0, -EINVAL if the type cannot
+ * hold rows of n elements or one copy does not fit, -ENOMEM. Not
+ * thread-safe (rand()).
+ */
+int mvbench_fill(struct mvbench_mat *m, void *arena, size_t arena_bytes,
+		 uint32_t type, int64_t rows, int64_t n);
+
+/* A random activation of n elements for type's matvec on isa (quantized
+ * as decode does, once), malloc'd: the caller frees it. NULL if the
+ * type, the ISA or memory is missing. */
+void *mvbench_act(uint32_t type, enum kern_isa isa, int64_t n);
+
+struct mvbench_run {
+	int nth;       /* threads splitting the rows */
+	int reps;      /* calls per sample, each on the next copy (>= 1) */
+	int warm;      /* untimed samples first */
+	int iters;     /* samples at most ... */
+	int min_iters; /* ... and at least, ... */
+	double max_s;  /* ... stopping once this much time is spent */
+};
+
+/* Median seconds of one call of ops->matvec over all rows of m, with
+ * y[rows]; -1 if out of memory. The caller pins threads if it wants. */
+double mvbench_time(const struct mvbench_mat *m, const struct kern_ops *ops,
+		    const void *act, float *y, const struct mvbench_run *r);
+
+/* median of v[0..n), n >= 1 (sorts v in place) */
+double mvbench_median(double *v, int n);
+
+/* weight type by its ggml name ("q4_0", "q6_K"); KT_COUNT if unknown */
+uint32_t mvbench_type_by_name(const char *name);
+
+#endif

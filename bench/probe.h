@@ -1,0 +1,78 @@
+/*
+ * probe.h - private to bench/probe: the options and helpers probe.c (main,
+ * DRAM, flash, KV-cache writes, the profile) shares with probe_kern.c
+ * (kernel throughput).
+ */
+#ifndef STRATA_PROBE_H
+#define STRATA_PROBE_H
+
+#include <sched.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "kernels/kern.h"
+
+#define MIB ((size_t)1 << 20)
+
+struct probe_opts {
+	const char *flash_dir;
+	const char *out_path;  /* NULL: stdout */
+	uint64_t file_bytes;   /* test file; a multiple of 4 MiB */
+	uint64_t dram_bytes;   /* DRAM sum buffer */
+	uint64_t seq_bytes;    /* per pass of one (block, QD) point ... */
+	double seq_max_s;      /* ... or fewer once this much time is spent */
+	int passes;            /* median of this many (DRAM and flash) */
+	int lat_ops;           /* QD1 4 KiB reads for p50/p99 ... */
+	double rand_max_s;     /* ... and the time cap of each random phase */
+	int quick, no_flash, no_dram, no_kern, no_kv;
+};
+
+/*
+ * mmap `bytes` (rounded up to 2 MiB) of anonymous memory aligned to 2 MiB,
+ * ask for transparent huge pages and touch every page once with `threads`
+ * threads, so no page fault lands inside a timed region. Returns 0 with
+ * the pointer in *out, or -errno. Free with probe_huge_free(p, bytes).
+ */
+int probe_huge_alloc(size_t bytes, int threads, void **out);
+void probe_huge_free(void *p, size_t bytes);
+
+/* Pin each thread of an OpenMP team of n to its own CPU of `allowed`
+ * (the pool keeps its threads, so the pinning holds for later regions of
+ * n threads). The caller restores its own affinity afterwards. */
+void probe_pin_team(const cpu_set_t *allowed, int n);
+
+#define KERN_COLS 2048 /* elements a row: TinyLlama's n_embd */
+#define KERN_MAX_TYPES 16
+
+/* one matrix size class of one type */
+struct kern_point {
+	int64_t rows;
+	uint64_t bytes;       /* weights one call reads */
+	double gbps[2];       /* [0]: one thread, [1]: all threads */
+	double rows_per_s[2];
+};
+
+/* kernel throughput of every weight type on the active ISA */
+struct probe_kern {
+	enum kern_isa isa;
+	int n_threads;              /* "all threads": the CPUs allowed */
+	uint64_t l2_bytes, llc_bytes;
+	const char *l2_src, *llc_src; /* "sysfs", "sysconf" or "assumed" */
+	int n_types;
+	uint32_t types[KERN_MAX_TYPES];
+	uint64_t row_bytes[KERN_MAX_TYPES];
+	uint64_t arena_bytes;       /* the DRAM class's copies: 4 x LLC */
+	struct kern_point dram[KERN_MAX_TYPES]; /* from DRAM */
+	struct kern_point l2[KERN_MAX_TYPES];   /* in L2, read again */
+};
+
+/* Measure into *k (zeroed by the caller); restores the CPU affinity.
+ * Returns 0 or -errno (-ENOMEM). Call after kern_init(). */
+int probe_kern(const struct probe_opts *o, struct probe_kern *k);
+/* the human table, to stderr */
+void probe_kern_print(const struct probe_kern *k);
+/* the profile's "kernels" member and its trailing ",\n"; null for NULL */
+void probe_kern_json(FILE *f, const struct probe_kern *k);
+
+#endif

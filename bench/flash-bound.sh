@@ -12,6 +12,7 @@
 #         --prefetch K        flash tier --prefetch (default: decode's)
 #         --probe-gbps X      flash read GB/s to use; skips bench/probe
 #         --probe-json FILE   take it from an existing bench/probe profile
+#         --no-fio            no fio runs
 #     -h, --help              this text
 #   MODEL default: $STRATA_CACHE/bench/tinyllama-1.1b-q4_0.gguf (made with
 #   models/mkmodel if missing; STRATA_CACHE defaults to ~/.cache/strata).
@@ -24,6 +25,12 @@
 #      ./decode -m MODEL --tier dram --prompt-tokens P -n N --ignore-eos
 #               --temp 0 --stats-json J
 #    and a streaming run, the same with --tier flash --dram-budget 0.
+#    and fio reading the same model file as the tier does (O_DIRECT,
+#    io_uring, huge-page buffers: --iomem=shmhuge with 2 MiB pages reserved
+#    for the run and given back; 4 KiB-page buffers, labelled so, where
+#    they cannot be had), sequential for 3 s, 512 KiB at QD16 and 1 MiB at
+#    QD32, the better of the two; achieved / fio is the per-round ratio.
+#    --no-fio skips it.
 # Bound = min(compute tok/s, device GB/s x 1e9 / flash bytes per token);
 # percent of bound = flash tok/s / bound (goal: >= 90%).  Achieved GB/s is
 # the flash I/O of the decode phase over its time (tiers.flash.io_gbps).
@@ -44,9 +51,11 @@ BENCH=flash-bound
 . bench/lib.sh
 
 rounds=3 tokens=32 prompt=8 threads="" prefetch="" probe_gbps="" probe_json=""
+use_fio=1
 while (($#)); do
 	case $1 in
 	-h | --help) usage; exit 0 ;;
+	--no-fio) use_fio=0; shift; continue ;;
 	-r | --rounds | -n | --tokens | --prompt-tokens | -t | --threads | --prefetch | \
 		--probe-gbps | --probe-json)
 		(($# >= 2)) || bad "$1 needs a value"
@@ -91,7 +100,28 @@ model=$(bench_model "${1:-}")
 model_dir=$(dirname "$model")
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+hp_file=/proc/sys/vm/nr_hugepages
+hp_old=$(cat "$hp_file" 2>/dev/null || echo "")
+trap 'rm -rf "$work"; [[ -z $hp_old ]] || echo "$hp_old" >"$hp_file" 2>/dev/null || true' EXIT
+
+# fio as the tier reads: O_DIRECT, io_uring, huge-page buffers when 2 MiB
+# pages can be reserved (32 MiB at 1 MiB x QD32); prints GB/s
+fio_mem=malloc
+if ((use_fio)); then
+	command -v fio >/dev/null || die "'fio' is missing (apt-get install fio, or --no-fio)"
+	if [[ -n $hp_old ]] && ((hp_old < 32)) && echo 32 >"$hp_file" 2>/dev/null &&
+		(($(cat "$hp_file") >= 32)); then
+		fio_mem=shmhuge
+	elif [[ -n $hp_old ]] && ((hp_old >= 32)); then
+		fio_mem=shmhuge
+	fi
+fi
+fio_read() { # BS QD
+	fio --name=r --filename="$model" --readonly --direct=1 --ioengine=io_uring \
+		--rw=read --bs="$1" --iodepth="$2" --iomem="$fio_mem" --time_based \
+		--runtime=3 --output-format=json 2>/dev/null |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["read"]["bw_bytes"] / 1e9)'
+}
 
 # 1. the device's read bandwidth, measured on the model's own filesystem
 probe_src=""
@@ -140,6 +170,13 @@ for ((r = 1; r <= rounds; r++)); do
 		./decode "${common[@]}" "${opts[@]}" --stats-json "$work/$tier-$r.json" \
 			>/dev/null 2>"$work/err" ||
 			{ tail -n 5 "$work/err" >&2; die "./decode --tier $tier failed (round $r)"; }
+		# fio right after the streaming run, alternated with it
+		if ((use_fio)) && [[ $tier == flash ]]; then
+			a=$(fio_read 512k 16) && b=$(fio_read 1m 32) ||
+				die "fio failed (round $r); --no-fio skips it"
+			echo "$a $b" >"$work/fio-$r"
+			echo "flash-bound: round $r fio 512KiB QD16 $a GB/s, 1MiB QD32 $b GB/s ($fio_mem buffers)" >&2
+		fi
 	done
 done
 
@@ -159,7 +196,8 @@ cmd+=" $model"
 WORK=$work OUT=$out ROUNDS=$rounds GBPS=$probe_gbps PSRC=$probe_src \
 	PROFILE=$probe_json CMD=$cmd MODEL=$model DISK=$disk \
 	CPU="$cpu, $(nproc) CPUs, $mem, kernel $(uname -r)" \
-	RUN="./decode ${common[*]}" FLASH="${flash_opts[*]}" \
+	RUN="./decode ${common[*]}" FLASH="${flash_opts[*]}" FIO=$use_fio \
+	FIO_MEM=$fio_mem \
 	DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" python3 - <<'PY'
 import json, os, statistics as st, sys
 
@@ -182,6 +220,9 @@ for r in range(1, int(E["ROUNDS"]) + 1):
     io_bound = gbps * 1e9 / bpt
     bound = min(compute, io_bound)
     tps = f["decode"]["tok_per_s"]
+    fio = float("nan")
+    if E["FIO"] == "1":
+        fio = max(float(x) for x in open(f"{E['WORK']}/fio-{r}").split())
     rows.append(dict(
         round=r, compute_tok_s=compute, flash_tok_s=tps,
         flash_bytes_per_token=bpt, io_bound_tok_s=io_bound, bound_tok_s=bound,
@@ -189,6 +230,7 @@ for r in range(1, int(E["ROUNDS"]) + 1):
         pct_of_bound=100 * tps / bound, achieved_io_gbps=fl["io_gbps"],
         achieved_weight_gbps=fl["gbps"], probe_gbps=gbps,
         pct_of_probe=100 * fl["io_gbps"] / gbps,
+        fio_gbps=fio, pct_of_fio=100 * fl["io_gbps"] / fio,
         stall_pct=100 * fl["stall_seconds"] / f["decode"]["seconds"],
         median_step_ms=f["decode"]["median_step_ms"],
         queue_depth_mean=fl.get("queue_depth_mean", float("nan")),
@@ -239,6 +281,17 @@ L.append(f"Median {med['pct_of_bound']:.1f}% of the bound (goal >= 90%: "
          f"{med['achieved_io_gbps']:.2f} GB/s against the device's {gbps:g} "
          f"GB/s ({med['pct_of_probe']:.0f}%).  Medians are per column (the "
          "% columns: medians of the per-round figures).")
+if E["FIO"] == "1":
+    bufs = ("huge-page (2 MiB) buffers" if E["FIO_MEM"] == "shmhuge"
+            else "4 KiB-page buffers (no huge pages could be reserved)")
+    L.append("")
+    L.append(f"Against fio on the same file, alternated with the streaming "
+             f"run (O_DIRECT, io_uring, {bufs}, the better of 512 KiB QD16 "
+             f"and 1 MiB QD32, 3 s each): fio "
+             + ", ".join(f"{r['fio_gbps']:.2f}" for r in rows)
+             + f" GB/s; the tier read {med['pct_of_fio']:.1f}% of it (median "
+             f"of the per-round ratios; goal >= 90%: "
+             f"{'met' if med['pct_of_fio'] >= 90 else 'NOT met'}).")
 if E.get("PROFILE"):
     p = json.load(open(E["PROFILE"]))["flash"]
     qds = list(next(iter(p["read_gbps"].values())))

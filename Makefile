@@ -40,6 +40,7 @@ LIB_SRCS = \
 	models/llama_model.c \
 	models/tokenizer.c \
 	models/chat.c \
+	models/util.c \
 	memtier/memtier.c \
 	memtier/flash.c \
 	memtier/uio.c \
@@ -47,8 +48,7 @@ LIB_SRCS = \
 	memtier/trace.c \
 	engine/forward.c \
 	engine/sampler.c \
-	engine/stats.c \
-	engine/util.c
+	engine/stats.c
 
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o)
 LIB = $(BUILD)/libstrata.a

@@ -42,7 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/util.h"
+#include "models/util.h"
 
 #define MIB ((size_t)1 << 20)
 #define GIB ((size_t)1 << 30)

@@ -19,11 +19,11 @@
 #include "engine/forward.h"
 #include "engine/sampler.h"
 #include "engine/stats.h"
-#include "engine/util.h"
 #include "kernels/kern.h"
 #include "memtier/trace.h"
 #include "models/chat.h"
 #include "models/tokenizer.h"
+#include "models/util.h"
 
 struct options {
 	const char *model;

@@ -16,10 +16,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "engine/util.h"
 #include "kernels/kern.h"
 #include "kernels/ops.h"
 #include "memtier/trace.h"
+#include "models/util.h"
 
 /* rows of a weight matrix dequantized at once for a prefill GEMM: a tile
  * of TILE_ROWS x n_embd floats stays in the 1 MiB L2 for n_embd <= 2048 */

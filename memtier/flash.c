@@ -26,9 +26,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "engine/util.h"
 #include "memtier/trace.h"
 #include "memtier/uio.h"
+#include "models/util.h"
 
 #define FLASH_ALIGN 4096u
 #define FLASH_REQ_BYTES (1u << 20)

@@ -14,9 +14,9 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "engine/util.h"
 #include "memtier/trace.h"
 #include "memtier/uio.h"
+#include "models/util.h"
 
 #define KV_ALIGN 4096u
 #define KV_REQ_BYTES (1u << 20)

@@ -21,9 +21,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/util.h"
 #include "memtier/flash.h"
 #include "memtier/uio.h"
+#include "models/util.h"
 
 #define ARENA_ALIGN (2u << 20)
 #define TENSOR_ALIGN 64u

@@ -23,9 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
 #include "kernels/kern.h"
 #include "models/gguf.h"
+#include "models/util.h"
 
 struct shape {
 	const char *name;

@@ -41,6 +41,7 @@ LIB_SRCS = \
 	models/tokenizer.c \
 	models/chat.c \
 	models/util.c \
+	memtier/arena.c \
 	memtier/memtier.c \
 	memtier/flash.c \
 	memtier/uio.c \
@@ -55,6 +56,7 @@ LIB = $(BUILD)/libstrata.a
 
 TEST_NAMES = \
 	test_kernels \
+	test_arena \
 	test_gguf \
 	test_tokenizer \
 	test_sampler \
@@ -148,10 +150,12 @@ asan:
 		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 		LDFLAGS="-fsanitize=address,undefined" \
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
+		build-asan/tests/test_arena \
 		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
 		build-asan/tests/test_decode build-asan/decode models
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) tests/run.sh \
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
+		build-asan/tests/test_arena \
 		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
 		build-asan/tests/test_decode
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) \

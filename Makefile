@@ -41,6 +41,8 @@ LIB_SRCS = \
 	models/llama_model.c \
 	models/tokenizer.c \
 	models/chat.c \
+	models/util.c \
+	memtier/arena.c \
 	memtier/memtier.c \
 	memtier/flash.c \
 	memtier/uio.c \
@@ -52,14 +54,14 @@ LIB_SRCS = \
 	engine/flags.c \
 	engine/forward.c \
 	engine/sampler.c \
-	engine/stats.c \
-	engine/util.c
+	engine/stats.c
 
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o)
 LIB = $(BUILD)/libstrata.a
 
 TEST_NAMES = \
 	test_kernels \
+	test_arena \
 	test_gguf \
 	test_tokenizer \
 	test_sampler \
@@ -158,12 +160,14 @@ asan:
 		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 		LDFLAGS="-fsanitize=address,undefined" \
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
+		build-asan/tests/test_arena \
 		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
 		build-asan/tests/test_flags build-asan/tests/test_decode \
 		build-asan/tests/test_shapes \
 		build-asan/decode models
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) tests/run.sh \
 		build-asan/tests/test_gguf build-asan/tests/test_kernels \
+		build-asan/tests/test_arena \
 		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
 		build-asan/tests/test_flags build-asan/tests/test_decode \
 		build-asan/tests/test_shapes

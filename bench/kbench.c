@@ -26,12 +26,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench/mvbench.h"
 #include "kernels/kern.h"
+#include "memtier/arena.h"
 
 struct bench_opts {
 	int iters;          /* calls timed per measurement */
@@ -310,7 +310,9 @@ static int bench_matmul_type(uint32_t type, uint8_t *arena,
 int main(int argc, char **argv)
 {
 	struct bench_opts o;
+	struct arena mem;
 	uint8_t *arena;
+	char msg[160];
 	int rc = kern_init();
 
 	if (rc < 0) {
@@ -327,14 +329,15 @@ int main(int argc, char **argv)
 			o.isa_on[i] = 0;
 		}
 	}
-	arena = aligned_alloc(2u << 20, o.arena_bytes);
-	if (!arena) {
-		fprintf(stderr, "kbench: cannot allocate %zu MiB\n",
-			o.arena_bytes >> 20);
+	/* huge pages, first touch here, outside timing */
+	struct arena_config ac = {.bytes = o.arena_bytes, .huge_pages = true,
+				  .node = -1, .touch = true};
+	if (arena_map(&mem, &ac, msg, sizeof(msg)) < 0) {
+		fprintf(stderr, "kbench: arena of %zu MiB: %s\n",
+			o.arena_bytes >> 20, msg);
 		return 1;
 	}
-	madvise(arena, o.arena_bytes, MADV_HUGEPAGE);
-	memset(arena, 0, o.arena_bytes); /* first touch, outside timing */
+	arena = mem.base;
 
 	if (o.matmul) {
 		printf("kbench -M: %lld tokens, median of <= %d products (>= 3, "
@@ -354,7 +357,7 @@ int main(int argc, char **argv)
 					kern_type_info(o.types[i])->name,
 					strerror(-rc));
 		}
-		free(arena);
+		arena_unmap(&mem);
 		return rc < 0;
 	}
 	printf("kbench: median of %d calls (ref: >= 5, <= %.2f s), matrix "
@@ -375,6 +378,6 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
-	free(arena);
+	arena_unmap(&mem);
 	return rc < 0;
 }

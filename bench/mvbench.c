@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "engine/util.h"
+#include "models/util.h"
 
 static int cmp_double(const void *a, const void *b)
 {

@@ -50,7 +50,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/utsname.h>
@@ -58,12 +57,12 @@
 #include <unistd.h>
 
 #include "bench/probe.h"
-#include "engine/util.h"
 #include "kernels/kern.h"
+#include "memtier/arena.h"
 #include "memtier/kvcache.h"
+#include "models/util.h"
 
 #define GIB ((size_t)1 << 30)
-#define HUGE_BYTES (2 * MIB)
 #define N_BS 4
 #define N_QD 4
 #define QD_MAX 64
@@ -107,41 +106,27 @@ static double median(double *v, int n)
 }
 
 /*
- * mmap `bytes` (rounded up to 2 MiB) of anonymous memory aligned to 2 MiB,
- * ask for transparent huge pages and touch every page once with `threads`
- * threads, so no page fault lands inside a timed region (first touch here
- * costs ~15 us per 4 KiB page: MACHINE.md). Returns the pointer in *out
- * and 0, or -ENOMEM. Free with probe_huge_free(p, bytes).
+ * A huge-page-backed arena of `bytes` (memtier/arena.h: rounded up to and
+ * aligned on 2 MiB), every page first touched here with `threads` threads
+ * (each writes the part it will read, which on a many-node machine puts
+ * those pages near it), so no page fault lands inside a timed region
+ * (first touch costs ~15 us per 4 KiB page: MACHINE.md). Returns 0 or
+ * -errno; give it back with arena_unmap.
  */
-int probe_huge_alloc(size_t bytes, int threads, void **out)
+int probe_huge_alloc(struct arena *a, size_t bytes, int threads)
 {
-	size_t len = (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1);
-	uint8_t *raw, *p;
-	uintptr_t a;
+	struct arena_config ac = {.bytes = bytes, .huge_pages = true,
+				  .node = -1};
+	char msg[160];
+	int err = arena_map(a, &ac, msg, sizeof(msg));
 
-	raw = mmap(NULL, len + HUGE_BYTES, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (raw == MAP_FAILED)
-		return -errno;
-	a = ((uintptr_t)raw + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1);
-	p = (uint8_t *)a;
-	/* trim to exactly [p, p + len): probe_huge_free needs no bookkeeping */
-	if (p > raw)
-		munmap(raw, p - raw);
-	if (p + len < raw + len + HUGE_BYTES)
-		munmap(p + len, raw + len + HUGE_BYTES - (p + len));
-	madvise(p, len, MADV_HUGEPAGE); /* a hint: no THP is not an error */
+	if (err)
+		return err;
+	uint8_t *p = a->base;
 #pragma omp parallel for num_threads(threads) schedule(static)
-	for (size_t off = 0; off < len; off += HUGE_BYTES)
-		memset(p + off, 1, HUGE_BYTES);
-	*out = p;
+	for (size_t off = 0; off < a->bytes; off += ARENA_ALIGN)
+		memset(p + off, 1, ARENA_ALIGN);
 	return 0;
-}
-
-void probe_huge_free(void *p, size_t bytes)
-{
-	if (p)
-		munmap(p, (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1));
 }
 
 /* AnonHugePages of the mapping that holds p, from /proc/self/smaps;
@@ -324,15 +309,17 @@ static int probe_dram(const struct probe_opts *o, struct dram_result *r)
 	sum_fn sum = pick_sum(&method);
 	size_t n = (o->dram_bytes / 8) & ~(size_t)(32 * CPU_SETSIZE - 1);
 	double *pass_gbps = xcalloc(o->passes, sizeof(double));
-	uint64_t *buf = NULL;
+	struct arena mem = {0};
+	uint64_t *buf;
 	volatile uint64_t sink = 0;
 	int n_cpu, err;
 
 	sched_getaffinity(0, sizeof(allowed), &allowed);
 	n_cpu = CPU_COUNT(&allowed);
-	err = probe_huge_alloc(n * 8, n_cpu, (void **)&buf);
+	err = probe_huge_alloc(&mem, n * 8, n_cpu);
 	if (err)
 		goto out;
+	buf = mem.base;
 	r->method = method;
 	r->n_threads = n_cpu;
 	r->thp_bytes = thp_bytes_of(buf);
@@ -354,7 +341,7 @@ static int probe_dram(const struct probe_opts *o, struct dram_result *r)
 		r->gbps[t - 1] = median(pass_gbps, o->passes);
 	}
 	sched_setaffinity(0, sizeof(allowed), &allowed);
-	probe_huge_free(buf, n * 8);
+	arena_unmap(&mem);
 out:
 	free(pass_gbps);
 	(void)sink;
@@ -376,6 +363,7 @@ struct flash_ctx {
 	int ring_ok;
 	int fd;
 	uint64_t file_bytes;
+	struct arena mem; /* holds buf */
 	uint8_t *buf; /* QD_MAX * 4 MiB, registered as fixed buffer 0 */
 	size_t buf_bytes;
 	uint64_t cursor; /* next sequential offset; persists across points */
@@ -608,7 +596,7 @@ static void flash_destroy(struct flash_ctx *c)
 		io_uring_queue_exit(&c->ring); /* also unregisters buffer, file */
 	if (c->fd >= 0)
 		close(c->fd);
-	probe_huge_free(c->buf, c->buf_bytes);
+	arena_unmap(&c->mem);
 }
 
 /*
@@ -641,13 +629,13 @@ static int flash_init(struct flash_ctx *c, const struct probe_opts *o,
 	}
 	io_uring_free_probe(pr);
 	c->buf_bytes = QD_MAX * bs_list[N_BS - 1];
-	err = probe_huge_alloc(c->buf_bytes, 1, (void **)&c->buf);
+	err = probe_huge_alloc(&c->mem, c->buf_bytes, 1);
 	if (err) {
-		c->buf = NULL;
 		snprintf(msg, msg_len, "cannot allocate %zu MiB of I/O buffers",
 			 c->buf_bytes / MIB);
 		return err;
 	}
+	c->buf = c->mem.base;
 	/* non-constant contents, so nothing below can shortcut a zero page */
 	for (size_t i = 0; i < c->buf_bytes / 8; i++)
 		((uint64_t *)c->buf)[i] = xorshift(&c->rng);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "kernels/kern.h"
+#include "memtier/arena.h"
 
 #define MIB ((size_t)1 << 20)
 
@@ -29,13 +30,12 @@ struct probe_opts {
 };
 
 /*
- * mmap `bytes` (rounded up to 2 MiB) of anonymous memory aligned to 2 MiB,
- * ask for transparent huge pages and touch every page once with `threads`
- * threads, so no page fault lands inside a timed region. Returns 0 with
- * the pointer in *out, or -errno. Free with probe_huge_free(p, bytes).
+ * A huge-page-backed arena of `bytes` (memtier/arena.h: rounded up to and
+ * aligned on 2 MiB), every page first touched with `threads` threads, so no
+ * page fault lands inside a timed region. Returns 0 or -errno; give it
+ * back with arena_unmap.
  */
-int probe_huge_alloc(size_t bytes, int threads, void **out);
-void probe_huge_free(void *p, size_t bytes);
+int probe_huge_alloc(struct arena *a, size_t bytes, int threads);
 
 /* Pin each thread of an OpenMP team of n to its own CPU of `allowed`
  * (the pool keeps its threads, so the pinning holds for later regions of

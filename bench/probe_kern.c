@@ -175,6 +175,7 @@ int probe_kern(const struct probe_opts *o, struct probe_kern *r)
 {
 	cpu_set_t allowed;
 	uint64_t dram_target = 8 * MIB, l2_target;
+	struct arena mem = {0};
 	uint8_t *arena = NULL;
 	int err;
 
@@ -192,7 +193,8 @@ int probe_kern(const struct probe_opts *o, struct probe_kern *r)
 	for (uint32_t t = 0; t < KT_COUNT && r->n_types < KERN_MAX_TYPES; t++)
 		if (kern_ops_isa(r->isa, t) && kern_row_bytes(t, KERN_COLS) > 0)
 			r->types[r->n_types++] = t;
-	err = probe_huge_alloc(r->arena_bytes, r->n_threads, (void **)&arena);
+	err = probe_huge_alloc(&mem, r->arena_bytes, r->n_threads);
+	arena = mem.base;
 	if (err)
 		return err;
 	for (int i = 0; i < r->n_types && !err; i++) {
@@ -203,7 +205,7 @@ int probe_kern(const struct probe_opts *o, struct probe_kern *r)
 	}
 	fprintf(stderr, "\n");
 	sched_setaffinity(0, sizeof(allowed), &allowed);
-	probe_huge_free(arena, r->arena_bytes);
+	arena_unmap(&mem);
 	return err;
 }
 

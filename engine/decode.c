@@ -18,11 +18,11 @@
 #include "engine/forward.h"
 #include "engine/sampler.h"
 #include "engine/stats.h"
-#include "engine/util.h"
 #include "kernels/kern.h"
 #include "memtier/trace.h"
 #include "models/chat.h"
 #include "models/tokenizer.h"
+#include "models/util.h"
 
 /* SIGINT / SIGTERM: stop after the token in progress, report, exit
  * 128 + signal (the KV file has no name, so nothing is left either way) */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
+#include "models/util.h"
 
 /* offset and size of a field of struct decode_options, for a table row */
 #define FLAGS_FIELD(f) \

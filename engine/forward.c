@@ -13,7 +13,7 @@
 #include <cblas.h>
 
 #include "engine/layer.h"
-#include "engine/util.h"
+#include "models/util.h"
 #include "kernels/kern.h"
 
 /* ---- tensor bookkeeping ------------------------------------------------ */

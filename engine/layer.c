@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "engine/forward.h"
-#include "engine/util.h"
+#include "models/util.h"
 #include "kernels/kern.h"
 #include "kernels/ops.h"
 #include "memtier/trace.h"

@@ -15,7 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "engine/util.h"
+#include "models/util.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
+#include "models/util.h"
 
 /* splitmix64: small, fast, and the same stream on every platform */
 static uint64_t next_u64(uint64_t *st)

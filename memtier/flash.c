@@ -5,11 +5,12 @@
  * Reads are O_DIRECT (the page cache never holds the weights), READ_FIXED
  * into registered buffers on a registered file. Buffers form a ring of
  * slots, each big enough for a layer (and one more for an output head
- * larger than every layer), allocated from huge pages and touched once at open (first touch is slow here, MACHINE.md). Segments
- * are consumed in a cycle (layers 0..L-1, output head, layer 0 of the next
- * token...), so every acquire also queues reads for the next `prefetch`
- * segments; acquire waits only for what has not landed yet, and counts
- * that wait as stall time.
+ * larger than every layer), one arena (memtier/arena.h) backed by huge
+ * pages and touched once at open (first touch is slow here, MACHINE.md).
+ * Segments are consumed in a cycle (layers 0..L-1, output head, layer 0
+ * of the next token...), so every acquire also queues reads for the next
+ * `prefetch` segments; acquire waits only for what has not landed yet,
+ * and counts that wait as stall time.
  *
  * Each tensor is read as its range widened to 4 KiB boundaries (O_DIRECT
  * alignment), in requests of at most 1 MiB; the tensor's pointer is its
@@ -23,12 +24,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
-#include "engine/util.h"
+#include "memtier/arena.h"
 #include "memtier/trace.h"
 #include "memtier/uio.h"
+#include "models/util.h"
 
 #define FLASH_ALIGN 4096u
 #define FLASH_REQ_BYTES (1u << 20)
@@ -50,13 +51,11 @@ struct memtier_flash {
 	size_t slot_bytes;   /* regular slots: every streamed segment but ... */
 	size_t big_bytes;    /* ... the largest, if it is larger: its own slot */
 	uint64_t *need;      /* [n_segs] bytes a segment's slot copy takes */
-	void *bufs;
-	size_t bufs_bytes;
+	struct arena bufs;   /* the slots, registered with io_uring */
 	uint64_t *span_off;  /* [n_tensors] offset of the tensor in its slot */
 	/* --dram-budget: segments copied into DRAM once, never streamed */
 	uint8_t *pinned;     /* [n_segs] */
-	char *pin_arena;
-	size_t pin_bytes;
+	struct arena pin;    /* their copies */
 	const void **pin_ptr; /* [n_tensors] resident address of pinned ones */
 	uint32_t n_streamed; /* segments not pinned */
 };
@@ -86,10 +85,8 @@ void memtier_flash_close(struct memtier_flash *f)
 	uio_exit(&f->io);
 	if (f->fd_direct >= 0)
 		close(f->fd_direct);
-	if (f->bufs)
-		munmap(f->bufs, f->bufs_bytes);
-	if (f->pin_arena)
-		munmap(f->pin_arena, f->pin_bytes);
+	arena_unmap(&f->bufs);
+	arena_unmap(&f->pin);
 	free(f->pinned);
 	free(f->pin_ptr);
 	free(f->slots);
@@ -121,16 +118,16 @@ static int pin_segments(struct memtier *m, struct memtier_flash *f,
 	f->n_streamed = m->n_segs;
 	if (used == 0)
 		return 0;
-	f->pin_bytes = (used + (2u << 20) - 1) / (2u << 20) * (2u << 20);
-	void *p = mmap(NULL, f->pin_bytes, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED) {
-		snprintf(err, errlen, "flash tier: cannot map the %zu-byte DRAM "
-			 "budget", f->pin_bytes);
-		return -ENOMEM;
+	/* DRAM copies of weights, as the dram tier's arena: huge pages as
+	 * configured, first touched by the preads below (load time) */
+	struct arena_config ac = {.bytes = used,
+				  .huge_pages = m->cfg.huge_pages, .node = -1};
+	char e2[160];
+	int rc = arena_map(&f->pin, &ac, e2, sizeof(e2));
+	if (rc) {
+		snprintf(err, errlen, "flash tier: the DRAM budget: %s", e2);
+		return rc;
 	}
-	f->pin_arena = p;
-	madvise(p, f->pin_bytes, MADV_HUGEPAGE);
 	uint64_t at = 0;
 	for (uint32_t s = 0; s < m->n_segs; s++) {
 		if (!f->pinned[s])
@@ -139,9 +136,9 @@ static int pin_segments(struct memtier *m, struct memtier_flash *f,
 		for (uint32_t i = 0; i < m->segs[s].n; i++) {
 			uint32_t id = m->segs[s].ids[i];
 			const struct memtier_tensor *t = &m->tensors[id];
-			char *dst = f->pin_arena + at;
-			int rc = memtier_pread_full(m->fd, dst, t->n_bytes,
-						    t->file_offset);
+			char *dst = (char *)f->pin.base + at;
+			rc = memtier_pread_full(m->fd, dst, t->n_bytes,
+						t->file_offset);
 			if (rc) {
 				snprintf(err, errlen, "%s: reading pinned tensor "
 					 "at %" PRIu64 ": %s", path,
@@ -164,7 +161,7 @@ bool memtier_flash_pinned(const struct memtier *m, uint32_t seg)
 
 size_t memtier_flash_resident_bytes(const struct memtier *m)
 {
-	return m->flash ? m->flash->pin_bytes : 0;
+	return m->flash ? m->flash->pin.bytes : 0;
 }
 
 int memtier_flash_open(struct memtier *m, const char *path, char *err,
@@ -225,24 +222,25 @@ int memtier_flash_open(struct memtier *m, const char *path, char *err,
 		snprintf(err, errlen, "%s: cannot size: %s", path, strerror(-rc));
 		return rc;
 	}
-	f->bufs_bytes = f->slot_bytes * (size_t)f->n_slots + f->big_bytes;
-	void *p = mmap(NULL, f->bufs_bytes, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED) {
-		snprintf(err, errlen, "flash tier: cannot map %zu bytes of "
-			 "buffers", f->bufs_bytes);
-		return -ENOMEM;
+	/* I/O buffers: always huge pages (a 1 MiB O_DIRECT read into 4 KiB
+	 * pages is split in two, MACHINE.md), touched once, here, not per
+	 * token; slot sizes are multiples of 2 MiB, so nothing is rounded */
+	struct arena_config ac = {
+		.bytes = f->slot_bytes * (size_t)f->n_slots + f->big_bytes,
+		.huge_pages = true, .node = -1, .touch = true};
+	char e2[200];
+	if ((rc = arena_map(&f->bufs, &ac, e2, sizeof(e2)))) {
+		snprintf(err, errlen, "flash tier: the slot buffers: %s", e2);
+		return rc;
 	}
-	f->bufs = p;
-	madvise(p, f->bufs_bytes, MADV_HUGEPAGE);
-	memset(p, 0, f->bufs_bytes); /* touch once, here, not per token */
+	char *p = f->bufs.base;
 	int n_regular_slots = f->n_slots;
 	if (f->big_bytes)
 		f->n_slots++;
 	f->slots = xcalloc((size_t)f->n_slots, sizeof(*f->slots));
 	for (int i = 0; i < f->n_slots; i++) {
 		f->slots[i].seg = -1;
-		f->slots[i].buf = (char *)p + (size_t)i * f->slot_bytes;
+		f->slots[i].buf = p + (size_t)i * f->slot_bytes;
 		f->slots[i].bytes = i < n_regular_slots ? f->slot_bytes
 							: f->big_bytes;
 		f->slots[i].io.name = "read seg";
@@ -252,8 +250,7 @@ int memtier_flash_open(struct memtier *m, const char *path, char *err,
 	f->io.fault_every = m->cfg.fault_every;
 	f->io.st = &m->stats[MEMTIER_FLASH];
 	f->io.trace = m->cfg.trace;
-	char e2[200];
-	if ((rc = uio_init(&f->io, FLASH_QD, p, f->bufs_bytes, f->fd_direct,
+	if ((rc = uio_init(&f->io, FLASH_QD, p, f->bufs.bytes, f->fd_direct,
 			   e2, sizeof(e2)))) {
 		snprintf(err, errlen, "flash tier: %s", e2);
 		return rc;

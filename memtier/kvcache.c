@@ -10,13 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "engine/util.h"
+#include "memtier/arena.h"
 #include "memtier/trace.h"
 #include "memtier/uio.h"
+#include "models/util.h"
 
 #define KV_ALIGN 4096u
 #define KV_REQ_BYTES (1u << 20)
@@ -43,13 +43,11 @@ struct kvcache {
 	uint64_t drive_bytes;
 	struct memtier_tier_stats st;
 	/* dram */
-	float *k_all, *v_all;
-	size_t all_bytes;
+	struct arena k_all, v_all; /* [n_layer][n_ctx][n_embd_kv] floats each */
 	/* flash */
 	int fd;
 	struct uio io;
-	void *bufs;
-	size_t bufs_bytes;
+	struct arena bufs;        /* the slots, then the tails */
 	int n_slots;              /* prefetch depth + the held one + spare */
 	struct kv_slot slots[KV_MAX_SLOTS];
 	char *tail_k, *tail_v;    /* [n_layer][block_bytes]: partial blocks */
@@ -65,19 +63,6 @@ static uint64_t gcd64(uint64_t a, uint64_t b)
 		b = t;
 	}
 	return a;
-}
-
-/* huge: buffers touched whole at open; else pages come as positions
- * advance, so resident memory follows the context actually used */
-static void *map_bytes(size_t n, int huge)
-{
-	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-	if (huge)
-		madvise(p, n, MADV_HUGEPAGE);
-	return p;
 }
 
 /* the KV file: no name, so nothing can clobber it or outlive the run */
@@ -147,15 +132,17 @@ static int open_flash(struct kvcache *kv, char *err, size_t errlen)
 		kv->n_slots = KV_MAX_SLOTS;
 	size_t slots = 2 * kv->region_bytes * kv->n_slots;
 	size_t tails = 2 * kv->block_bytes * (size_t)c->n_layer;
-	kv->bufs_bytes = (slots + tails + (2u << 20) - 1) / (2u << 20) * (2u << 20);
-	if (!(kv->bufs = map_bytes(kv->bufs_bytes, 1))) {
-		snprintf(err, errlen, "KV cache on flash: cannot map %zu bytes "
-			 "of buffers", kv->bufs_bytes);
-		return -ENOMEM;
+	/* huge pages (I/O buffers); the slots are touched once, here, the
+	 * tails fill as rows come */
+	struct arena_config ac = {.bytes = slots + tails, .huge_pages = true,
+				  .node = -1, .no_reserve = true};
+	char e2[200];
+	if ((rc = arena_map(&kv->bufs, &ac, e2, sizeof(e2)))) {
+		snprintf(err, errlen, "KV cache on flash: the buffers: %s", e2);
+		return rc;
 	}
-	/* the slots are touched once, here; the tails fill as rows come */
-	memset(kv->bufs, 0, slots);
-	char *p = kv->bufs;
+	arena_touch(&kv->bufs, 0, slots);
+	char *p = kv->bufs.base;
 	for (int i = 0; i < kv->n_slots; i++) {
 		struct kv_slot *s = &kv->slots[i];
 		s->layer = -1;
@@ -178,9 +165,8 @@ static int open_flash(struct kvcache *kv, char *err, size_t errlen)
 	kv->io.fault_every = kv->mt.fault_every;
 	kv->io.st = &kv->st;
 	kv->io.trace = kv->mt.trace;
-	char e2[200];
 	/* the tails never take part in I/O: only the slots are registered */
-	if ((rc = uio_init(&kv->io, KV_QD, kv->bufs, slots, kv->fd, e2,
+	if ((rc = uio_init(&kv->io, KV_QD, kv->bufs.base, slots, kv->fd, e2,
 			   sizeof(e2)))) {
 		snprintf(err, errlen, "KV cache on flash: %s", e2);
 		return rc;
@@ -216,18 +202,18 @@ int kvcache_open(struct kvcache **out, const struct kvcache_config *cfg,
 	kv->n_blocks_max = (int32_t)(((uint64_t)cfg->n_ctx + b - 1) / b);
 
 	if (cfg->kind == MEMTIER_DRAM) {
-		kv->all_bytes = (size_t)cfg->n_layer * (size_t)cfg->n_ctx *
-				kv->row_bytes;
-		kv->all_bytes = (kv->all_bytes + (2u << 20) - 1) / (2u << 20) *
-				(2u << 20);
-		kv->k_all = map_bytes(kv->all_bytes, 0);
-		kv->v_all = map_bytes(kv->all_bytes, 0);
-		if (!kv->k_all || !kv->v_all) {
+		/* no huge pages and no touch: pages come as positions
+		 * advance, so resident memory follows the context used */
+		struct arena_config ac = {
+			.bytes = (size_t)cfg->n_layer * (size_t)cfg->n_ctx *
+				 kv->row_bytes,
+			.node = -1, .no_reserve = true};
+		char e2[160];
+		if ((rc = arena_map(&kv->k_all, &ac, e2, sizeof(e2))) ||
+		    (rc = arena_map(&kv->v_all, &ac, e2, sizeof(e2))))
 			snprintf(err, errlen, "cannot allocate the KV cache (2 x "
-				 "%zu bytes for %d positions)", kv->all_bytes,
-				 cfg->n_ctx);
-			rc = -ENOMEM;
-		}
+				 "%zu bytes for %d positions): %s", ac.bytes,
+				 cfg->n_ctx, e2);
 	} else if (cfg->kind == MEMTIER_FLASH) {
 		rc = open_flash(kv, err, errlen);
 	} else {
@@ -250,12 +236,9 @@ void kvcache_close(struct kvcache *kv)
 	uio_exit(&kv->io); /* drains writes in flight */
 	if (kv->fd >= 0)
 		close(kv->fd);
-	if (kv->bufs)
-		munmap(kv->bufs, kv->bufs_bytes);
-	if (kv->k_all)
-		munmap(kv->k_all, kv->all_bytes);
-	if (kv->v_all)
-		munmap(kv->v_all, kv->all_bytes);
+	arena_unmap(&kv->bufs);
+	arena_unmap(&kv->k_all);
+	arena_unmap(&kv->v_all);
 	free(kv->len);
 	free(kv->wr);
 	free(kv);
@@ -361,8 +344,8 @@ int kvcache_layer(struct kvcache *kv, int32_t l, int32_t n_pos, float **k,
 		return -EINVAL;
 	if (kv->cfg.kind == MEMTIER_DRAM) {
 		size_t at = (size_t)l * (size_t)kv->cfg.n_ctx * kv->cfg.n_embd_kv;
-		*k = kv->k_all + at;
-		*v = kv->v_all + at;
+		*k = (float *)kv->k_all.base + at;
+		*v = (float *)kv->v_all.base + at;
 		return 0;
 	}
 	if (n_pos > kv->len[l])
@@ -505,8 +488,9 @@ void kvcache_get_info(const struct kvcache *kv, struct kvcache_info *info)
 	info->kind = kv->cfg.kind;
 	info->block_tokens = kv->B;
 	info->position_bytes = 2 * (uint64_t)kv->cfg.n_layer * kv->row_bytes;
-	info->dram_bytes = kv->cfg.kind == MEMTIER_DRAM ? 2 * (uint64_t)kv->all_bytes
-							: kv->bufs_bytes;
+	info->dram_bytes = kv->cfg.kind == MEMTIER_DRAM
+				   ? 2 * (uint64_t)kv->k_all.bytes
+				   : kv->bufs.bytes;
 	info->drive_bytes = kv->drive_bytes;
 }
 

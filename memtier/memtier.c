@@ -1,8 +1,8 @@
 /*
  * memtier.c - the dram and mmap tiers.
  *
- * dram: every tensor resident in one arena, an anonymous mapping 2 MiB
- * aligned and advised for huge pages, filled with large pread()s at open
+ * dram: every tensor resident in one arena (memtier/arena.h: 2 MiB
+ * aligned, advised for huge pages), filled with large pread()s at open
  * (so the first-touch cost that MACHINE.md measures is paid once, at load,
  * and counted as load time).
  * mmap: the file mapped read-only and shared; pages come from the page
@@ -21,11 +21,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/util.h"
 #include "memtier/flash.h"
 #include "memtier/uio.h"
+#include "models/util.h"
 
-#define ARENA_ALIGN (2u << 20)
 #define TENSOR_ALIGN 64u
 
 static const char *const kind_names[MEMTIER_KIND_COUNT] = {"dram", "flash",
@@ -81,7 +80,7 @@ uint32_t memtier_budget_fit(const struct memtier_tensor *t,
 uint64_t memtier_resident_bytes(const struct memtier *m)
 {
 	if (m->cfg.kind == MEMTIER_DRAM)
-		return m->arena_bytes;
+		return m->arena.bytes;
 	if (m->cfg.kind == MEMTIER_FLASH)
 		return memtier_flash_resident_bytes(m);
 	return 0;
@@ -122,26 +121,17 @@ static int dram_load(struct memtier *m, const char *path, char *err,
 		total += (m->tensors[i].n_bytes + TENSOR_ALIGN - 1) /
 			 TENSOR_ALIGN * TENSOR_ALIGN;
 	}
-	m->arena_bytes = (total + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-	if (m->arena_bytes == 0)
-		m->arena_bytes = ARENA_ALIGN;
-	void *p = mmap(NULL, m->arena_bytes + ARENA_ALIGN, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED) {
-		snprintf(err, errlen, "dram tier: cannot map %zu bytes for the "
-			 "weights", m->arena_bytes);
+	/* not touched here: the preads below are the first touch, counted
+	 * as load time; an empty model still gets one 2 MiB unit */
+	struct arena_config ac = {.bytes = total ? total : 1,
+				  .huge_pages = m->cfg.huge_pages, .node = -1,
+				  .no_reserve = true};
+	char e2[160];
+	if ((rc = arena_map(&m->arena, &ac, e2, sizeof(e2)))) {
+		snprintf(err, errlen, "dram tier: the weights: %s", e2);
 		free(at);
-		return -ENOMEM;
+		return rc;
 	}
-	/* trim to a 2 MiB aligned window so huge pages can back it */
-	uintptr_t a = ((uintptr_t)p + ARENA_ALIGN - 1) & ~(uintptr_t)(ARENA_ALIGN - 1);
-	size_t head = a - (uintptr_t)p;
-	if (head)
-		munmap(p, head);
-	munmap((void *)(a + m->arena_bytes), ARENA_ALIGN - head);
-	m->arena = (void *)a;
-	if (m->cfg.huge_pages)
-		madvise(m->arena, m->arena_bytes, MADV_HUGEPAGE);
 
 	for (uint32_t i = 0; i < m->n_tensors; i++) {
 		int64_t s = find_shared(m, i);
@@ -149,7 +139,7 @@ static int dram_load(struct memtier *m, const char *path, char *err,
 			m->ptr[i] = m->ptr[s];
 			continue;
 		}
-		m->ptr[i] = (char *)m->arena + at[i];
+		m->ptr[i] = (char *)m->arena.base + at[i];
 		rc = memtier_pread_full(m->fd, m->ptr[i], m->tensors[i].n_bytes,
 			       m->tensors[i].file_offset);
 		if (rc) {
@@ -265,8 +255,7 @@ err_close:
 
 void memtier_close(struct memtier *m)
 {
-	if (m->arena)
-		munmap(m->arena, m->arena_bytes);
+	arena_unmap(&m->arena);
 	if (m->map)
 		munmap(m->map, m->map_bytes ? m->map_bytes : 1);
 	memtier_flash_close(m->flash);

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "memtier/arena.h"
+
 enum memtier_kind {
 	MEMTIER_DRAM = 0,
 	MEMTIER_FLASH = 1, /* the file, streamed per acquire (io_uring) */
@@ -99,8 +101,7 @@ struct memtier {
 	uint32_t n_segs;
 	struct memtier_segment *segs; /* copies of the id lists */
 	void **ptr;                   /* [n_tensors] resident address */
-	void *arena;                  /* dram: one mapping for all tensors */
-	size_t arena_bytes;
+	struct arena arena;           /* dram: one mapping for all tensors */
 	void *map;                    /* mmap: the whole file */
 	size_t map_bytes;
 	uint64_t *seg_bytes;          /* [n_segs] */

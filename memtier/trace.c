@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
+#include "models/util.h"
 
 void trace_init(struct trace *t)
 {

@@ -11,8 +11,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "engine/util.h"
 #include "memtier/trace.h"
+#include "models/util.h"
 
 #define UIO_BUF_MAX ((size_t)1 << 30)
 

@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/util.h"
 #include "kernels/kern.h"
+#include "models/util.h"
 
 void gguf_writer_init(struct gguf_writer *w)
 {

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
 #include "kernels/kern.h"
 #include "models/gguf.h"
+#include "models/util.h"
 
 static const char *const layer_names[LT_COUNT] = {
 	"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",

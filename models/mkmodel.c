@@ -22,10 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
 #include "kernels/kern.h"
 #include "models/gguf.h"
 #include "models/shapes.h"
+#include "models/util.h"
 
 /* splitmix64 per (tensor, row): reproducible whatever the thread count */
 static uint64_t mix(uint64_t z)

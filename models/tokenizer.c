@@ -25,8 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
 #include "models/gguf.h"
+#include "models/util.h"
 
 /* Token attributes: llama.cpp's LLAMA_TOKEN_ATTR_* subset, plus TA_EOG. */
 enum {

@@ -168,11 +168,11 @@ static void test_units_own_their_shards(void **state)
 	for (int i = 0; i < e.n_threads; i++) {
 		struct engine_unit *eu = &e.units[i];
 		const size_t page = 4096;
-		size_t n_pages = eu->mt.arena_bytes / page;
+		size_t n_pages = eu->mt.arena.bytes / page;
 		void **pages = malloc(n_pages * sizeof(*pages));
 		int *status = malloc(n_pages * sizeof(*status));
 		for (size_t p = 0; p < n_pages; p++)
-			pages[p] = (char *)eu->mt.arena + p * page;
+			pages[p] = (char *)eu->mt.arena.base + p * page;
 		assert_int_equal(move_pages(0, n_pages, pages, NULL, status, 0), 0);
 		size_t on_node = 0;
 		for (size_t p = 0; p < n_pages; p++)
@@ -180,7 +180,7 @@ static void test_units_own_their_shards(void **state)
 		assert_int_equal(on_node, n_pages);
 		free(pages);
 		free(status);
-		shard_sum += eu->mt.arena_bytes;
+		shard_sum += eu->mt.arena.bytes;
 	}
 	/* two shares together hold about the model once (norms and one
 	 * straddling KV head twice, 2 MiB rounding), not twice */

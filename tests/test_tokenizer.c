@@ -22,10 +22,10 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 
-#include "engine/util.h"
 #include "models/chat.h"
 #include "models/gguf.h"
 #include "models/tokenizer.h"
+#include "models/util.h"
 
 #define DEFAULT_VOCAB_DIR \
 	"/root/.cache/strata/llama_cpp_python-0.3.36/vendor/llama.cpp/models"

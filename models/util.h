@@ -5,6 +5,10 @@
  * the size they wanted: a process that cannot get a few hundred bytes has
  * nothing sensible left to do. Model-sized allocations (weights, KV,
  * buffers) never use these; they return -ENOMEM to the caller.
+ *
+ * It lives in models/, the lowest layer that uses it, so that memtier/,
+ * engine/, bench/ and tests/ include it downwards; kernels/ are pure and
+ * must not need it.
  */
 #ifndef STRATA_UTIL_H
 #define STRATA_UTIL_H

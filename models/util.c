@@ -1,5 +1,5 @@
 /* util.c - the out-of-memory policy and small parsers, see util.h */
-#include "engine/util.h"
+#include "models/util.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -101,11 +101,23 @@ static void tensor_list_free(struct tensor_list *tl)
 	free(tl->segs);
 }
 
+/* memtier settings of a unit's instances (eu NULL: the shared one): its
+ * memory bound to its node, or the shared copy interleaved over nodes */
+static struct memtier_config unit_mt_config(const struct engine *e,
+					    const struct engine_unit *eu)
+{
+	struct memtier_config mc = e->cfg.mt;
+
+	mc.numa = eu ? MEMTIER_NUMA_BIND : MEMTIER_NUMA_INTERLEAVE;
+	mc.numa_node = eu ? eu->nu->mem_node : -1;
+	return mc;
+}
+
 static int place_weights(struct engine *e, struct engine_unit *eu,
 			 struct memtier *mt, uint64_t budget, char *err,
 			 size_t errlen)
 {
-	struct memtier_config mc = e->cfg.mt;
+	struct memtier_config mc = unit_mt_config(e, eu);
 	struct tensor_list tl;
 
 	mc.dram_budget_bytes = budget;
@@ -162,15 +174,17 @@ static int64_t big_dim(const struct llama_hparams *hp)
 	return hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
 }
 
-static int open_kv(struct engine *e, int32_t n_embd_kv, struct kvcache **kv,
-		   char *err, size_t errlen)
+static int open_kv(struct engine *e, const struct engine_unit *eu,
+		   int32_t n_embd_kv, struct kvcache **kv, char *err,
+		   size_t errlen)
 {
+	struct memtier_config mc = unit_mt_config(e, eu);
 	struct kvcache_config kc = {
 		.kind = e->cfg.kv_kind, .dir = e->cfg.kv_dir,
 		.n_layer = e->model.hp.n_layer, .n_ctx = e->st.n_ctx,
 		.n_embd_kv = n_embd_kv, .block_tokens = e->cfg.kv_block,
 		.prefetch = e->cfg.mt.prefetch > 0 ? e->cfg.mt.prefetch : 0,
-		.mt = &e->cfg.mt};
+		.mt = &mc};
 	return kvcache_open(kv, &kc, err, errlen);
 }
 
@@ -190,7 +204,7 @@ static int unit_init_job(struct nmu_unit *nu, void *arg)
 		if ((rc = place_weights(e, eu, &eu->mt, eu->dram_budget, eu->err,
 					sizeof(eu->err))))
 			return rc;
-		if ((rc = open_kv(e, (int32_t)(plan_len(eu->kvh) * hd), &eu->kv,
+		if ((rc = open_kv(e, eu, (int32_t)(plan_len(eu->kvh) * hd), &eu->kv,
 				  eu->err, sizeof(eu->err))))
 			return rc;
 	}
@@ -263,7 +277,7 @@ static int units_init(struct engine *e, char *err, size_t errlen)
 		if ((rc = place_weights(e, NULL, &e->mt,
 					e->cfg.mt.dram_budget_bytes, err, errlen)))
 			return rc;
-		if ((rc = open_kv(e, hp->n_head_kv * hp->head_dim, &e->kv, err,
+		if ((rc = open_kv(e, NULL, hp->n_head_kv * hp->head_dim, &e->kv, err,
 				  errlen)))
 			return rc;
 		for (int i = 0; i < n; i++)

@@ -3,6 +3,7 @@
 #include "memtier/arena.h"
 
 #include <errno.h>
+#include <numa.h>
 #include <numaif.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,6 +25,22 @@ static int bind_node(void *p, size_t len, int node)
 	return 0;
 }
 
+/* mbind(MPOL_INTERLEAVE) [p, p + len) over every node with memory; 0 or
+ * -errno (a machine without NUMA support: nothing to do) */
+static int interleave_nodes(void *p, size_t len)
+{
+	unsigned long mask[ARENA_MAX_NODES / MASK_BITS] = {0};
+
+	if (numa_available() < 0)
+		return 0;
+	for (int n = 0; n <= numa_max_node() && n < ARENA_MAX_NODES; n++)
+		if (numa_bitmask_isbitset(numa_nodes_ptr, (unsigned)n))
+			mask[n / MASK_BITS] |= 1ul << (n % MASK_BITS);
+	if (mbind(p, len, MPOL_INTERLEAVE, mask, ARENA_MAX_NODES + 1, 0) < 0)
+		return -errno;
+	return 0;
+}
+
 int arena_map(struct arena *a, const struct arena_config *cfg, char *err,
 	      size_t errlen)
 {
@@ -37,7 +54,8 @@ int arena_map(struct arena *a, const struct arena_config *cfg, char *err,
 			 cfg->bytes ? "more than the address space" : "empty");
 		return -ENOMEM;
 	}
-	if (cfg->node >= ARENA_MAX_NODES || cfg->node < -1) {
+	if (cfg->node >= ARENA_MAX_NODES ||
+	    (cfg->node < -1 && cfg->node != ARENA_INTERLEAVE)) {
 		snprintf(err, errlen, "NUMA node %d out of range (-1 .. %d)",
 			 cfg->node, ARENA_MAX_NODES - 1);
 		return -EINVAL;
@@ -66,6 +84,12 @@ int arena_map(struct arena *a, const struct arena_config *cfg, char *err,
 	if (cfg->node >= 0 && (rc = bind_node(p, len, cfg->node))) {
 		snprintf(err, errlen, "cannot bind %zu bytes to NUMA node %d: %s",
 			 len, cfg->node, strerror(-rc));
+		munmap(p, len);
+		return rc;
+	}
+	if (cfg->node == ARENA_INTERLEAVE && (rc = interleave_nodes(p, len))) {
+		snprintf(err, errlen, "cannot interleave %zu bytes over the NUMA "
+			 "nodes: %s", len, strerror(-rc));
 		munmap(p, len);
 		return rc;
 	}

@@ -27,11 +27,13 @@
 #define ARENA_ALIGN ((size_t)2 << 20)  /* one x86-64 huge page */
 #define ARENA_TOUCH_STRIDE 4096u       /* one write per base page */
 #define ARENA_MAX_NODES 1024           /* node numbers 0 .. this - 1 */
+#define ARENA_INTERLEAVE (-2)          /* node: interleave over every node */
 
 struct arena_config {
 	size_t bytes;    /* wanted; the mapping is this rounded up to ARENA_ALIGN */
 	bool huge_pages; /* MADV_HUGEPAGE */
-	int node;        /* NUMA node to bind the pages to; -1: no binding */
+	int node;        /* NUMA node to bind the pages to; -1: no binding;
+			  * ARENA_INTERLEAVE: pages spread over all nodes */
 	bool touch;      /* write every page once before returning */
 	bool no_reserve; /* MAP_NORESERVE: no commit charge up front, for
 			  * memory that may never be touched whole (a KV

@@ -121,7 +121,8 @@ static int pin_segments(struct memtier *m, struct memtier_flash *f,
 	/* DRAM copies of weights, as the dram tier's arena: huge pages as
 	 * configured, first touched by the preads below (load time) */
 	struct arena_config ac = {.bytes = used,
-				  .huge_pages = m->cfg.huge_pages, .node = -1};
+				  .huge_pages = m->cfg.huge_pages,
+				  .node = memtier_arena_node(&m->cfg)};
 	char e2[160];
 	int rc = arena_map(&f->pin, &ac, e2, sizeof(e2));
 	if (rc) {
@@ -227,7 +228,8 @@ int memtier_flash_open(struct memtier *m, const char *path, char *err,
 	 * token; slot sizes are multiples of 2 MiB, so nothing is rounded */
 	struct arena_config ac = {
 		.bytes = f->slot_bytes * (size_t)f->n_slots + f->big_bytes,
-		.huge_pages = true, .node = -1, .touch = true};
+		.huge_pages = true, .node = memtier_arena_node(&m->cfg),
+		.touch = true};
 	char e2[200];
 	if ((rc = arena_map(&f->bufs, &ac, e2, sizeof(e2)))) {
 		snprintf(err, errlen, "flash tier: the slot buffers: %s", e2);

@@ -135,7 +135,8 @@ static int open_flash(struct kvcache *kv, char *err, size_t errlen)
 	/* huge pages (I/O buffers); the slots are touched once, here, the
 	 * tails fill as rows come */
 	struct arena_config ac = {.bytes = slots + tails, .huge_pages = true,
-				  .node = -1, .no_reserve = true};
+				  .node = memtier_arena_node(&kv->mt),
+				  .no_reserve = true};
 	char e2[200];
 	if ((rc = arena_map(&kv->bufs, &ac, e2, sizeof(e2)))) {
 		snprintf(err, errlen, "KV cache on flash: the buffers: %s", e2);
@@ -207,7 +208,7 @@ int kvcache_open(struct kvcache **out, const struct kvcache_config *cfg,
 		struct arena_config ac = {
 			.bytes = (size_t)cfg->n_layer * (size_t)cfg->n_ctx *
 				 kv->row_bytes,
-			.node = -1, .no_reserve = true};
+			.node = memtier_arena_node(&kv->mt), .no_reserve = true};
 		char e2[160];
 		if ((rc = arena_map(&kv->k_all, &ac, e2, sizeof(e2))) ||
 		    (rc = arena_map(&kv->v_all, &ac, e2, sizeof(e2))))

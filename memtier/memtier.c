@@ -57,6 +57,15 @@ int memtier_fault_parse(const char *s, struct memtier_config *cfg)
 	return 0;
 }
 
+int memtier_arena_node(const struct memtier_config *cfg)
+{
+	switch (cfg->numa) {
+	case MEMTIER_NUMA_BIND: return cfg->numa_node;
+	case MEMTIER_NUMA_INTERLEAVE: return ARENA_INTERLEAVE;
+	default: return -1;
+	}
+}
+
 uint32_t memtier_budget_fit(const struct memtier_tensor *t,
 			    const struct memtier_segment *segs, uint32_t n_segs,
 			    uint64_t budget, uint64_t *bytes)
@@ -124,7 +133,8 @@ static int dram_load(struct memtier *m, const char *path, char *err,
 	/* not touched here: the preads below are the first touch, counted
 	 * as load time; an empty model still gets one 2 MiB unit */
 	struct arena_config ac = {.bytes = total ? total : 1,
-				  .huge_pages = m->cfg.huge_pages, .node = -1,
+				  .huge_pages = m->cfg.huge_pages,
+				  .node = memtier_arena_node(&m->cfg),
 				  .no_reserve = true};
 	char e2[160];
 	if ((rc = arena_map(&m->arena, &ac, e2, sizeof(e2)))) {

@@ -69,7 +69,20 @@ struct memtier_config {
 	enum memtier_fault fault;
 	uint64_t fault_every;       /* 1 = every read */
 	struct trace *trace;        /* NULL: no trace (memtier/trace.h) */
+	/* NUMA placement of every DRAM mapping (weights, pinned segments,
+	 * flash slots, KV cache): the OS's default (first touch), bound to
+	 * numa_node (a near-memory unit's own), or interleaved over all nodes
+	 * (--nmu off's shared copy) */
+	enum memtier_numa {
+		MEMTIER_NUMA_DEFAULT = 0,
+		MEMTIER_NUMA_BIND,
+		MEMTIER_NUMA_INTERLEAVE,
+	} numa;
+	int numa_node;
 };
+
+/* the arena node (memtier/arena.h) for cfg's NUMA placement */
+int memtier_arena_node(const struct memtier_config *cfg);
 
 /* Parse "eio:N" / "short:N" / "enospc:N" / "nodirect:1" (STRATA_FAULT)
  * into cfg; 0 or -EINVAL */

@@ -152,6 +152,26 @@ static void refused(const struct arena_config *c, int want)
 	assert_sentinel(&a);
 }
 
+/* ARENA_INTERLEAVE: the pages' policy is MPOL_INTERLEAVE over every node
+ * with memory (here: node 0) */
+static void test_interleave(void **state)
+{
+	struct arena a;
+	char err[160];
+	int mode = -1;
+	unsigned long mask[ARENA_MAX_NODES / (8 * sizeof(unsigned long))] = {0};
+
+	(void)state;
+	assert_int_equal(arena_map(&a, &(struct arena_config){.bytes = 4 << 20,
+			 .node = ARENA_INTERLEAVE, .touch = true}, err,
+			 sizeof(err)), 0);
+	assert_int_equal(get_mempolicy(&mode, mask, ARENA_MAX_NODES + 1, a.base,
+				       MPOL_F_ADDR), 0);
+	assert_int_equal(mode, MPOL_INTERLEAVE);
+	assert_true(mask[0] & 1ul); /* node 0 is among them */
+	arena_unmap(&a);
+}
+
 static void test_refusals(void **state)
 {
 	(void)state;
@@ -170,7 +190,7 @@ static void test_refusals(void **state)
 	refused(&(struct arena_config){.bytes = SIZE_MAX / 2, .node = -1,
 				       .huge_pages = true}, -ENOMEM);
 	/* node numbers out of range */
-	refused(&(struct arena_config){.bytes = 1, .node = -2}, -EINVAL);
+	refused(&(struct arena_config){.bytes = 1, .node = -3}, -EINVAL);
 	refused(&(struct arena_config){.bytes = 1, .node = ARENA_MAX_NODES},
 		-EINVAL);
 
@@ -380,6 +400,7 @@ int main(void)
 		cmocka_unit_test(test_touch),
 		cmocka_unit_test(test_touch_part),
 		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_interleave),
 		cmocka_unit_test(test_overcommit),
 		cmocka_unit_test(test_node_binding),
 		cmocka_unit_test(test_absent_node),

@@ -178,6 +178,13 @@ static void test_units_own_their_shards(void **state)
 		for (size_t p = 0; p < n_pages; p++)
 			on_node += status[p] == e.pool.units[i].mem_node;
 		assert_int_equal(on_node, n_pages);
+		/* and bound there, not merely first touched there */
+		int mode = -1;
+		unsigned long mask[16] = {0};
+		assert_int_equal(get_mempolicy(&mode, mask, 16 * 64 + 1,
+					       eu->mt.arena.base, MPOL_F_ADDR), 0);
+		assert_int_equal(mode, MPOL_BIND);
+		assert_true(mask[0] == 1ul << e.pool.units[i].mem_node);
 		free(pages);
 		free(status);
 		shard_sum += eu->mt.arena.bytes;
@@ -213,6 +220,16 @@ static void test_units_own_their_shards(void **state)
 				 /* prefill's head reads only the last row */
 				 (uint64_t)(N_PROMPT - 1) * (d - plan_len(pu->embd)) * 4);
 	}
+	engine_destroy(&e);
+
+	/* --nmu off: one shared copy, interleaved over the nodes */
+	cfg.nmu_off = true;
+	assert_int_equal(engine_init(&e, model_path, &cfg, err, sizeof(err)), 0);
+	int mode = -1;
+	unsigned long mask[16] = {0};
+	assert_int_equal(get_mempolicy(&mode, mask, 16 * 64 + 1, e.mt.arena.base,
+				       MPOL_F_ADDR), 0);
+	assert_int_equal(mode, MPOL_INTERLEAVE);
 	engine_destroy(&e);
 }
 

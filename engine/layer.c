@@ -196,19 +196,25 @@ static void count_out(struct engine_unit *eu, int64_t own, int32_t nb)
 /* ---- steps -------------------------------------------------------------- */
 
 /* mem_owner at the start of layer l: release l-1, read the KV blocks of
- * the next layers ahead, acquire l+1 (the head after the last layer) */
+ * the next layers ahead */
 static int layer_ahead(struct engine_unit *eu, int32_t l, int32_t pos_end,
 		       int32_t nb)
 {
-	int rc;
-
 	if (!eu->mem_owner)
 		return 0;
 	if (l > 0)
 		unit_release(eu, (uint32_t)l - 1);
-	if ((rc = kvcache_ahead(eu->kvp, l, pos_end - nb, pos_end)))
-		return rc;
-	return unit_acquire(eu, (uint32_t)l + 1);
+	return kvcache_ahead(eu->kvp, l, pos_end - nb, pos_end);
+}
+
+/* mem_owner once its share of layer l is computed: acquire l+1 (the head
+ * after the last layer). Its reads were queued by earlier acquires
+ * (--prefetch segments ahead), so this waits only for what has not landed
+ * while layer l was computed; acquiring it before computing l would make
+ * every unit wait for l+1's reads before starting on l. */
+static int layer_next(struct engine_unit *eu, int32_t l)
+{
+	return eu->mem_owner ? unit_acquire(eu, (uint32_t)l + 1) : 0;
 }
 
 int layer_embed(struct engine_unit *eu, const int32_t *tokens, int32_t nb)
@@ -360,6 +366,8 @@ int layer_forward(struct engine_unit *eu, int32_t l, int32_t pos0, int32_t nb)
 	if (eu->nu->id == 0)
 		trace_span(e->cfg.mt.trace, TRACE_COMPUTE,
 			   nb == 1 ? "layer" : "prefill layer", l, t0, now_ns());
+	if ((rc = layer_next(eu, l)))
+		goto fail;
 	return nmu_barrier(eu->nu);
 fail:
 	nmu_fail(eu->nu, rc);

@@ -18,9 +18,9 @@
  * unit 0 does every memtier and KV-cache call for all, and one more barrier
  * per layer publishes the KV view before attention.
  *
- * Weights: a unit that owns its memory acquires layer l+1 from its own
- * memtier instance at the start of layer l (so its flash ring reads ahead
- * while it computes) and releases layer l-1.
+ * Weights: a unit that owns its memory releases layer l-1 at the start of
+ * layer l and acquires l+1 from its own memtier instance once its share of
+ * l is computed; its flash ring has l+1 .. l+prefetch in flight meanwhile.
  */
 #ifndef STRATA_LAYER_H
 #define STRATA_LAYER_H

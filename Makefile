@@ -72,7 +72,8 @@ TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 PROGS = decode models/mkmodel bench/kbench bench/probe
 
 ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
-	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o
+	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o \
+	$(BUILD)/bench/probe_sys.o
 
 .PHONY: all deps demo test test-c test-py asan help clean models bench
 
@@ -114,7 +115,8 @@ bench/kbench: $(BUILD)/bench/kbench.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bench/probe: $(BUILD)/bench/probe.o $(BUILD)/bench/probe_kern.o $(BENCH_OBJS) $(LIB)
+bench/probe: $(BUILD)/bench/probe.o $(BUILD)/bench/probe_kern.o \
+		$(BUILD)/bench/probe_sys.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -69,11 +69,11 @@ TEST_NAMES = \
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 
-PROGS = decode models/mkmodel bench/kbench bench/probe
+PROGS = decode models/mkmodel bench/kbench bench/probe bench/simulate
 
 ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
 	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o \
-	$(BUILD)/bench/probe_sys.o
+	$(BUILD)/bench/probe_sys.o $(SIM_OBJS)
 
 .PHONY: all deps demo test test-c test-py asan help clean models bench
 
@@ -110,6 +110,19 @@ models/mkmodel: $(BUILD)/models/mkmodel.o $(LIB)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 BENCH_OBJS = $(BUILD)/bench/mvbench.o
+
+# the simulator: the model (sim.c), its profile reader (sim_profile.c)
+SIM_OBJS = \
+	$(BUILD)/bench/sim.o \
+	$(BUILD)/bench/sim_profile.o
+
+bench/simulate: $(BUILD)/bench/simulate.o $(SIM_OBJS) $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ljansson
+
+$(BUILD)/tests/test_sim: $(BUILD)/tests/test_sim.o $(SIM_OBJS) $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ljansson -lcmocka
 
 bench/kbench: $(BUILD)/bench/kbench.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")

@@ -65,7 +65,8 @@ TEST_NAMES = \
 	test_sampler \
 	test_flags \
 	test_decode \
-	test_shapes
+	test_shapes \
+	test_sim
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 

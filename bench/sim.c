@@ -395,6 +395,10 @@ static void token_parts(struct ctx *c, struct sim_breakdown *b,
 		b->matvec_bytes[out->type] += (uint64_t)by;
 	}
 	b->matvec_s[out->type] += m;
+	b->matvec_compute_s[out->type] += m * rate_bps(c, out->type, true) /
+					  rate_bps(c, out->type, false);
+	b->matvec_memory_s[out->type] += m * rate_bps(c, out->type, true) /
+					 (dram_gbps(c->p, c->n) * 1e9 / c->n);
 	c->head_s = m;
 	/* the embedding row: one unit reads it */
 	double rb = row_bytes(emb);

@@ -87,6 +87,7 @@ help:
 	@echo "make test    deps, build, model, every test"
 	@echo "make asan    the C tests under ASan+UBSan"
 	@echo "make bench   decode speed side by side with llama.cpp"
+	@echo "bench/validate  simulator predictions vs real runs (~15 min)"
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -166,6 +167,7 @@ test: deps
 	$(Q)STRATA_MODEL=$(SMOLLM2) tests/run.sh $(TEST_BINS)
 	$(Q)STRATA_MODEL=$(SMOLLM2) tests/test_cli.sh ./decode
 	$(Q)tests/probe_check.sh bench/probe || [ $$? -eq 77 ]
+	$(Q)STRATA_MODEL=$(SMOLLM2) tests/sim_check.sh bench/simulate ./decode
 	$(Q)STRATA_MODEL=$(SMOLLM2) $(PYTHON) tests/ref_check.py
 	$(Q)STRATA_MODEL=$(SMOLLM2) tests/requant_check.sh
 

@@ -137,16 +137,16 @@ int sim_tensors_from_shape(const struct shapes_model *s,
 			int64_t ne[2];
 			shapes_layer_tensor_ne(s, (enum llama_layer_tensor)i, ne);
 			t[l * LT_COUNT + i] = (struct sim_tensor){
-				lb.type[i], ne[1], ne[0], (uint64_t)lb.bytes[i] };
+				lb.type[i], ne[1], ne[0], (uint64_t)lb.bytes[i], 0 };
 		}
 	}
 	struct sim_tensor *g = &t[s->n_layer * LT_COUNT];
 	g[GT_TOK_EMBD] = (struct sim_tensor){ mb.type[GT_TOK_EMBD], s->n_vocab,
-		s->n_embd, (uint64_t)mb.bytes[GT_TOK_EMBD] };
+		s->n_embd, (uint64_t)mb.bytes[GT_TOK_EMBD], 0 };
 	g[GT_OUTPUT_NORM] = (struct sim_tensor){ mb.type[GT_OUTPUT_NORM], 1,
-		s->n_embd, (uint64_t)mb.bytes[GT_OUTPUT_NORM] };
+		s->n_embd, (uint64_t)mb.bytes[GT_OUTPUT_NORM], 0 };
 	g[GT_OUTPUT] = (struct sim_tensor){ mb.type[GT_OUTPUT], s->n_vocab,
-		s->n_embd, (uint64_t)mb.bytes[GT_OUTPUT] };
+		s->n_embd, (uint64_t)mb.bytes[GT_OUTPUT], 0 };
 	return 0;
 }
 
@@ -157,7 +157,8 @@ void sim_tensors_from_model(const struct llama_model *m, struct sim_tensor *t)
 	for (uint32_t i = 0; i < n; i++) {
 		const struct gguf_tensor *g = i < (uint32_t)m->hp.n_layer * LT_COUNT
 			? m->layer[i] : m->global[i - (uint32_t)m->hp.n_layer * LT_COUNT];
-		t[i] = (struct sim_tensor){ g->type, g->n_rows, g->ne[0], g->n_bytes };
+		t[i] = (struct sim_tensor){ g->type, g->n_rows, g->ne[0], g->n_bytes,
+					    g->file_offset };
 	}
 }
 
@@ -166,7 +167,9 @@ void sim_tensors_from_model(const struct llama_model *m, struct sim_tensor *t)
 /* one unit's rows (floating: a chip holds 1/chips of them) */
 struct share {
 	double rows[LT_COUNT]; /* of each layer matrix */
+	int64_t row0[LT_COUNT]; /* the first of them (one chip) */
 	double vocab;
+	int64_t vocab0;
 	double q_heads, kv_heads;
 };
 
@@ -206,6 +209,8 @@ struct ctx {
 	int64_t *kv_tok;   /* [L] */
 	double *kv_done;
 	double stall_s;
+	double pinned_share_bytes; /* the units' shares of pinned segments */
+	double streamed_share_bytes; /* ... of streamed ones (not widened) */
 };
 
 static double rate_bps(const struct ctx *c, uint32_t type, bool dram)
@@ -249,6 +254,11 @@ static void shares(struct ctx *c)
 		s->rows[LT_WO] = s->rows[LT_W_DOWN] = (double)plan_len(pu->embd) / ch;
 		s->rows[LT_W_GATE] = s->rows[LT_W_UP] = (double)plan_len(pu->ff) / ch;
 		s->vocab = (double)plan_len(pu->vocab) / ch;
+		s->row0[LT_WQ] = q.r0 * (int64_t)hd;
+		s->row0[LT_WK] = s->row0[LT_WV] = kv.r0 * (int64_t)hd;
+		s->row0[LT_WO] = s->row0[LT_W_DOWN] = pu->embd.r0;
+		s->row0[LT_W_GATE] = s->row0[LT_W_UP] = pu->ff.r0;
+		s->vocab0 = pu->vocab.r0;
 	}
 }
 
@@ -294,16 +304,29 @@ static void segments(struct ctx *c, struct sim_result *r)
 			double rb = row_bytes(t);
 			for (int ring = 0; ring < c->rings; ring++) {
 				double rows;
-				if (!c->in->nmu_on)
-					rows = (double)t->rows / c->in->chips;
+				int64_t r0 = 0;
+				bool norm = s < c->L ? k == LT_ATTN_NORM || k == LT_FFN_NORM
+						     : k == 0;
+				if (!c->in->nmu_on || norm)
+					rows = norm ? 1 : (double)t->rows / c->in->chips;
 				else if (s < c->L)
-					rows = k == LT_ATTN_NORM || k == LT_FFN_NORM
-						? 1 : c->u[ring].rows[k];
+					rows = c->u[ring].rows[k], r0 = c->u[ring].row0[k];
 				else
-					rows = k == 0 ? 1 : c->u[ring].vocab;
-				/* the range widened to 4 KiB: + 4 KiB on average */
+					rows = c->u[ring].vocab, r0 = c->u[ring].vocab0;
+				/* the range widened to 4 KiB: exact for a file's
+				 * tensor on one chip, + 4 KiB on average else */
 				double b = rows * rb + SIM_FLASH_ALIGN;
+				if (t->file_offset && c->in->chips == 1) {
+					double a = (double)t->file_offset + (double)r0 * rb;
+					b = ceil((a + rows * rb) / SIM_FLASH_ALIGN) *
+						    SIM_FLASH_ALIGN -
+					    floor(a / SIM_FLASH_ALIGN) * SIM_FLASH_ALIGN;
+				}
 				bytes += b;
+				if (c->pinned[s] && c->in->tier == MEMTIER_FLASH)
+					c->pinned_share_bytes += rows * rb;
+				else if (c->in->tier == MEMTIER_FLASH)
+					c->streamed_share_bytes += rows * rb;
 				reqs += ceil(b / SIM_FLASH_REQ);
 			}
 		}
@@ -710,13 +733,12 @@ static void fill_static(struct ctx *c, struct sim_result *r)
 		r->unit[i].kv_heads = (int64_t)c->u[i].kv_heads;
 		r->weight_bytes_per_token += bytes_u[i] * (uint64_t)c->in->chips;
 	}
-	/* flash bytes: the streamed segments' widened copies */
-	double fl = 0;
-	for (int s = 0; s < c->n_segs; s++)
-		fl += c->seg_bytes[s];
-	b->flash_weight_bytes = (uint64_t)(fl * c->in->chips);
+	/* flash bytes as memtier counts them: the tensors' bytes asked for
+	 * (the disk's time above is for the widened copies) */
+	b->flash_weight_bytes = (uint64_t)(c->streamed_share_bytes * c->in->chips);
 	b->dram_weight_bytes = c->in->tier == MEMTIER_FLASH
-		? (uint64_t)(r->pinned_bytes * c->in->chips) : r->weight_bytes_per_token;
+		? (uint64_t)(c->pinned_share_bytes * c->in->chips)
+		: r->weight_bytes_per_token;
 	r->tier_bytes_per_token[c->in->tier] = c->in->tier == MEMTIER_FLASH
 		? b->flash_weight_bytes : r->weight_bytes_per_token;
 	if (c->in->tier == MEMTIER_FLASH)

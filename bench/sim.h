@@ -151,6 +151,8 @@ struct sim_tensor {
 	uint32_t type;
 	int64_t rows, cols;
 	uint64_t bytes;
+	uint64_t file_offset; /* a file's tensor: widened reads are exact;
+			       * 0 (a shape): + 4 KiB on average */
 };
 
 enum sim_tp { SIM_TP_ROWS = 0, SIM_TP_ALLREDUCE = 1 };

@@ -303,9 +303,10 @@ static void print_table(const struct sim_input *in, const struct sim_profile *p,
 		printf("  flash busy         %9.3f ms, hidden under compute %.3f ms, "
 		       "stall %.3f ms\n", ms(b->flash_busy_s), ms(b->flash_overlap_s),
 		       ms(b->flash_stall_s));
+	}
+	if (in->kv_tier == MEMTIER_FLASH)
 		printf("  KV from flash      %10.1f MB, written %.1f KB per token\n",
 		       b->kv_flash_read_bytes / 1e6, b->kv_write_bytes / 1e3);
-	}
 	printf("  step (median)                     %9.3f  100.0%%\n\n", ms(tot));
 	printf("predicted prefill  %8.1f tok/s  (%.3f s: compute %.3f s, flash "
 	       "busy %.3f s)\n", r->prefill_tok_per_s, r->prefill_s,
@@ -358,7 +359,8 @@ static int write_json(const char *path, const struct sim_input *in,
 		memtier_kind_name(in->kv_tier), "block_tokens", r->kv_block_tokens,
 		"bytes_per_token", (double)r->kv_bytes_per_token_read,
 		"bytes_loaded_per_token", (double)b->kv_flash_read_bytes,
-		"steady_bytes_written_per_token", r->kv_bytes_written_per_token));
+		"steady_bytes_written_per_token",
+		in->kv_tier == MEMTIER_FLASH ? r->kv_bytes_written_per_token : 0.0));
 	for (int i = 0; i < r->n_units; i++)
 		json_array_append_new(nmu, json_pack("{s:i,s:f,s:I,s:I,s:f}", "unit", i,
 			"weight_bytes_per_token", (double)r->unit[i].weight_bytes,

@@ -67,14 +67,16 @@ TEST_NAMES = \
 	test_sampler \
 	test_flags \
 	test_decode \
-	test_shapes
+	test_shapes \
+	test_sim
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 
-PROGS = decode models/mkmodel bench/kbench bench/probe
+PROGS = decode models/mkmodel bench/kbench bench/probe bench/simulate
 
 ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
-	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o
+	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o \
+	$(BUILD)/bench/probe_sys.o $(SIM_OBJS)
 
 .PHONY: all deps demo test test-c test-py asan help clean models bench
 
@@ -87,6 +89,7 @@ help:
 	@echo "make test    deps, build, model, every test"
 	@echo "make asan    the C tests under ASan+UBSan"
 	@echo "make bench   decode speed side by side with llama.cpp"
+	@echo "bench/validate  simulator predictions vs real runs (~15 min)"
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -112,11 +115,25 @@ models/mkmodel: $(BUILD)/models/mkmodel.o $(LIB)
 
 BENCH_OBJS = $(BUILD)/bench/mvbench.o
 
+# the simulator: the model (sim.c), its profile reader (sim_profile.c)
+SIM_OBJS = \
+	$(BUILD)/bench/sim.o \
+	$(BUILD)/bench/sim_profile.o
+
+bench/simulate: $(BUILD)/bench/simulate.o $(SIM_OBJS) $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ljansson
+
+$(BUILD)/tests/test_sim: $(BUILD)/tests/test_sim.o $(SIM_OBJS) $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ljansson -lcmocka
+
 bench/kbench: $(BUILD)/bench/kbench.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bench/probe: $(BUILD)/bench/probe.o $(BUILD)/bench/probe_kern.o $(BENCH_OBJS) $(LIB)
+bench/probe: $(BUILD)/bench/probe.o $(BUILD)/bench/probe_kern.o \
+		$(BUILD)/bench/probe_sys.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -152,6 +169,7 @@ test: deps
 	$(Q)STRATA_MODEL=$(SMOLLM2) tests/run.sh $(TEST_BINS)
 	$(Q)STRATA_MODEL=$(SMOLLM2) tests/test_cli.sh ./decode
 	$(Q)tests/probe_check.sh bench/probe || [ $$? -eq 77 ]
+	$(Q)STRATA_MODEL=$(SMOLLM2) tests/sim_check.sh bench/simulate ./decode
 	$(Q)STRATA_MODEL=$(SMOLLM2) $(PYTHON) tests/ref_check.py
 	$(Q)STRATA_MODEL=$(SMOLLM2) tests/requant_check.sh
 

@@ -12,6 +12,10 @@
  *          timing; OpenMP threads pinned one per CPU; median of passes.
  *   kernels  the decode matvec of every weight type from DRAM and from
  *          L2, one thread and all: bench/probe_kern.c.
+ *   matmul, barrier, sampler  prefill's batched kernel per type, the
+ *          barrier of the engine's unit pool by unit count, and the
+ *          sampler per vocabulary entry: bench/probe_sys.c (the
+ *          simulator's inputs, bench/sim.h).
  *   flash  io_uring + O_DIRECT reads of a test file in --flash-dir, into
  *          one registered huge-page-backed buffer through a registered
  *          file: sequential GB/s by block size (64 KiB .. 4 MiB) and queue
@@ -861,6 +865,7 @@ static int probe_kv(const struct probe_opts *o, struct kv_result *r,
 struct probe_results {
 	const struct dram_result *dram;
 	const struct probe_kern *kern;
+	const struct probe_sys *sys;
 	const struct flash_result *flash;
 	const struct kv_result *kv;
 };
@@ -932,6 +937,8 @@ static void print_table(const struct probe_opts *o,
 	}
 	if (pr->kern)
 		probe_kern_print(pr->kern);
+	if (pr->sys)
+		probe_sys_print(pr->sys);
 	if (fl) {
 		fprintf(stderr, "\nflash read GB/s (io_uring, O_DIRECT, %s on %s, "
 			"file %llu MiB, buffer %llu MiB with %llu MiB in huge pages, "
@@ -1043,6 +1050,7 @@ static int write_json(FILE *f, const struct probe_opts *o,
 		fprintf(f, "  \"dram\": null,\n");
 	}
 	probe_kern_json(f, pr->kern);
+	probe_sys_json(f, pr->sys);
 	if (fl) {
 		fprintf(f, "  \"flash\": {\"dir\": ");
 		json_str(f, o->flash_dir);
@@ -1093,6 +1101,7 @@ static void usage(FILE *f)
 		"                    disk is touched)\n"
 		"  --no-dram         skip the DRAM measurements\n"
 		"  --no-kern         skip the kernel measurements\n"
+		"  --no-sys          skip prefill matmul, barrier and sampler\n"
 		"  -h, --help        this text\n"
 		"  STRATA_KERNELS=ref|avx2 caps the ISA of the kernels and of the\n"
 		"  DRAM sum; STRATA_FAULT (nodirect:1, eio:N ...) breaks the KV\n"
@@ -1126,11 +1135,13 @@ int main(int argc, char **argv)
 		{ "no-dram", no_argument, NULL, 'D' },
 		{ "no-kern", no_argument, NULL, 'K' },
 		{ "no-kv", no_argument, NULL, 'V' },
+		{ "no-sys", no_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct probe_opts o = { 0 };
 	struct dram_result dram = { 0 };
 	struct probe_kern kern = { 0 };
+	struct probe_sys sys = { 0 };
 	struct flash_result flash = { 0 };
 	struct kv_result kv = { 0 };
 	struct probe_results pr = { 0 };
@@ -1150,6 +1161,7 @@ int main(int argc, char **argv)
 		case 'D': o.no_dram = 1; break;
 		case 'K': o.no_kern = 1; break;
 		case 'V': o.no_kv = 1; break;
+		case 'S': o.no_sys = 1; break;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -1210,6 +1222,14 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		pr.kern = &kern;
+	}
+	if (!o.no_sys) {
+		err = probe_sys(&o, &sys, msg, sizeof(msg));
+		if (err) {
+			fprintf(stderr, "probe: %s\n", msg);
+			return 1;
+		}
+		pr.sys = &sys;
 	}
 	if (!o.no_flash) {
 		err = probe_flash(&o, &flash, msg, sizeof(msg));

@@ -26,7 +26,7 @@ struct probe_opts {
 	int passes;            /* median of this many (DRAM and flash) */
 	int lat_ops;           /* QD1 4 KiB reads for p50/p99 ... */
 	double rand_max_s;     /* ... and the time cap of each random phase */
-	int quick, no_flash, no_dram, no_kern, no_kv;
+	int quick, no_flash, no_dram, no_kern, no_kv, no_sys;
 };
 
 /*
@@ -74,5 +74,34 @@ int probe_kern(const struct probe_opts *o, struct probe_kern *k);
 void probe_kern_print(const struct probe_kern *k);
 /* the profile's "kernels" member and its trailing ",\n"; null for NULL */
 void probe_kern_json(FILE *f, const struct probe_kern *k);
+
+/* ---- probe_sys.c: prefill matmul, the unit pool's barrier, sampler ---- */
+
+#define PROBE_MM_TOKENS 64
+#define PROBE_MAX_UNITS 64
+
+struct probe_mm {
+	uint32_t type;
+	double gmacs[2]; /* weight elements x tokens per second / 1e9:
+			  * [0] one thread, [1] all threads */
+};
+
+struct probe_sys {
+	int n_threads;
+	int n_mm;
+	struct probe_mm mm[KERN_MAX_TYPES];
+	int n_bar;                         /* units 1 .. n_bar */
+	double barrier_us[PROBE_MAX_UNITS]; /* mean per barrier, by units */
+	double sampler_ns, greedy_ns;      /* per vocabulary entry */
+};
+
+/* Measure into *r (zeroed by the caller). Returns 0 or -errno with a
+ * message in msg. Restores the CPU affinity. Call after kern_init(). */
+int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
+	      size_t msglen);
+void probe_sys_print(const struct probe_sys *r);
+/* the profile's "matmul", "barrier" and "sampler" members, each with a
+ * trailing ",\n"; null for NULL */
+void probe_sys_json(FILE *f, const struct probe_sys *r);
 
 #endif

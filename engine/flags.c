@@ -171,14 +171,14 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 	return -EINVAL;
 }
 
-static void *field(struct decode_options *o, const struct flags_opt *r)
+/* the field row r fills in the struct at base */
+static void *field(void *base, const struct flags_opt *r)
 {
-	return (char *)o + r->offset;
+	return (char *)base + r->offset;
 }
 
 /* store an integer already in the row's range, at the field's width */
-static void store_int(struct decode_options *o, const struct flags_opt *r,
-		      int64_t v)
+static void store_int(void *o, const struct flags_opt *r, int64_t v)
 {
 	if (r->size == sizeof(int32_t)) {
 		int32_t v32 = (int32_t)v;
@@ -188,11 +188,10 @@ static void store_int(struct decode_options *o, const struct flags_opt *r,
 	}
 }
 
-void flags_defaults(struct decode_options *o)
+void flags_defaults_rows(const struct flags_opt *rows, size_t n, void *o)
 {
-	memset(o, 0, sizeof(*o));
-	for (size_t i = 0; i < N_ROWS; i++) {
-		const struct flags_opt *r = &table[i];
+	for (size_t i = 0; i < n; i++) {
+		const struct flags_opt *r = &rows[i];
 		int e = (int)r->def.i;
 		float f = (float)r->def.f;
 
@@ -206,6 +205,12 @@ void flags_defaults(struct decode_options *o)
 		case FLAGS_HELP: break;
 		}
 	}
+}
+
+void flags_defaults(struct decode_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	flags_defaults_rows(table, N_ROWS, o);
 }
 
 /* the choices of an enum row joined by sep: "dram, flash, mmap" */
@@ -225,8 +230,8 @@ static void join_choices(const struct flags_opt *r, const char *sep,
 }
 
 /* one value for row r into *o; 0 or -EINVAL with the message */
-static int parse_value(const struct flags_opt *r, const char *s,
-		       struct decode_options *o, char *err, size_t errlen)
+static int parse_value(const struct flags_opt *r, const char *s, void *o,
+		       char *err, size_t errlen)
 {
 	char *end;
 
@@ -285,17 +290,34 @@ static int parse_value(const struct flags_opt *r, const char *s,
 	return 0;
 }
 
+/* The rows a parse knows: decode's table, then the extra program's (may
+ * be empty). Row i of the whole is table[i] or ext->rows[i - N_ROWS]. */
+struct rowset {
+	const struct flags_ext *ext; /* NULL: decode's alone */
+	size_t n;
+};
+
+static struct rowset rowset_of(const struct flags_ext *x)
+{
+	return (struct rowset){ x, N_ROWS + (x ? x->n_rows : 0) };
+}
+
+static const struct flags_opt *row_at(const struct rowset *rs, size_t i)
+{
+	return i < N_ROWS ? &table[i] : &rs->ext->rows[i - N_ROWS];
+}
+
 /* getopt_long's tables from the rows; *shorts and the result are the
  * caller's to free */
-static struct option *getopt_tables(char **shorts)
+static struct option *getopt_tables(const struct rowset *rs, char **shorts)
 {
-	struct option *longs = xcalloc(N_ROWS + 1, sizeof(*longs));
-	char *s = xmalloc(2 * N_ROWS + 2);
+	struct option *longs = xcalloc(rs->n + 1, sizeof(*longs));
+	char *s = xmalloc(2 * rs->n + 2);
 	size_t at = 0;
 
 	s[at++] = ':'; /* a missing value is ':', not '?' */
-	for (size_t i = 0; i < N_ROWS; i++) {
-		const struct flags_opt *r = &table[i];
+	for (size_t i = 0; i < rs->n; i++) {
+		const struct flags_opt *r = row_at(rs, i);
 		bool arg = r->kind != FLAGS_BOOL && r->kind != FLAGS_HELP;
 
 		longs[i] = (struct option){
@@ -315,30 +337,61 @@ static struct option *getopt_tables(char **shorts)
 	return longs;
 }
 
-/* the row getopt_long's value c stands for; NULL if none */
-static const struct flags_opt *row_of(int c)
+/* the index of the row getopt_long's value c stands for; -1 if none */
+static long row_of(const struct rowset *rs, int c)
 {
-	if (c >= LONG_ONLY_BASE && c < LONG_ONLY_BASE + (int)N_ROWS)
-		return &table[c - LONG_ONLY_BASE];
-	for (size_t i = 0; i < N_ROWS && c > 0; i++)
-		if (table[i].short_name == c)
-			return &table[i];
-	return NULL;
+	if (c >= LONG_ONLY_BASE && c < LONG_ONLY_BASE + (int)rs->n)
+		return c - LONG_ONLY_BASE;
+	for (size_t i = 0; i < rs->n && c > 0; i++)
+		if (row_at(rs, i)->short_name == c)
+			return (long)i;
+	return -1;
 }
 
-int flags_parse(int argc, char **argv, struct decode_options *o, char *err,
-		size_t errlen)
+/* an extra table must not name a flag decode's table (or itself) names */
+static int check_names(const struct rowset *rs, char *err, size_t errlen)
 {
-	struct decode_options t;
-	char *shorts;
-	struct option *longs = getopt_tables(&shorts);
-	int c, rc = 0;
+	for (size_t i = N_ROWS; i < rs->n; i++) {
+		const struct flags_opt *r = row_at(rs, i);
+		for (size_t j = 0; j < i; j++) {
+			const struct flags_opt *q = row_at(rs, j);
+			if (strcmp(q->name, r->name) == 0 ||
+			    (r->short_name && r->short_name == q->short_name))
+				return fail(err, errlen, "flag table: --%s defined "
+					    "twice", r->name);
+		}
+	}
+	return 0;
+}
 
+/* the rules of flags_check; the model rule only when need_model */
+static int check_rules(const struct decode_options *o, bool need_model,
+		       char *err, size_t errlen);
+
+int flags_parse_ext(int argc, char **argv, struct decode_options *o,
+		    const struct flags_ext *x, char *err, size_t errlen)
+{
+	struct rowset rs = rowset_of(x);
+	struct decode_options t;
+	void *xt = NULL;
+	char *shorts;
+	struct option *longs;
+	int c, rc;
+
+	if ((rc = check_names(&rs, err, errlen)))
+		return rc;
 	flags_defaults(&t);
+	if (x) {
+		xt = xcalloc(1, x->dst_size);
+		memcpy(xt, x->dst, x->dst_size);
+		flags_defaults_rows(x->rows, x->n_rows, xt);
+	}
+	longs = getopt_tables(&rs, &shorts);
 	optind = 0; /* glibc: start afresh, a second parse included */
 	opterr = 0;
 	while (!rc && (c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
-		const struct flags_opt *r = row_of(c);
+		long i = row_of(&rs, c);
+		const struct flags_opt *r = i < 0 ? NULL : row_at(&rs, (size_t)i);
 
 		if (c == ':')
 			rc = fail(err, errlen, "%s needs a value", argv[optind - 1]);
@@ -348,23 +401,41 @@ int flags_parse(int argc, char **argv, struct decode_options *o, char *err,
 		else if (r->kind == FLAGS_HELP)
 			rc = FLAGS_HELP_GIVEN;
 		else
-			rc = parse_value(r, optarg, &t, err, errlen);
+			rc = parse_value(r, optarg, (size_t)i < N_ROWS ? (void *)&t : xt,
+					 err, errlen);
 	}
 	free(longs);
 	free(shorts);
-	if (rc)
-		return rc;
-	if (optind < argc)
-		return fail(err, errlen, "unexpected argument '%s'", argv[optind]);
-	if ((rc = flags_check(&t, err, errlen)))
-		return rc;
-	*o = t;
-	return 0;
+	if (!rc && optind < argc)
+		rc = fail(err, errlen, "unexpected argument '%s'", argv[optind]);
+	if (!rc)
+		rc = check_rules(&t, !(x && x->model_optional), err, errlen);
+	if (!rc && x && x->check)
+		rc = x->check(&t, xt, err, errlen);
+	if (!rc) {
+		*o = t;
+		if (x)
+			memcpy(x->dst, xt, x->dst_size);
+	}
+	free(xt);
+	return rc;
+}
+
+int flags_parse(int argc, char **argv, struct decode_options *o, char *err,
+		size_t errlen)
+{
+	return flags_parse_ext(argc, argv, o, NULL, err, errlen);
 }
 
 int flags_check(const struct decode_options *o, char *err, size_t errlen)
 {
-	if (!o->model)
+	return check_rules(o, true, err, errlen);
+}
+
+static int check_rules(const struct decode_options *o, bool need_model,
+		       char *err, size_t errlen)
+{
+	if (need_model && !o->model)
 		return fail(err, errlen, "no model given (-m FILE.gguf)");
 	if (o->dram_budget != UINT64_MAX && o->tier != MEMTIER_FLASH)
 		return fail(err, errlen, "--dram-budget applies to --tier flash");
@@ -421,11 +492,11 @@ static void expand_help(const struct flags_opt *r, char *buf, size_t len)
 #define HELP_COL 27
 #define HELP_WIDTH 80
 
-void flags_usage(FILE *f, const char *prog)
+/* one entry per row of rows[n], aligned and wrapped */
+static void usage_rows(FILE *f, const struct flags_opt *rows, size_t n)
 {
-	fprintf(f, "usage: %s -m MODEL.gguf [options]\n\n", prog);
-	for (size_t i = 0; i < N_ROWS; i++) {
-		const struct flags_opt *r = &table[i];
+	for (size_t i = 0; i < n; i++) {
+		const struct flags_opt *r = &rows[i];
 		char left[128], meta[128], help[1024];
 		int n;
 
@@ -463,4 +534,23 @@ void flags_usage(FILE *f, const char *prog)
 		}
 		fputc('\n', f);
 	}
+}
+
+void flags_usage(FILE *f, const char *prog)
+{
+	flags_usage_ext(f, prog, NULL);
+}
+
+void flags_usage_ext(FILE *f, const char *prog, const struct flags_ext *x)
+{
+	if (x && x->usage)
+		fprintf(f, "usage: %s %s\n\n", prog, x->usage);
+	else
+		fprintf(f, "usage: %s -m MODEL.gguf [options]\n\n", prog);
+	if (x && x->n_rows) {
+		fprintf(f, "%s's own options:\n", prog);
+		usage_rows(f, x->rows, x->n_rows);
+		fprintf(f, "\ndecode's options%s:\n", x->decode_note ? x->decode_note : "");
+	}
+	usage_rows(f, table, N_ROWS);
 }

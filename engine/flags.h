@@ -10,6 +10,10 @@
  *
  * Adding a flag: one field in struct decode_options, one row in the table
  * in flags.c. A rule between flags goes in flags_check.
+ *
+ * A second program (bench/simulate) takes decode's table plus rows of its
+ * own, which fill a struct of its own: flags_parse_ext with a struct
+ * flags_ext. Nothing of decode's table is copied.
  */
 #ifndef STRATA_FLAGS_H
 #define STRATA_FLAGS_H
@@ -96,6 +100,27 @@ struct flags_opt {
 	const char *help;
 };
 
+/* a row's offset and size in a struct of type T, for a program's table */
+#define FLAGS_FIELD_OF(T, f) \
+	.offset = offsetof(T, f), .size = sizeof(((T *)0)->f)
+
+/* A program's extra flags: rows whose offsets are into *dst (a struct of
+ * dst_size bytes, the caller's). Names must differ from decode's. */
+struct flags_ext {
+	const struct flags_opt *rows;
+	size_t n_rows;
+	void *dst;
+	size_t dst_size;
+	/* the program names a model another way (--shape): -m not required */
+	bool model_optional;
+	/* rules between decode's and the program's flags, after decode's
+	 * own; 0 or -EINVAL with a message in err. NULL: none */
+	int (*check)(const struct decode_options *o, const void *dst,
+		     char *err, size_t errlen);
+	const char *usage;       /* after "usage: PROG "; NULL: decode's */
+	const char *decode_note; /* after "decode's options" in --help */
+};
+
 /* flags_parse's result when -h / --help was given */
 #define FLAGS_HELP_GIVEN 1
 
@@ -119,6 +144,19 @@ int flags_parse(int argc, char **argv, struct decode_options *o, char *err,
 		size_t errlen);
 
 /*
+ * flags_parse with x's rows too: x->dst gets their defaults, then their
+ * values; the model rule is skipped when x->model_optional; x->check runs
+ * last. *o and x->dst are written only when 0 is returned. x may be NULL
+ * (flags_parse). -EINVAL also when x names a flag twice.
+ */
+int flags_parse_ext(int argc, char **argv, struct decode_options *o,
+		    const struct flags_ext *x, char *err, size_t errlen);
+
+/* Every field rows[0..n) fill in the struct at dst set to its default
+ * (other bytes untouched). */
+void flags_defaults_rows(const struct flags_opt *rows, size_t n, void *dst);
+
+/*
  * The rules between flags: a model is given, -p or -f but not both,
  * --dram-budget needs --tier flash, --flash-dir / --kv-block need
  * --kv-tier flash, --no-direct needs a flash tier. Returns 0 or -EINVAL
@@ -129,5 +167,8 @@ int flags_check(const struct decode_options *o, char *err, size_t errlen);
 /* "usage: PROG -m MODEL.gguf [options]" and one entry per row, aligned
  * and wrapped to 80 columns. */
 void flags_usage(FILE *f, const char *prog);
+
+/* x's usage line, x's rows, then decode's (flags_usage when x is NULL) */
+void flags_usage_ext(FILE *f, const char *prog, const struct flags_ext *x);
 
 #endif

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 PKGS=(gcc make liburing-dev libopenblas-dev libcmocka-dev libnuma-dev
-	libpcre2-dev pkg-config gnuplot-nox python3 python3-pip unzip)
+	libpcre2-dev libjansson-dev pkg-config gnuplot-nox python3 python3-pip unzip)
 PYTHON=${PYTHON:-python3}
 
 say() { echo "deps: $*" >&2; }

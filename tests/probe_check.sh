@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # probe_check.sh - bench/probe end to end: a quick profile into a scratch
 # directory is valid JSON with every figure present and plausible (machine
-# identity, DRAM, kernels of every weight type, flash, KV-cache writes),
+# identity, DRAM, kernels of every weight type, prefill matmul, barrier
+# latency by unit count, sampler, flash, KV-cache writes),
 # the test file and the KV file are gone afterwards, a refused O_DIRECT
 # skips the KV writes with the reason in the profile, and bad input gets
 # exit status 2 or 1.
@@ -62,6 +63,18 @@ for row in grid.values():
     assert set(row) == {"1", "4", "16", "64"} and all(g > 0.01 for g in row.values())
 assert 0.01 < f["sustained_read_gbps"] < 1000 and f["sustained_seconds"] >= 0.9
 assert 0 < f["rand4k_p50_us"] <= f["rand4k_p99_us"] and f["rand4k_iops_qd64"] > 0
+# the simulator's inputs: prefill matmul per quantized type, the unit
+# pool's barrier for 1 .. CPUs units, the sampler
+mm = p["matmul"]
+assert mm["tokens"] > 1 and mm["threads"] == m["cores"], mm
+assert {"q4_0", "q8_0", "q4_K", "q6_K"} <= set(mm["types"]), sorted(mm["types"])
+for name, t in mm["types"].items():
+    assert set(t["gmacs"]) == threads and all(0.1 < g < 1e5 for g in t["gmacs"].values()), (name, t)
+bar = p["barrier"]["us_by_units"]
+assert set(bar) == {str(n) for n in range(1, m["cores"] + 1)}, bar
+assert all(0 <= v < 10000 for v in bar.values()), bar
+s = p["sampler"]
+assert s["vocab"] > 0 and 0 < s["ns_per_vocab"] < 1e4 and 0 < s["greedy_ns_per_vocab"] < 1e4, s
 PY
 	then ok "quick profile: every figure present and plausible"
 	else bad "quick profile: bad JSON"; fi

@@ -509,6 +509,138 @@ static void test_parse_twice(void **state)
 	assert_string_equal(tiny, "--threa");
 }
 
+/* ---- a second program's table: flags_parse_ext ---------------------- */
+
+struct ext_opts {
+	const char *profile;
+	int32_t chips;
+	float lat_us;
+	int magic; /* no row: must survive the parse */
+};
+
+
+static const struct flags_opt ext_rows[] = {
+	{"profile", 0, FLAGS_STR, FLAGS_FIELD_OF(struct ext_opts, profile),
+	 .metavar = "FILE", .help = "a profile"},
+	{"chips", 0, FLAGS_INT, FLAGS_FIELD_OF(struct ext_opts, chips),
+	 .lo.i = 1, .hi.i = 64, .def.i = 1, .metavar = "N", .help = "chips"},
+	{"fabric-latency-us", 0, FLAGS_FLOAT,
+	 FLAGS_FIELD_OF(struct ext_opts, lat_us), .lo.f = 0, .hi.f = 1e6,
+	 .def.f = 0.5, .metavar = "X", .help = "latency (default {default})"},
+};
+
+static int ext_check(const struct decode_options *o, const void *dst,
+		     char *err, size_t errlen)
+{
+	const struct ext_opts *e = dst;
+	if (!e->profile) {
+		snprintf(err, errlen, "no --profile");
+		return -EINVAL;
+	}
+	if (!o->model && e->chips == 7) {
+		snprintf(err, errlen, "seven chips need a model");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int parse_ext(struct decode_options *o, struct ext_opts *e,
+		     bool model_optional, char *err, size_t errlen, ...)
+{
+	struct flags_ext x = {ext_rows, 3, e, sizeof(*e), model_optional,
+			      ext_check, NULL, NULL};
+	char *argv[MAX_ARGS + 1];
+	int argc = 0;
+	const char *a;
+	va_list ap;
+
+	argv[argc++] = "simulate";
+	va_start(ap, errlen);
+	while ((a = va_arg(ap, const char *)) != NULL)
+		argv[argc++] = (char *)a;
+	va_end(ap);
+	argv[argc] = NULL;
+	err[0] = '\0';
+	return flags_parse_ext(argc, argv, o, &x, err, errlen);
+}
+
+static void test_ext(void **state)
+{
+	struct decode_options o, d;
+	struct ext_opts e = {.magic = 1234};
+	char err[256];
+
+	(void)state;
+	/* decode's flags and the program's, mixed, into their own structs */
+	assert_int_equal(parse_ext(&o, &e, false, err, sizeof(err), "-m", "x.gguf",
+				   "--chips", "4", "--tier", "flash", "--profile",
+				   "p.json", "--temp", "0", "-t", "2", NULL), 0);
+	assert_string_equal(o.model, "x.gguf");
+	assert_int_equal(o.tier, MEMTIER_FLASH);
+	assert_int_equal(o.n_threads, 2);
+	assert_true(o.samp.temp == 0.0f);
+	assert_string_equal(e.profile, "p.json");
+	assert_int_equal(e.chips, 4);
+	assert_true(e.lat_us == 0.5f); /* default filled */
+	assert_int_equal(e.magic, 1234);
+	/* decode's defaults are decode's */
+	flags_defaults(&d);
+	assert_int_equal(o.n_predict, d.n_predict);
+
+	/* the model rule skipped only when the program says so */
+	assert_int_equal(parse_ext(&o, &e, false, err, sizeof(err), "--profile",
+				   "p", NULL), -EINVAL);
+	assert_string_equal(err, "no model given (-m FILE.gguf)");
+	assert_int_equal(parse_ext(&o, &e, true, err, sizeof(err), "--profile",
+				   "p", NULL), 0);
+	assert_null(o.model);
+
+	/* the program's range messages, its check, decode's rules; nothing
+	 * written on error */
+	e.chips = 9;
+	assert_int_equal(parse_ext(&o, &e, true, err, sizeof(err), "--profile",
+				   "p", "--chips", "0", NULL), -EINVAL);
+	assert_string_equal(err, "--chips: '0' is not an integer in [1, 64]");
+	assert_int_equal(e.chips, 9);
+	assert_int_equal(parse_ext(&o, &e, true, err, sizeof(err), NULL), -EINVAL);
+	assert_string_equal(err, "no --profile");
+	assert_int_equal(parse_ext(&o, &e, true, err, sizeof(err), "--profile",
+				   "p", "--chips", "7", NULL), -EINVAL);
+	assert_string_equal(err, "seven chips need a model");
+	assert_int_equal(parse_ext(&o, &e, true, err, sizeof(err), "--profile",
+				   "p", "--dram-budget", "1G", NULL), -EINVAL);
+	assert_string_equal(err, "--dram-budget applies to --tier flash");
+	assert_int_equal(parse_ext(&o, &e, true, err, sizeof(err), "--bogus", NULL),
+			 -EINVAL);
+	assert_string_equal(err, "unknown option '--bogus' (see --help)");
+	assert_int_equal(parse_ext(&o, &e, true, err, sizeof(err), "-h", NULL),
+			 FLAGS_HELP_GIVEN);
+
+	/* a row that repeats one of decode's names is refused */
+	static const struct flags_opt dup[] = {
+		{"tier", 0, FLAGS_STR, FLAGS_FIELD_OF(struct ext_opts, profile),
+		 .help = "x"},
+	};
+	struct flags_ext x = {dup, 1, &e, sizeof(e), true, NULL, NULL, NULL};
+	char *argv[] = {"simulate", NULL};
+	assert_int_equal(flags_parse_ext(1, argv, &o, &x, err, sizeof(err)),
+			 -EINVAL);
+	assert_string_equal(err, "flag table: --tier defined twice");
+
+	/* --help: the program's rows, then decode's, same layout */
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	struct flags_ext xu = {ext_rows, 3, &e, sizeof(e), true, NULL,
+			       "--profile FILE [options]", NULL};
+	flags_usage_ext(f, "simulate", &xu);
+	fclose(f);
+	assert_non_null(strstr(buf, "usage: simulate --profile FILE [options]"));
+	assert_non_null(strstr(buf, "      --fabric-latency-us X  latency (default 0.5)"));
+	assert_true(strstr(buf, "--chips") < strstr(buf, "--tier"));
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -522,6 +654,7 @@ int main(void)
 		cmocka_unit_test(test_nmu_flags),
 		cmocka_unit_test(test_usage),
 		cmocka_unit_test(test_parse_twice),
+		cmocka_unit_test(test_ext),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

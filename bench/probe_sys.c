@@ -1,0 +1,284 @@
+/*
+ * probe_sys.c - the parts of the hardware profile the simulator needs
+ * beyond DRAM, kernels and flash (bench/sim.h reads them):
+ *
+ *   matmul   prefill's batched kernel (kern_ops.matmul, or matvec looped
+ *            over the tokens where a type has none) on a 2048-row matrix
+ *            of 2048 columns x PROBE_MM_TOKENS activations, rows split
+ *            evenly over the threads and walked in tiles of 512 rows as
+ *            engine/layer.c does: multiply-accumulates of weight elements
+ *            x tokens per second, one thread and all. Float types take
+ *            OpenBLAS in the engine and are not measured here.
+ *   barrier  the engine's own unit pool (engine/nmu.h): nmu_run of a job
+ *            that crosses nmu_barrier back to back, for 1 .. CPUs units
+ *            (pinned, as --nmu on): mean microseconds per barrier.
+ *   sampler  sampler_sample with decode's default settings and greedy over
+ *            a 32000-entry vocabulary: nanoseconds per vocabulary entry.
+ */
+#include <errno.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench/mvbench.h"
+#include "bench/probe.h"
+#include "engine/nmu.h"
+#include "engine/sampler.h"
+
+#define MM_ROWS 2048
+#define MM_TILE 512
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* one sample: nth threads, each its share of rows in tiles */
+static double mm_sample(const struct mvbench_mat *m, const struct kern_ops *ops,
+			const void *act, size_t stride, float *y, int nth)
+{
+	double t0 = 0, t1 = 0;
+
+#pragma omp parallel num_threads(nth)
+	{
+		int ith = omp_get_thread_num();
+		int64_t r0 = m->rows * ith / nth, r1 = m->rows * (ith + 1) / nth;
+#pragma omp barrier
+#pragma omp master
+		t0 = now_s();
+		for (int64_t a = r0; a < r1; a += MM_TILE) {
+			int64_t b = a + MM_TILE < r1 ? a + MM_TILE : r1;
+			if (ops->matmul)
+				ops->matmul(m->base, m->row_bytes, act, stride, y,
+					    m->rows, m->n, a, b, PROBE_MM_TOKENS);
+			else
+				for (int t = 0; t < PROBE_MM_TOKENS; t++)
+					ops->matvec(m->base, m->row_bytes,
+						    (const char *)act + (size_t)t * stride,
+						    y + (int64_t)t * m->rows, m->n, a, b);
+		}
+#pragma omp barrier
+#pragma omp master
+		t1 = now_s();
+	}
+	return t1 - t0;
+}
+
+/* one type into *pt; 0, 1 (not measured: a float type) or -ENOMEM */
+static int mm_type(const struct probe_opts *o, struct probe_sys *r,
+		   const cpu_set_t *allowed, uint32_t type, void *arena,
+		   size_t arena_bytes, struct probe_mm *pt)
+{
+	const struct kern_type_info *ti = kern_type_info(type);
+	const struct kern_ops *ops = kern_ops(type);
+	struct mvbench_mat m;
+	size_t ab, stride;
+	char *acts;
+	float *y;
+	int err = 0;
+
+	if (!ti || ti->act_type == KT_F32)
+		return 1;
+	if (mvbench_fill(&m, arena, arena_bytes, type, MM_ROWS, KERN_COLS))
+		return -ENOMEM;
+	ab = kern_act_bytes(ti->act_type, KERN_COLS);
+	stride = (ab + 63) / 64 * 64;
+	acts = aligned_alloc(64, stride * PROBE_MM_TOKENS);
+	y = malloc(sizeof(float) * MM_ROWS * PROBE_MM_TOKENS);
+	void *one = mvbench_act(type, kern_isa_active(), KERN_COLS);
+	if (!acts || !y || !one) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (int t = 0; t < PROBE_MM_TOKENS; t++)
+		memcpy(acts + (size_t)t * stride, one, ab);
+	pt->type = type;
+	for (int i = 0; i < (r->n_threads > 1 ? 2 : 1); i++) {
+		int nth = i ? r->n_threads : 1, n = o->quick ? 5 : 9;
+		double s[9];
+
+		probe_pin_team(allowed, nth);
+		mm_sample(&m, ops, acts, stride, y, nth); /* warm */
+		for (int k = 0; k < n; k++)
+			s[k] = mm_sample(&m, ops, acts, stride, y, nth);
+		qsort(s, (size_t)n, sizeof(double), cmp_d);
+		pt->gmacs[i] = (double)MM_ROWS * KERN_COLS * PROBE_MM_TOKENS /
+			       s[n / 2] * 1e-9;
+	}
+out:
+	free(one);
+	free(acts);
+	free(y);
+	return err;
+}
+
+static int barrier_job(struct nmu_unit *u, void *arg)
+{
+	int n = *(const int *)arg;
+
+	for (int i = 0; i < n; i++) {
+		int rc = nmu_barrier(u);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* mean us per barrier of a pool of n units; < 0 on error */
+static double barrier_us(int n_units, int quick, char *err, size_t errlen)
+{
+	struct nmu_pool p = { 0 };
+	struct nmu_config cfg = { .n_units = n_units, .pin = true };
+	int iters = quick ? 2000 : 20000;
+	double best = -1;
+
+	if (nmu_init(&p, &cfg, err, errlen))
+		return -1;
+	nmu_run(&p, barrier_job, &iters); /* warm: threads awake */
+	for (int k = 0; k < 3; k++) {
+		double t0 = now_s();
+		if (nmu_run(&p, barrier_job, &iters)) {
+			snprintf(err, errlen, "a barrier failed");
+			best = -1;
+			break;
+		}
+		double us = (now_s() - t0) * 1e6 / iters;
+		if (best < 0 || us < best)
+			best = us;
+	}
+	nmu_destroy(&p);
+	return best;
+}
+
+/* ns per vocabulary entry of one sampler_sample; < 0 on error */
+static double sampler_ns(float temp, int quick)
+{
+	enum { V = 32000 };
+	struct sampler_config c = { .temp = temp, .top_k = 40, .top_p = 0.95f,
+				    .min_p = 0.05f, .repeat_penalty = 1.0f,
+				    .repeat_last_n = 64, .seed = 42 };
+	struct sampler s;
+	float *logits = malloc(sizeof(float) * V), *work = malloc(sizeof(float) * V);
+	int n = quick ? 50 : 300;
+	double t0, t;
+
+	if (!logits || !work || sampler_init(&s, &c, V)) {
+		free(logits);
+		free(work);
+		return -1;
+	}
+	srand(7);
+	for (int i = 0; i < V; i++)
+		logits[i] = (float)rand() / RAND_MAX * 20.0f - 10.0f;
+	t0 = now_s();
+	for (int i = 0; i < n; i++) {
+		memcpy(work, logits, sizeof(float) * V);
+		sampler_accept(&s, sampler_sample(&s, work));
+	}
+	t = now_s() - t0;
+	sampler_destroy(&s);
+	free(logits);
+	free(work);
+	return t / n / V * 1e9;
+}
+
+int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
+	      size_t msglen)
+{
+	cpu_set_t allowed;
+	size_t arena_bytes = 64 * MIB;
+	void *arena = NULL;
+	int err;
+
+	sched_getaffinity(0, sizeof(allowed), &allowed);
+	r->n_threads = CPU_COUNT(&allowed);
+	/* matmul: the weight types the engine quantizes activations for */
+	if ((err = probe_huge_alloc(arena_bytes, r->n_threads, &arena))) {
+		snprintf(msg, msglen, "matmul arena: %s", strerror(-err));
+		return err;
+	}
+	for (uint32_t t = 0; t < KT_COUNT && r->n_mm < KERN_MAX_TYPES; t++) {
+		if (!kern_ops(t) || kern_row_bytes(t, KERN_COLS) <= 0)
+			continue;
+		fprintf(stderr, "\rmatmul: %-5s ...", kern_type_info(t)->name);
+		err = mm_type(o, r, &allowed, t, arena, arena_bytes, &r->mm[r->n_mm]);
+		if (err < 0) {
+			snprintf(msg, msglen, "matmul: out of memory");
+			break;
+		}
+		if (err == 0)
+			r->n_mm++;
+		err = 0;
+	}
+	fprintf(stderr, "\n");
+	sched_setaffinity(0, sizeof(allowed), &allowed);
+	probe_huge_free(arena, arena_bytes);
+	if (err)
+		return err;
+	/* barriers of the engine's pool, 1 .. CPUs units */
+	r->n_bar = r->n_threads < PROBE_MAX_UNITS ? r->n_threads : PROBE_MAX_UNITS;
+	for (int n = 1; n <= r->n_bar; n++) {
+		fprintf(stderr, "\rbarrier: %d units ...", n);
+		r->barrier_us[n - 1] = barrier_us(n, o->quick, msg, msglen);
+		if (r->barrier_us[n - 1] < 0)
+			return -EIO;
+	}
+	fprintf(stderr, "\n");
+	sched_setaffinity(0, sizeof(allowed), &allowed);
+	r->sampler_ns = sampler_ns(0.8f, o->quick);
+	r->greedy_ns = sampler_ns(0.0f, o->quick);
+	if (r->sampler_ns < 0 || r->greedy_ns < 0) {
+		snprintf(msg, msglen, "sampler: out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void probe_sys_print(const struct probe_sys *r)
+{
+	fprintf(stderr, "\nprefill matmul (%d tokens, GMAC/s)  1 thread  %d threads\n",
+		PROBE_MM_TOKENS, r->n_threads);
+	for (int i = 0; i < r->n_mm; i++)
+		fprintf(stderr, "  %-6s %18.2f %10.2f\n",
+			kern_type_info(r->mm[i].type)->name, r->mm[i].gmacs[0],
+			r->mm[i].gmacs[r->n_threads > 1 ? 1 : 0]);
+	fprintf(stderr, "barrier (engine/nmu, us):");
+	for (int n = 1; n <= r->n_bar; n++)
+		fprintf(stderr, " %d units %.2f", n, r->barrier_us[n - 1]);
+	fprintf(stderr, "\nsampler: %.2f ns per vocab entry (greedy %.2f)\n",
+		r->sampler_ns, r->greedy_ns);
+}
+
+void probe_sys_json(FILE *f, const struct probe_sys *r)
+{
+	if (!r) {
+		fprintf(f, "  \"matmul\": null,\n  \"barrier\": null,\n"
+			"  \"sampler\": null,\n");
+		return;
+	}
+	fprintf(f, "  \"matmul\": {\"tokens\": %d, \"cols\": %d, \"rows\": %d, "
+		"\"threads\": %d, \"types\": {", PROBE_MM_TOKENS, KERN_COLS, MM_ROWS,
+		r->n_threads);
+	for (int i = 0; i < r->n_mm; i++) {
+		fprintf(f, "%s\n    \"%s\": {\"gmacs\": {\"1\": %.3f", i ? "," : "",
+			kern_type_info(r->mm[i].type)->name, r->mm[i].gmacs[0]);
+		if (r->n_threads > 1)
+			fprintf(f, ", \"%d\": %.3f", r->n_threads, r->mm[i].gmacs[1]);
+		fprintf(f, "}}");
+	}
+	fprintf(f, "}},\n  \"barrier\": {\"us_by_units\": {");
+	for (int n = 1; n <= r->n_bar; n++)
+		fprintf(f, "%s\"%d\": %.3f", n > 1 ? ", " : "", n, r->barrier_us[n - 1]);
+	fprintf(f, "}},\n  \"sampler\": {\"vocab\": 32000, \"ns_per_vocab\": %.3f, "
+		"\"greedy_ns_per_vocab\": %.3f},\n", r->sampler_ns, r->greedy_ns);
+}

@@ -1,0 +1,263 @@
+/*
+ * sim.h - the analytical model of a Strata decode run: from a model's
+ * tensors, a placement (tier, --dram-budget, --prefetch, KV tier, units,
+ * chips) and a hardware profile written by bench/probe, the time of every
+ * part of a prefill and of each decode token. bench/simulate is its
+ * command line; bench/validate checks it against real runs.
+ *
+ * THE MODEL (every rate and latency below is a profile figure; nothing is
+ * fitted to runs). n = units (-t), p = the token's position, L = layers.
+ *
+ * Who owns what: engine/plan.h splits every matrix by rows over the units
+ * (query heads, KV heads, n_embd / n_ff / vocab rows); a KV head whose
+ * query group straddles two units is kept by both, so its Wk/Wv rows are
+ * read twice and its K/V cached twice. --nmu off: the plan's whole-group
+ * KV split for attention, one more barrier per layer, one memtier (one
+ * flash ring) for all units.
+ *
+ * Compute of unit u (decode, one token): for each weight matrix,
+ *   t = bytes_u / (G_dram(type, n) / n)
+ * where G_dram is the probe's matvec throughput with the weights streamed
+ * from DRAM (kernels.types.T.dram.gbps), for n threads together
+ * (interpolated between 1 and all CPUs; flat beyond). That figure is
+ * already max(compute, bytes / DRAM bandwidth) as this CPU does it; the
+ * breakdown also shows both sides of the roofline, bytes / G_l2 (the
+ * kernel on cached data: compute) and bytes / DRAM read GB/s at n
+ * threads, and names the bound. Attention of the unit's query heads over
+ * p + 1 positions reads 2 (p + 1) head_dim 4 bytes of K/V per query head,
+ * at the f32 kernel rate (L2 class while the unit's K/V of a layer fit in
+ * L2, DRAM class beyond).
+ *
+ * A layer is four phases, each ended by a barrier: {Wq, Wk, Wv, RoPE, KV
+ * append, attention}, {Wo}, {gate, up}, {down}. A phase takes the slowest
+ * unit's time (imbalance), plus barrier.us_by_units[n]. The token adds
+ * the embedding (one row; a 4 KiB read at rand4k_p50_us from flash) and
+ * a barrier, the output head (vocab rows, a phase), and the sampler
+ * (n_vocab x sampler ns per entry, greedy or not, on one unit).
+ *
+ * Flash (--tier flash): segments are the L layers and the head. A unit's
+ * share of a tensor is read as its range widened to 4 KiB (+4 KiB on
+ * average) in requests of at most 1 MiB. The disk is one FIFO server
+ * whose rate is the probe's burst grid read_gbps[request size][queue
+ * depth] (interpolated in log2 of both), queue depth = the rings'
+ * requests of max(1, --prefetch) segments (64 at most per ring); a read
+ * issued to an idle disk waits rand4k_p50_us first. The engine's schedule
+ * is replayed exactly: at the start of layer l it acquires segment l + 1
+ * (waiting for it) and queues the next --prefetch streamed segments; the
+ * embedding acquires segment 0. So
+ *   issue(s) = acquire time of the segment --prefetch before it (or its
+ *              own acquire), done(s) = max(issue, disk free) [+ latency]
+ *              + bytes(s) / rate,
+ *   start of layer l = max(end of layer l - 1, done(l + 1)).
+ * With --prefetch 0 every read is waited for (no overlap); with enough
+ * prefetch the token is max(compute, flash) plus the pipeline's fill.
+ * Segments pinned by --dram-budget (memtier_budget_fit, the engine's own
+ * rule: whole segments in read order) are not read and their compute
+ * hides the reads queued behind them. The replay runs one warm-up token,
+ * then every decode token.
+ *
+ * KV cache on flash (--kv-tier flash): per layer and unit, the full
+ * blocks of B tokens (B rounded up to whole 4 KiB pages) are read back
+ * every token, K and V, queued --prefetch layers ahead in the same disk
+ * FIFO (request = one block), and waited for before the layer's compute;
+ * the blocks written (2 L blocks every B tokens) cost their bytes at
+ * kv_write.write_gbps on the disk, spread over the B tokens.
+ *
+ * Prefill (batches of -b tokens, default 128): every matrix is
+ *   rows_u x cols x tokens / (matmul.types.T.gmacs(n) / n)
+ * (float matrices: the f32 L2 kernel rate), attention sum over the
+ * batch's positions, four barriers a layer, weights streamed once per
+ * batch through the same flash replay.
+ *
+ * Chips (--chips N, predicted only: the engine has no fabric yet): each
+ * chip holds 1/N of every unit's rows; per layer --tp rows all-gathers
+ * four vectors (n_embd, n_embd, n_ff, n_embd floats), --tp allreduce
+ * all-reduces two of n_embd; the head all-gathers the logits. A ring
+ * all-gather of S bytes costs (N-1) (hop latency + S/N / link GB/s), an
+ * all-reduce twice that; hop latency = profile fabric.latency_us +
+ * --fabric-latency-us, link = --fabric-gbps or fabric.gbps.
+ *
+ * Not modelled: rmsnorm/RoPE/SiLU (O(n_embd) per layer), the page
+ * cache's faults (mmap is taken as warm DRAM), NUMA distance, the host's
+ * stalls (MACHINE.md).
+ */
+#ifndef STRATA_SIM_H
+#define STRATA_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kern.h"
+#include "memtier/memtier.h"
+#include "models/llama_model.h"
+#include "models/shapes.h"
+
+#define SIM_MAX_UNITS 256
+#define SIM_MAX_GRID 8
+
+/* ---- the hardware profile (bench/probe's JSON) ---------------------- */
+
+struct sim_kern_rate {
+	bool have;
+	double dram_gbps[2]; /* matvec, weights from DRAM: 1 thread, all */
+	double l2_gbps[2];   /* matvec, weights in L2 */
+	bool have_mm;
+	double mm_gmacs[2];  /* prefill matmul: 1 thread, all */
+};
+
+struct sim_profile {
+	char path[512];
+	char cpu[128];
+	char isa[16];
+	int n_threads;            /* "all threads" of the kernel figures */
+	int n_dram;
+	double dram_gbps[SIM_MAX_UNITS];   /* read GB/s by threads 1..n_dram */
+	uint64_t l2_bytes;
+	struct sim_kern_rate kern[KT_COUNT];
+	int n_bar;
+	double barrier_us[SIM_MAX_UNITS];  /* by units 1..n_bar */
+	double sampler_ns, greedy_ns;      /* per vocabulary entry */
+	bool have_flash;
+	int n_bs, n_qd;
+	double bs[SIM_MAX_GRID], qd[SIM_MAX_GRID];
+	double flash_gbps[SIM_MAX_GRID][SIM_MAX_GRID]; /* [bs][qd] */
+	double flash_lat_us;               /* rand4k_p50_us */
+	bool have_kv_write;
+	double kv_write_gbps;
+	bool have_fabric;
+	double fabric_lat_us, fabric_gbps;
+	double watts;                      /* 0: the profile gives no power */
+};
+
+/* Read the profile at path (JSON) into *p. Returns 0, or -errno / -EINVAL
+ * with a message naming the file and the field ("p.json: kernels.types.
+ * q4_0.dram.gbps.1: missing") in err. Members the model needs: machine,
+ * dram, kernels, barrier, sampler; flash (for --tier/--kv-tier flash),
+ * kv_write (--kv-tier flash), matmul (prefill: missing types fall back
+ * to the L2 matvec rate), fabric (--chips > 1) are checked when used. A
+ * kernel type missing from kernels.types takes kernels.default if the
+ * profile has one (what-if profiles). */
+int sim_profile_load(struct sim_profile *p, const char *path, char *err,
+		     size_t errlen);
+/* the same from JSON text; name stands for the file in messages */
+int sim_profile_parse(struct sim_profile *p, const char *text,
+		      const char *name, char *err, size_t errlen);
+
+/* ---- the run to predict --------------------------------------------- */
+
+/* one tensor: its type, rows of cols elements, bytes */
+struct sim_tensor {
+	uint32_t type;
+	int64_t rows, cols;
+	uint64_t bytes;
+	uint64_t file_offset; /* a file's tensor: widened reads are exact;
+			       * 0 (a shape): + 4 KiB on average */
+};
+
+enum sim_tp { SIM_TP_ROWS = 0, SIM_TP_ALLREDUCE = 1 };
+
+struct sim_input {
+	struct llama_hparams hp;
+	/* [n_layer * LT_COUNT + GT_COUNT]: layer l's tensor i at l * LT_COUNT
+	 * + i, then token_embd, output_norm, output (the engine's ids) */
+	const struct sim_tensor *t;
+	enum memtier_kind tier, kv_tier;
+	int n_units;          /* -t / --nmus, >= 1 */
+	bool nmu_on;
+	int prefetch;
+	uint64_t dram_budget; /* UINT64_MAX: none */
+	int32_t kv_block;     /* 0: 64 */
+	int32_t n_prompt;     /* >= 1 */
+	int32_t n_predict;    /* >= 1: tokens generated (the first by prefill) */
+	int32_t n_ctx;        /* for the check pos < n_ctx */
+	int32_t n_batch;      /* 0: 128 */
+	bool greedy;          /* --temp 0 */
+	int chips;            /* >= 1 */
+	enum sim_tp tp;
+	double fabric_latency_us; /* added to the profile's hop latency */
+	double fabric_gbps;       /* > 0: instead of the profile's */
+};
+
+/* the tensors of a named shape under a type mix, into t[n_layer * LT_COUNT
+ * + GT_COUNT] (caller's) and *hp. Returns 0 or -EINVAL. */
+int sim_tensors_from_shape(const struct shapes_model *s,
+			   const struct shapes_ftype *f,
+			   struct llama_hparams *hp, struct sim_tensor *t);
+/* the same from a GGUF file's bound model (real types and bytes) */
+void sim_tensors_from_model(const struct llama_model *m, struct sim_tensor *t);
+
+/* ---- the prediction -------------------------------------------------- */
+
+/* where one decode token's time goes (seconds; bytes per token) */
+struct sim_breakdown {
+	int32_t pos;                       /* the position it is for */
+	double matvec_s[KT_COUNT];         /* slowest unit, per weight type */
+	uint64_t matvec_bytes[KT_COUNT];   /* every unit's weight bytes */
+	double matvec_compute_s[KT_COUNT]; /* roofline sides: bytes / L2 rate */
+	double matvec_memory_s[KT_COUNT];  /* bytes / DRAM read GB/s */
+	double attention_s;
+	double compute_s;                  /* every phase's slowest unit */
+	double embed_s, head_s, sample_s;
+	double barrier_s;
+	int n_barriers;
+	uint64_t dram_weight_bytes;        /* weights read from DRAM */
+	uint64_t flash_weight_bytes;       /* weights read from flash */
+	double flash_busy_s;               /* the disk serving this token */
+	double flash_stall_s;              /* waits not hidden by compute */
+	double flash_overlap_s;            /* busy - stall: hidden */
+	double flash_gbps;                 /* the grid rate used */
+	double flash_req_bytes, flash_qd;
+	uint64_t kv_read_bytes;            /* K/V rows attention reads */
+	uint64_t kv_flash_read_bytes;      /* of which full blocks from flash */
+	double kv_write_bytes;             /* K/V written, per token */
+	double fabric_s;
+	int n_collectives;
+	double fabric_bytes;
+	double imbalance;                  /* slowest / mean unit compute */
+	double total_s;
+};
+
+struct sim_unit {
+	uint64_t weight_bytes;             /* per decode token */
+	int64_t q_heads, kv_heads;
+	double compute_s;                  /* per decode token (median pos) */
+};
+
+struct sim_result {
+	struct sim_breakdown tok;          /* the median decode token */
+	double prefill_s, prefill_tok_per_s;
+	double prefill_compute_s, prefill_flash_s, prefill_barrier_s;
+	int32_t decode_tokens;             /* n_predict - 1 */
+	double decode_s, decode_tok_per_s, median_step_ms;
+	uint64_t weight_bytes_per_token;   /* every unit, every chip */
+	uint64_t tier_bytes_per_token[MEMTIER_KIND_COUNT];
+	uint32_t n_pinned;                 /* segments under --dram-budget */
+	uint64_t pinned_bytes;
+	int32_t kv_block_tokens;
+	uint64_t kv_bytes_per_token_read;  /* median token */
+	double kv_bytes_written_per_token;
+	uint64_t kv_position_bytes;        /* K and V of a position, all layers */
+	int n_units;
+	int kv_replicated;
+	struct sim_unit unit[SIM_MAX_UNITS];
+	double weights_gb, kv_gb;          /* capacity: weights, KV at n_ctx */
+};
+
+/* Predict in->... on prof into *out (written only on success). Returns 0
+ * or -EINVAL with a message in err (a split the plan refuses, a figure
+ * the profile lacks for this placement, positions past n_ctx).
+ * Thread-safe. */
+int sim_predict(const struct sim_input *in, const struct sim_profile *prof,
+		struct sim_result *out, char *err, size_t errlen);
+
+/* The pieces, exported for the tests. */
+/* the grid rate for requests of bs bytes at qd in flight (GB/s) */
+double sim_flash_gbps(const struct sim_profile *p, double bs, double qd);
+/* aggregate kernel GB/s of type from DRAM (dram = true) or L2 at n threads */
+double sim_kern_gbps(const struct sim_profile *p, uint32_t type, int n,
+		     bool dram);
+/* barrier microseconds for n units */
+double sim_barrier_us(const struct sim_profile *p, int n);
+
+#endif

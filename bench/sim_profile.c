@@ -1,0 +1,392 @@
+/* sim_profile.c - reading bench/probe's JSON profile for the simulator,
+ * see sim.h. Every message names the file and the field. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/sim.h"
+
+struct ld {
+	const char *name;
+	char *err;
+	size_t errlen;
+};
+
+static int bad(struct ld *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int bad(struct ld *c, const char *fmt, ...)
+{
+	char msg[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (c->err && c->errlen)
+		snprintf(c->err, c->errlen, "%s: %s", c->name, msg);
+	return -EINVAL;
+}
+
+/* member key of object o (whose path is at), which must be an object */
+static int obj(struct ld *c, json_t *o, const char *at, const char *key,
+	       json_t **out)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (!v || json_is_null(v))
+		return bad(c, "%s%s%s: missing", at, *at ? "." : "", key);
+	if (!json_is_object(v))
+		return bad(c, "%s%s%s: not an object", at, *at ? "." : "", key);
+	*out = v;
+	return 0;
+}
+
+/* member key of o as a number >= lo (> 0 when lo is NAN) */
+static int num(struct ld *c, json_t *o, const char *at, const char *key,
+	       double lo, double *out)
+{
+	json_t *v = json_object_get(o, key);
+	const char *dot = *at ? "." : "";
+
+	if (!v || json_is_null(v))
+		return bad(c, "%s%s%s: missing", at, dot, key);
+	if (!json_is_number(v))
+		return bad(c, "%s%s%s: not a number", at, dot, key);
+	double d = json_number_value(v);
+	if (!isfinite(d) || (isnan(lo) ? !(d > 0) : d < lo))
+		return bad(c, "%s%s%s: %g is out of range (want %s %g)", at, dot,
+			   key, d, isnan(lo) ? ">" : ">=", isnan(lo) ? 0.0 : lo);
+	*out = d;
+	return 0;
+}
+
+/* {"1": x, "<all>": y} by threads into v[0], v[1] */
+static int by_threads(struct ld *c, json_t *o, const char *at, int all,
+		      double v[2])
+{
+	char k[16];
+	int rc;
+
+	if ((rc = num(c, o, at, "1", NAN, &v[0])))
+		return rc;
+	if (all <= 1) {
+		v[1] = v[0];
+		return 0;
+	}
+	snprintf(k, sizeof(k), "%d", all);
+	return num(c, o, at, k, NAN, &v[1]);
+}
+
+/* "1".."n" keyed numbers into v[0..n), n = the count of members */
+static int series(struct ld *c, json_t *o, const char *at, double lo,
+		  double *v, int max, int *n)
+{
+	int cnt = (int)json_object_size(o);
+	char k[16];
+	int rc;
+
+	if (cnt < 1)
+		return bad(c, "%s: empty", at);
+	if (cnt > max)
+		cnt = max;
+	for (int i = 0; i < cnt; i++) {
+		snprintf(k, sizeof(k), "%d", i + 1);
+		if ((rc = num(c, o, at, k, lo, &v[i])))
+			return rc;
+	}
+	*n = cnt;
+	return 0;
+}
+
+/* one kernel type's figures at path at (an object with dram, l2) */
+static int kern_rate(struct ld *c, json_t *t, const char *at, int all,
+		     struct sim_kern_rate *r)
+{
+	char p[160];
+	json_t *cls, *g;
+	int rc;
+
+	for (int i = 0; i < 2; i++) {
+		const char *name = i ? "l2" : "dram";
+		snprintf(p, sizeof(p), "%s.%s", at, name);
+		if ((rc = obj(c, t, at, name, &cls)) ||
+		    (rc = obj(c, cls, p, "gbps", &g)))
+			return rc;
+		snprintf(p, sizeof(p), "%s.%s.gbps", at, name);
+		if ((rc = by_threads(c, g, p, all, i ? r->l2_gbps : r->dram_gbps)))
+			return rc;
+	}
+	r->have = true;
+	return 0;
+}
+
+static int load_kernels(struct ld *c, json_t *root, struct sim_profile *p)
+{
+	json_t *k, *types, *def, *t;
+	double d;
+	char at[160];
+	int rc;
+
+	if ((rc = obj(c, root, "", "kernels", &k)) ||
+	    (rc = num(c, k, "kernels", "threads", 1, &d)))
+		return rc;
+	p->n_threads = (int)d;
+	if ((rc = num(c, k, "kernels", "l2_bytes", NAN, &d)))
+		return rc;
+	p->l2_bytes = (uint64_t)d;
+	if ((rc = obj(c, k, "kernels", "types", &types)))
+		return rc;
+	for (uint32_t ty = 0; ty < KT_COUNT; ty++) {
+		const struct kern_type_info *ti = kern_type_info(ty);
+		if (!ti || !ti->is_weight)
+			continue;
+		if (!(t = json_object_get(types, ti->name)))
+			continue;
+		snprintf(at, sizeof(at), "kernels.types.%s", ti->name);
+		if (!json_is_object(t))
+			return bad(c, "%s: not an object", at);
+		if ((rc = kern_rate(c, t, at, p->n_threads, &p->kern[ty])))
+			return rc;
+	}
+	def = json_object_get(k, "default");
+	if (def && !json_is_null(def)) {
+		struct sim_kern_rate r = { 0 };
+		if (!json_is_object(def))
+			return bad(c, "kernels.default: not an object");
+		if ((rc = kern_rate(c, def, "kernels.default", p->n_threads, &r)))
+			return rc;
+		for (uint32_t ty = 0; ty < KT_COUNT; ty++)
+			if (!p->kern[ty].have)
+				p->kern[ty] = r;
+	}
+	if (!p->kern[KT_F32].have)
+		return bad(c, "kernels.types.f32: missing (attention is timed at "
+			   "the f32 rate)");
+	return 0;
+}
+
+/* matmul: optional as a whole and per type */
+static int load_matmul(struct ld *c, json_t *root, struct sim_profile *p)
+{
+	json_t *mm = json_object_get(root, "matmul"), *types, *t, *g;
+	char at[160];
+	int rc;
+
+	if (!mm || json_is_null(mm))
+		return 0;
+	if ((rc = obj(c, root, "", "matmul", &mm)) ||
+	    (rc = obj(c, mm, "matmul", "types", &types)))
+		return rc;
+	for (uint32_t ty = 0; ty < KT_COUNT; ty++) {
+		const struct kern_type_info *ti = kern_type_info(ty);
+		if (!ti || !(t = json_object_get(types, ti->name)))
+			continue;
+		snprintf(at, sizeof(at), "matmul.types.%s", ti->name);
+		if (!json_is_object(t))
+			return bad(c, "%s: not an object", at);
+		if ((rc = obj(c, t, at, "gmacs", &g)))
+			return rc;
+		snprintf(at, sizeof(at), "matmul.types.%s.gmacs", ti->name);
+		if ((rc = by_threads(c, g, at, p->n_threads, p->kern[ty].mm_gmacs)))
+			return rc;
+		p->kern[ty].have_mm = true;
+	}
+	return 0;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* the burst grid: {"<bytes>": {"<qd>": GB/s}} with the same QDs a row */
+static int load_flash(struct ld *c, json_t *root, struct sim_profile *p)
+{
+	json_t *f = json_object_get(root, "flash"), *grid, *row, *v;
+	const char *bk, *qk;
+	char at[160];
+	int rc, b = 0;
+
+	if (!f || json_is_null(f))
+		return 0;
+	if ((rc = obj(c, root, "", "flash", &f)) ||
+	    (rc = obj(c, f, "flash", "read_gbps", &grid)) ||
+	    (rc = num(c, f, "flash", "rand4k_p50_us", 0, &p->flash_lat_us)))
+		return rc;
+	json_object_foreach(grid, bk, row) {
+		char *end;
+		if (b == SIM_MAX_GRID)
+			return bad(c, "flash.read_gbps: more than %d block sizes",
+				   SIM_MAX_GRID);
+		p->bs[b] = strtod(bk, &end);
+		if (*end || !(p->bs[b] > 0))
+			return bad(c, "flash.read_gbps.%s: not a block size", bk);
+		snprintf(at, sizeof(at), "flash.read_gbps.%s", bk);
+		if (!json_is_object(row) || json_object_size(row) < 1)
+			return bad(c, "%s: not an object of queue depths", at);
+		int q = 0;
+		json_object_foreach(row, qk, v) {
+			if (q == SIM_MAX_GRID)
+				return bad(c, "%s: more than %d queue depths", at,
+					   SIM_MAX_GRID);
+			double qd = strtod(qk, &end);
+			if (*end || !(qd >= 1))
+				return bad(c, "%s.%s: not a queue depth", at, qk);
+			if (b == 0)
+				p->qd[q] = qd;
+			else if (q >= p->n_qd || p->qd[q] != qd)
+				return bad(c, "%s: queue depths differ from the "
+					   "first row's", at);
+			if ((rc = num(c, row, at, qk, NAN, &p->flash_gbps[b][q])))
+				return rc;
+			q++;
+		}
+		if (b == 0)
+			p->n_qd = q;
+		else if (q != p->n_qd)
+			return bad(c, "%s: queue depths differ from the first "
+				   "row's", at);
+		b++;
+	}
+	if (b < 1)
+		return bad(c, "flash.read_gbps: empty");
+	p->n_bs = b;
+	/* rows and columns sorted ascending (JSON keeps the file's order) */
+	for (int i = 1; i < p->n_bs; i++)
+		if (p->bs[i] <= p->bs[i - 1])
+			return bad(c, "flash.read_gbps: block sizes not ascending");
+	for (int i = 1; i < p->n_qd; i++)
+		if (p->qd[i] <= p->qd[i - 1])
+			return bad(c, "flash.read_gbps: queue depths not ascending");
+	(void)cmp_key;
+	p->have_flash = true;
+	return 0;
+}
+
+static int load_rest(struct ld *c, json_t *root, struct sim_profile *p)
+{
+	json_t *m, *d, *g, *b, *s, *kv, *fab, *pw;
+	int rc;
+
+	if ((rc = obj(c, root, "", "machine", &m)))
+		return rc;
+	snprintf(p->cpu, sizeof(p->cpu), "%s",
+		 json_is_string(json_object_get(m, "cpu"))
+			 ? json_string_value(json_object_get(m, "cpu")) : "unknown");
+	snprintf(p->isa, sizeof(p->isa), "%s",
+		 json_is_string(json_object_get(m, "kern_isa"))
+			 ? json_string_value(json_object_get(m, "kern_isa")) : "?");
+	if ((rc = obj(c, root, "", "dram", &d)) ||
+	    (rc = obj(c, d, "dram", "read_gbps_by_threads", &g)) ||
+	    (rc = series(c, g, "dram.read_gbps_by_threads", NAN, p->dram_gbps,
+			 SIM_MAX_UNITS, &p->n_dram)))
+		return rc;
+	if ((rc = obj(c, root, "", "barrier", &b)) ||
+	    (rc = obj(c, b, "barrier", "us_by_units", &g)) ||
+	    (rc = series(c, g, "barrier.us_by_units", 0, p->barrier_us,
+			 SIM_MAX_UNITS, &p->n_bar)))
+		return rc;
+	if ((rc = obj(c, root, "", "sampler", &s)) ||
+	    (rc = num(c, s, "sampler", "ns_per_vocab", 0, &p->sampler_ns)) ||
+	    (rc = num(c, s, "sampler", "greedy_ns_per_vocab", 0, &p->greedy_ns)))
+		return rc;
+	kv = json_object_get(root, "kv_write");
+	if (kv && json_is_object(kv) && !json_object_get(kv, "skipped")) {
+		if ((rc = num(c, kv, "kv_write", "write_gbps", NAN,
+			      &p->kv_write_gbps)))
+			return rc;
+		p->have_kv_write = true;
+	}
+	fab = json_object_get(root, "fabric");
+	if (fab && !json_is_null(fab)) {
+		if (!json_is_object(fab))
+			return bad(c, "fabric: not an object");
+		if ((rc = num(c, fab, "fabric", "latency_us", 0, &p->fabric_lat_us)) ||
+		    (rc = num(c, fab, "fabric", "gbps", NAN, &p->fabric_gbps)))
+			return rc;
+		p->have_fabric = true;
+	}
+	pw = json_object_get(root, "power");
+	if (pw && !json_is_null(pw)) {
+		if (!json_is_object(pw))
+			return bad(c, "power: not an object");
+		if ((rc = num(c, pw, "power", "watts", NAN, &p->watts)))
+			return rc;
+	}
+	return 0;
+}
+
+int sim_profile_parse(struct sim_profile *out, const char *text,
+		      const char *name, char *err, size_t errlen)
+{
+	struct ld c = { name, err, errlen };
+	struct sim_profile *p = calloc(1, sizeof(*p));
+	json_error_t je;
+	json_t *root;
+	int rc;
+
+	if (!p)
+		return -ENOMEM;
+	root = json_loads(text, 0, &je);
+	if (!root) {
+		free(p);
+		return bad(&c, "line %d column %d: %s", je.line, je.column, je.text);
+	}
+	if (!json_is_object(root))
+		rc = bad(&c, "not a JSON object");
+	else if (!(rc = load_rest(&c, root, p)) &&
+		 !(rc = load_kernels(&c, root, p)) &&
+		 !(rc = load_matmul(&c, root, p)))
+		rc = load_flash(&c, root, p);
+	json_decref(root);
+	if (!rc) {
+		snprintf(p->path, sizeof(p->path), "%s", name);
+		*out = *p;
+	}
+	free(p);
+	return rc;
+}
+
+int sim_profile_load(struct sim_profile *p, const char *path, char *err,
+		     size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	char *text;
+	long n;
+	int rc;
+
+	if (!f) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return rc;
+	}
+	if (fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
+		fclose(f);
+		snprintf(err, errlen, "%s: cannot read", path);
+		return -EIO;
+	}
+	if (n > 64 << 20) {
+		fclose(f);
+		snprintf(err, errlen, "%s: %ld bytes is too large for a profile",
+			 path, n);
+		return -EINVAL;
+	}
+	text = malloc((size_t)n + 1);
+	if (!text || fread(text, 1, (size_t)n, f) != (size_t)n) {
+		free(text);
+		fclose(f);
+		snprintf(err, errlen, "%s: cannot read", path);
+		return -EIO;
+	}
+	fclose(f);
+	text[n] = '\0';
+	rc = sim_profile_parse(p, text, path, err, errlen);
+	free(text);
+	return rc;
+}

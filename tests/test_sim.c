@@ -1,0 +1,462 @@
+/*
+ * test_sim.c - the simulator's arithmetic on hand-computed cases (bench/
+ * sim.h): a tiny all-f32 model on a profile of round numbers, so every
+ * expected time below is bytes / bandwidth worked out by hand in the
+ * comments. Also: the profile reader refuses bad profiles naming the
+ * field, and sim_predict refuses what the profile cannot answer.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/sim.h"
+#include "engine/plan.h"
+
+/*
+ * The model: 2 layers, n_embd 64, 4 heads of 16 (2 KV heads), n_ff 128,
+ * vocab 256, every tensor f32. Bytes of one layer's matrices:
+ *   Wq 64x64x4 = 16384, Wk = Wv = 32x64x4 = 8192, Wo 16384,
+ *   gate = up = 128x64x4 = 32768, down 64x128x4 = 32768: 147456;
+ * norms 256 each; the head 256x64x4 = 65536; an embedding row 256.
+ */
+#define L 2
+#define NT (L * LT_COUNT + GT_COUNT)
+static struct sim_tensor T[NT];
+
+static void tiny(struct sim_input *in, int n_head, int n_head_kv)
+{
+	const int64_t d = 16 * n_head, kv = 16 * n_head_kv, ff = 128, V = 256;
+	const int64_t shape[LT_COUNT][2] = {
+		[LT_ATTN_NORM] = { 1, d }, [LT_WQ] = { d, d }, [LT_WK] = { kv, d },
+		[LT_WV] = { kv, d }, [LT_WO] = { d, d }, [LT_FFN_NORM] = { 1, d },
+		[LT_W_GATE] = { ff, d }, [LT_W_UP] = { ff, d }, [LT_W_DOWN] = { d, ff },
+	};
+	for (int l = 0; l < L; l++)
+		for (int i = 0; i < LT_COUNT; i++)
+			T[l * LT_COUNT + i] = (struct sim_tensor){ KT_F32, shape[i][0],
+				shape[i][1], (uint64_t)(shape[i][0] * shape[i][1] * 4), 0 };
+	T[L * LT_COUNT + GT_TOK_EMBD] = (struct sim_tensor){ KT_F32, V, d, (uint64_t)(V * d * 4), 0 };
+	T[L * LT_COUNT + GT_OUTPUT_NORM] = (struct sim_tensor){ KT_F32, 1, d, (uint64_t)d * 4, 0 };
+	T[L * LT_COUNT + GT_OUTPUT] = (struct sim_tensor){ KT_F32, V, d, (uint64_t)(V * d * 4), 0 };
+	*in = (struct sim_input){
+		.hp = { .n_layer = L, .n_embd = (int32_t)d, .n_head = n_head,
+			.n_head_kv = n_head_kv, .head_dim = 16, .n_ff = 128,
+			.n_vocab = 256, .n_ctx_train = 4096, .rope_dim = 16 },
+		.t = T, .tier = MEMTIER_DRAM, .kv_tier = MEMTIER_DRAM, .n_units = 1,
+		.nmu_on = true, .prefetch = 2, .dram_budget = UINT64_MAX,
+		.n_prompt = 1, .n_predict = 2, .n_ctx = 4096, .greedy = true,
+		.chips = 1,
+	};
+}
+
+/* f32 matvec 1 GB/s a thread from DRAM, 10 from L2; DRAM read 1 GB/s a
+ * thread; barriers 0 / 10 us; free sampler; flash FLASH_GBPS, no latency
+ * unless LAT; KV writes at 1 GB/s */
+static const char *PROFILE_FMT =
+	"{\"machine\": {\"cpu\": \"test\", \"kern_isa\": \"ref\"},"
+	" \"dram\": {\"read_gbps_by_threads\": {\"1\": %g, \"2\": %g}},"
+	" \"kernels\": {\"threads\": 2, \"l2_bytes\": 1048576, \"types\": {"
+	"   \"f32\": {\"dram\": {\"gbps\": {\"1\": 1, \"2\": 2}},"
+	"            \"l2\": {\"gbps\": {\"1\": 10, \"2\": 20}}}}},"
+	" \"barrier\": {\"us_by_units\": {\"1\": 0, \"2\": 10}},"
+	" \"sampler\": {\"ns_per_vocab\": 0, \"greedy_ns_per_vocab\": 0},"
+	" \"flash\": {\"read_gbps\": {\"4096\": {\"1\": %g}}, \"rand4k_p50_us\": %g},"
+	" \"kv_write\": {\"write_gbps\": 1},"
+	" \"fabric\": {\"latency_us\": 1, \"gbps\": 1}}";
+
+static void profile(struct sim_profile *p, double dram, double flash, double lat)
+{
+	char text[2048], err[256];
+
+	snprintf(text, sizeof(text), PROFILE_FMT, dram, 2 * dram, flash, lat);
+	assert_int_equal(sim_profile_parse(p, text, "t.json", err, sizeof(err)), 0);
+}
+
+static void predict(const struct sim_input *in, const struct sim_profile *p,
+		    struct sim_result *r)
+{
+	char err[256] = "";
+	int rc = sim_predict(in, p, r, err, sizeof(err));
+	if (rc)
+		fail_msg("sim_predict: %s", err);
+}
+
+#define NEAR(a, b) near((double)(a), (double)(b), #a)
+
+static void near(double a, double b, const char *what)
+{
+	if (!(fabs(a - b) <= 1e-12 + 1e-6 * fabs(b)))
+		fail_msg("%s = %.9g, want %.9g", what, a, b);
+}
+
+/* weights 294912 + 65536 = 360448 B at 1 GB/s = 360.448 us; attention
+ * at position 1: 2 layers x 4 heads x 2 x 2 positions x 16 x 4 B = 2048
+ * B at the L2 rate 10 GB/s = 0.2048 us; the embedding row 256 B at 1
+ * GB/s = 0.256 us; one unit: no barrier cost. */
+static void test_known_layer(void **state)
+{
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result r;
+
+	(void)state;
+	tiny(&in, 4, 2);
+	profile(&p, 1, 1, 0);
+	predict(&in, &p, &r);
+	assert_int_equal(r.decode_tokens, 1);
+	assert_int_equal(r.tok.pos, 1);
+	NEAR(r.tok.matvec_s[KT_F32], 360.448e-6);
+	NEAR(r.tok.attention_s, 0.2048e-6);
+	NEAR(r.tok.embed_s, 0.256e-6);
+	NEAR(r.median_step_ms, (360.448 + 0.2048 + 0.256) * 1e-3);
+	NEAR(r.decode_tok_per_s, 1 / ((360.448 + 0.2048 + 0.256) * 1e-6));
+	assert_int_equal(r.weight_bytes_per_token, 360448 + 256);
+	assert_int_equal(r.tier_bytes_per_token[MEMTIER_DRAM], 360448 + 256);
+	/* bytes / DRAM read 1 GB/s = 360.448 us >= bytes / L2 10 GB/s: memory */
+	NEAR(r.tok.matvec_memory_s[KT_F32], 360.448e-6);
+	NEAR(r.tok.matvec_compute_s[KT_F32], 36.0448e-6);
+	/* two units: each half the rows at 2 GB/s shared = 1 GB/s each */
+	in.n_units = 2;
+	predict(&in, &p, &r);
+	NEAR(r.tok.matvec_s[KT_F32], 180.224e-6);
+}
+
+/* the bound switches where DRAM outruns the kernel's compute rate */
+static void test_bound_switch(void **state)
+{
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result r;
+
+	(void)state;
+	tiny(&in, 4, 2);
+	profile(&p, 100, 1, 0); /* DRAM 100 GB/s > L2 kernel 10 GB/s */
+	predict(&in, &p, &r);
+	assert_true(r.tok.matvec_compute_s[KT_F32] > r.tok.matvec_memory_s[KT_F32]);
+	NEAR(r.tok.matvec_compute_s[KT_F32], 36.0448e-6);
+	/* flash: the token is max(compute, flash) once prefetch hides it */
+	in.tier = MEMTIER_FLASH;
+	in.n_predict = 9;
+	profile(&p, 1, 100, 0); /* flash far faster: compute-bound */
+	predict(&in, &p, &r);
+	assert_true(r.median_step_ms < 0.3612 && r.median_step_ms > 0.3609);
+	assert_true(r.tok.flash_stall_s < 1e-6);
+	profile(&p, 1, 0.1, 0); /* flash 10x slower than the kernels */
+	predict(&in, &p, &r);
+	/* flash bytes: each tensor's range + 4 KiB: a layer 147456 + 512 +
+	 * 9 x 4096 = 184832, the head 256 + 65536 + 2 x 4096 = 73984; all
+	 * 443648 B at 0.1 GB/s = 4436.48 us, the disk never idle */
+	/* memtier counts the bytes asked for: 2 x 147968 + 65792 */
+	assert_int_equal(r.tok.flash_weight_bytes, 361728);
+	assert_true(fabs(r.median_step_ms - 4.43648) < 4.43648 * 1e-4);
+}
+
+/* prefetch 0: every read waited for; each read of an idle disk also pays
+ * the latency (100 us): 3 segments */
+static void test_prefetch_stall(void **state)
+{
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result r0, r2;
+
+	(void)state;
+	tiny(&in, 4, 2);
+	in.tier = MEMTIER_FLASH;
+	in.n_predict = 9;
+	profile(&p, 1, 1, 100);
+	in.prefetch = 0;
+	predict(&in, &p, &r0);
+	/* 443.648 us of reads + 3 x 100 us latency + weights 360.448 us +
+	 * the embedding row from flash (100 us + 256 B at 1 GB/s) +
+	 * attention: the median of 8 steps at positions 1..8 is the mean of
+	 * those at 4 and 5, (5 + 6) / 2 x 2 layers x 4 heads x 2 x 16 x 4 B
+	 * at 10 GB/s = 0.5632 us */
+	NEAR(r0.median_step_ms, (443.648 + 300 + 360.448 + 0.5632 + 100.256) * 1e-3);
+	NEAR(r0.tok.flash_stall_s, (443.648 + 300) * 1e-6);
+	in.prefetch = 2;
+	predict(&in, &p, &r2);
+	assert_true(r2.median_step_ms < r0.median_step_ms * 0.75);
+	assert_true(r2.tok.flash_stall_s < r0.tok.flash_stall_s / 2);
+	assert_true(r2.tok.flash_overlap_s > 0);
+}
+
+/* K/V read per token: 2 units' rows x 2 (K, V) x (pos + 1) x layers */
+static void test_kv_linear(void **state)
+{
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result a, b;
+
+	(void)state;
+	tiny(&in, 4, 2);
+	profile(&p, 1, 1, 0);
+	in.n_predict = 1;
+	in.n_prompt = 100;
+	predict(&in, &p, &a);
+	in.n_prompt = 200;
+	predict(&in, &p, &b);
+	/* one position: 2 KV heads x 16 x 4 B = 128 B, K and V, 2 layers */
+	assert_int_equal(a.kv_position_bytes, 512);
+	assert_int_equal(a.kv_bytes_per_token_read, 512 * 101);
+	assert_int_equal(b.kv_bytes_per_token_read, 512 * 201);
+	/* on flash: full blocks of 64 tokens (128 B rows: 64 rows = 2 pages)
+	 * read back: at position 200, 3 full blocks x 8 KiB x 2 x 2 layers */
+	in.kv_tier = MEMTIER_FLASH;
+	in.n_predict = 2;
+	predict(&in, &p, &b);
+	assert_int_equal(b.kv_block_tokens, 64);
+	assert_int_equal(b.tok.kv_flash_read_bytes, 3 * 8192 * 2 * 2);
+}
+
+/* barriers: 4 a layer + 1 a token, x the profile's 10 us at 2 units;
+ * --nmu off adds one a layer */
+static void test_barriers(void **state)
+{
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result r;
+
+	(void)state;
+	tiny(&in, 4, 2);
+	profile(&p, 1, 1, 0);
+	in.n_units = 2;
+	predict(&in, &p, &r);
+	assert_int_equal(r.tok.n_barriers, 4 * L + 1);
+	NEAR(r.tok.barrier_s, 9 * 10e-6);
+	in.nmu_on = false;
+	predict(&in, &p, &r);
+	assert_int_equal(r.tok.n_barriers, 5 * L + 1);
+	NEAR(r.tok.barrier_s, 11 * 10e-6);
+	in.n_units = 1;
+	predict(&in, &p, &r);
+	NEAR(r.tok.barrier_s, 0);
+}
+
+/* --dram-budget pins what memtier_budget_fit pins, and is not read */
+static void test_budget(void **state)
+{
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result r;
+	struct memtier_tensor mt[NT];
+	uint32_t ids[NT];
+	struct memtier_segment segs[L + 1];
+	uint64_t fit_bytes;
+
+	(void)state;
+	tiny(&in, 4, 2);
+	profile(&p, 1, 1, 0);
+	for (int i = 0; i < NT; i++) {
+		mt[i] = (struct memtier_tensor){ .n_bytes = T[i].bytes };
+		ids[i] = (uint32_t)i;
+	}
+	for (int l = 0; l < L; l++)
+		segs[l] = (struct memtier_segment){ LT_COUNT, &ids[l * LT_COUNT] };
+	segs[L] = (struct memtier_segment){ 2, &ids[L * LT_COUNT + GT_OUTPUT_NORM] };
+	in.tier = MEMTIER_FLASH;
+	for (uint64_t budget = 0; budget < 400000; budget += 50000) {
+		in.dram_budget = budget;
+		predict(&in, &p, &r);
+		uint32_t n = memtier_budget_fit(mt, segs, L + 1, budget, &fit_bytes);
+		assert_int_equal(r.n_pinned, n);
+		assert_int_equal(r.pinned_bytes, fit_bytes);
+		/* read from DRAM: the pinned tensors' bytes (before rounding) */
+		uint64_t pinned = 0;
+		for (uint32_t sg = 0; sg < n; sg++)
+			for (uint32_t k = 0; k < segs[sg].n; k++)
+				pinned += mt[segs[sg].ids[k]].n_bytes;
+		assert_int_equal(r.tier_bytes_per_token[MEMTIER_DRAM], pinned);
+	}
+	in.dram_budget = 147968; /* one layer exactly (norms rounded to 64) */
+	predict(&in, &p, &r);
+	assert_int_equal(r.n_pinned, 1);
+	assert_int_equal(r.tok.flash_weight_bytes, 147968 + 65792);
+}
+
+/* 9 query heads over 3 KV heads on 2 units (SmolLM2's split): unit 0
+ * has query heads 0-4 (KV 0, 1), unit 1 5-8 (KV 1, 2): KV head 1 kept
+ * twice - its Wk/Wv rows read twice, its K/V cached twice */
+static void test_replicated_kv(void **state)
+{
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result r;
+	struct plan pl;
+	struct plan_config pc = { .n_units = 2 };
+	char err[128];
+
+	(void)state;
+	tiny(&in, 9, 3);
+	profile(&p, 1, 1, 0);
+	in.n_units = 2;
+	predict(&in, &p, &r);
+	assert_int_equal(plan_init(&pl, &in.hp, &pc, err, sizeof(err)), 0);
+	assert_int_equal(r.kv_replicated, pl.kv_replicated);
+	assert_int_equal(r.kv_replicated, 1);
+	assert_int_equal(r.unit[0].kv_heads + r.unit[1].kv_heads, 4);
+	/* K and V of a position: 4 heads x 16 x 4 B x 2 x 2 layers */
+	assert_int_equal(r.kv_position_bytes, 4 * 16 * 4 * 2 * L);
+	/* Wk + Wv rows read per token: 4 heads x 16 rows x 144 x 4 B x 2 x L
+	 * beside Wq 144 rows: all f32 weights = the file's + 1 head's rows */
+	uint64_t file = 0;
+	for (int l = 0; l < L; l++)
+		for (int i = 0; i < LT_COUNT; i++)
+			if (i != LT_ATTN_NORM && i != LT_FFN_NORM)
+				file += T[l * LT_COUNT + i].bytes;
+	file += T[L * LT_COUNT + GT_OUTPUT].bytes + 144 * 4; /* + a row */
+	assert_int_equal(r.weight_bytes_per_token, file + 16 * 144 * 4 * 2 * L);
+}
+
+/* chips: 2, rows mode, hop 1 us + 1 GB/s: per layer all-gathers of 64,
+ * 64, 128, 64 floats, each (N-1)(1 us + S/N / 1 GB/s); the head 256 */
+static void test_chips(void **state)
+{
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result r;
+
+	(void)state;
+	tiny(&in, 4, 2);
+	profile(&p, 1, 1, 0);
+	in.chips = 2;
+	predict(&in, &p, &r);
+	double layer = 4e-6 + (256 + 256 + 512 + 256) / 2 / 1e9;
+	double head = 1e-6 + 1024 / 2 / 1e9;
+	NEAR(r.tok.fabric_s, L * layer + head);
+	assert_int_equal(r.tok.n_collectives, 4 * L + 1);
+	/* half the rows each chip */
+	NEAR(r.tok.matvec_s[KT_F32], 180.224e-6);
+	in.fabric_latency_us = 9; /* 10 us a hop */
+	predict(&in, &p, &r);
+	NEAR(r.tok.fabric_s, L * (layer + 36e-6) + head + 9e-6);
+	in.tp = SIM_TP_ALLREDUCE; /* 2 all-reduces of 64 floats */
+	in.fabric_latency_us = 0;
+	predict(&in, &p, &r);
+	NEAR(r.tok.fabric_s, L * 2 * 2 * (1e-6 + 256 / 2 / 1e9) + head);
+}
+
+/* the flash grid: log2 interpolation, clamped at the edges */
+static void test_grid(void **state)
+{
+	struct sim_profile p;
+	char err[256];
+	const char *txt =
+		"{\"machine\": {}, \"dram\": {\"read_gbps_by_threads\": {\"1\": 1}},"
+		" \"kernels\": {\"threads\": 1, \"l2_bytes\": 1, \"types\": {\"f32\":"
+		" {\"dram\": {\"gbps\": {\"1\": 1}}, \"l2\": {\"gbps\": {\"1\": 1}}}}},"
+		" \"barrier\": {\"us_by_units\": {\"1\": 0}},"
+		" \"sampler\": {\"ns_per_vocab\": 1, \"greedy_ns_per_vocab\": 1},"
+		" \"flash\": {\"rand4k_p50_us\": 50, \"read_gbps\": {"
+		"  \"65536\": {\"1\": 1, \"4\": 2}, \"262144\": {\"1\": 3, \"4\": 4}}}}";
+
+	(void)state;
+	assert_int_equal(sim_profile_parse(&p, txt, "g.json", err, sizeof(err)), 0);
+	NEAR(sim_flash_gbps(&p, 65536, 1), 1);
+	NEAR(sim_flash_gbps(&p, 262144, 4), 4);
+	NEAR(sim_flash_gbps(&p, 131072, 1), 2);   /* halfway in log2 */
+	NEAR(sim_flash_gbps(&p, 65536, 2), 1.5);
+	NEAR(sim_flash_gbps(&p, 1 << 30, 64), 4); /* clamped */
+	NEAR(sim_flash_gbps(&p, 512, 1), 1);
+}
+
+/* a profile with field f replaced by v must be refused naming want */
+static void refused(const char *from, const char *to, const char *want)
+{
+	char text[2048], bad[2048], err[256] = "";
+	struct sim_profile p;
+
+	snprintf(text, sizeof(text), PROFILE_FMT, 1.0, 2.0, 1.0, 0.0);
+	char *at = strstr(text, from);
+	assert_non_null(at);
+	snprintf(bad, sizeof(bad), "%.*s%s%s", (int)(at - text), text, to,
+		 at + strlen(from));
+	assert_int_equal(sim_profile_parse(&p, bad, "bad.json", err, sizeof(err)),
+			 -EINVAL);
+	if (!strstr(err, want))
+		fail_msg("got '%s', want '%s'", err, want);
+}
+
+static void test_bad_profiles(void **state)
+{
+	struct sim_profile p;
+	char err[256];
+
+	(void)state;
+	refused("\"dram\": {\"read", "\"dram\": null, \"x\": {\"read",
+		"bad.json: dram: missing");
+	refused("\"gbps\": {\"1\": 1, \"2\": 2}", "\"gbps\": {\"2\": 2}",
+		"bad.json: kernels.types.f32.dram.gbps.1: missing");
+	refused("\"1\": 10, \"2\": 20", "\"1\": 10, \"2\": \"fast\"",
+		"bad.json: kernels.types.f32.l2.gbps.2: not a number");
+	refused("\"1\": 0, \"2\": 10", "\"1\": 0, \"2\": -1",
+		"bad.json: barrier.us_by_units.2: -1 is out of range");
+	refused("\"ns_per_vocab\": 0,", "",
+		"bad.json: sampler.ns_per_vocab: missing");
+	refused("\"f32\":", "\"q4_0\":",
+		"bad.json: kernels.types.f32: missing");
+	refused("\"4096\": {\"1\"", "\"big\": {\"1\"",
+		"bad.json: flash.read_gbps.big: not a block size");
+	refused("\"l2_bytes\": 1048576", "\"l2_bytes\": 0",
+		"bad.json: kernels.l2_bytes: 0 is out of range");
+	refused("{\"machine\"", "[{\"machine\"", "bad.json: line 1");
+	assert_int_equal(sim_profile_load(&p, "/nonexistent/p.json", err,
+					  sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "/nonexistent/p.json: "));
+
+	/* what the profile cannot answer for a placement */
+	struct sim_input in;
+	struct sim_result r;
+	const char *nof = "{\"machine\": {}, \"dram\": {\"read_gbps_by_threads\":"
+		" {\"1\": 1}}, \"kernels\": {\"threads\": 1, \"l2_bytes\": 1,"
+		" \"types\": {\"f32\": {\"dram\": {\"gbps\": {\"1\": 1}}, \"l2\":"
+		" {\"gbps\": {\"1\": 1}}}}}, \"barrier\": {\"us_by_units\": {\"1\": 0}},"
+		" \"sampler\": {\"ns_per_vocab\": 1, \"greedy_ns_per_vocab\": 1}}";
+	assert_int_equal(sim_profile_parse(&p, nof, "nof.json", err, sizeof(err)), 0);
+	tiny(&in, 4, 2);
+	in.tier = MEMTIER_FLASH;
+	assert_int_equal(sim_predict(&in, &p, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "nof.json: flash: missing"));
+	in.tier = MEMTIER_DRAM;
+	in.chips = 2;
+	assert_int_equal(sim_predict(&in, &p, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "has no fabric"));
+	in.chips = 1;
+	T[0 * LT_COUNT + LT_WQ].type = KT_Q4_0;
+	assert_int_equal(sim_predict(&in, &p, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "kernels.types.q4_0: missing"));
+	T[0 * LT_COUNT + LT_WQ].type = KT_F32;
+	in.n_units = 5; /* more units than query heads: the plan says no */
+	assert_int_equal(sim_predict(&in, &p, &r, err, sizeof(err)), -EINVAL);
+	in.n_units = 1;
+	in.n_ctx = 10;
+	in.n_prompt = 10;
+	in.n_predict = 5;
+	assert_int_equal(sim_predict(&in, &p, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "do not fit the context of 10"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_known_layer),
+		cmocka_unit_test(test_bound_switch),
+		cmocka_unit_test(test_prefetch_stall),
+		cmocka_unit_test(test_kv_linear),
+		cmocka_unit_test(test_barriers),
+		cmocka_unit_test(test_budget),
+		cmocka_unit_test(test_replicated_kv),
+		cmocka_unit_test(test_chips),
+		cmocka_unit_test(test_grid),
+		cmocka_unit_test(test_bad_profiles),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

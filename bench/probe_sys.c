@@ -197,16 +197,18 @@ int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 {
 	cpu_set_t allowed;
 	size_t arena_bytes = 64 * MIB;
+	struct arena mem = {0};
 	void *arena = NULL;
 	int err;
 
 	sched_getaffinity(0, sizeof(allowed), &allowed);
 	r->n_threads = CPU_COUNT(&allowed);
 	/* matmul: the weight types the engine quantizes activations for */
-	if ((err = probe_huge_alloc(arena_bytes, r->n_threads, &arena))) {
+	if ((err = probe_huge_alloc(&mem, arena_bytes, r->n_threads))) {
 		snprintf(msg, msglen, "matmul arena: %s", strerror(-err));
 		return err;
 	}
+	arena = mem.base;
 	for (uint32_t t = 0; t < KT_COUNT && r->n_mm < KERN_MAX_TYPES; t++) {
 		if (!kern_ops(t) || kern_row_bytes(t, KERN_COLS) <= 0)
 			continue;
@@ -222,7 +224,7 @@ int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 	}
 	fprintf(stderr, "\n");
 	sched_setaffinity(0, sizeof(allowed), &allowed);
-	probe_huge_free(arena, arena_bytes);
+	arena_unmap(&mem);
 	if (err)
 		return err;
 	/* barriers of the engine's pool, 1 .. CPUs units */

@@ -11,7 +11,7 @@
 
 #include "engine/plan.h"
 #include "models/gguf.h"
-#include "engine/util.h"
+#include "models/util.h"
 
 /* the engine's constants these equations replay (memtier/flash.c,
  * memtier/kvcache.h, engine/forward.c) */

@@ -23,7 +23,7 @@
 
 #include "bench/sim.h"
 #include "engine/flags.h"
-#include "engine/util.h"
+#include "models/util.h"
 #include "models/gguf.h"
 #include "models/llama_model.h"
 #include "models/tokenizer.h"

@@ -61,7 +61,8 @@ TEST_NAMES = \
 	test_gguf \
 	test_tokenizer \
 	test_sampler \
-	test_decode
+	test_decode \
+	test_plan
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 

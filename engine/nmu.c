@@ -252,8 +252,10 @@ int nmu_init(struct nmu_pool *p, const struct nmu_config *cfg, char *err,
 			seen |= p->units[j].node == u->node;
 		p->n_nodes += !seen;
 	}
-	if (cfg->pin) { /* unit 0 is the calling thread */
+	if (cfg->pin) { /* unit 0 is the calling thread: pinned until destroy */
 		cpu_set_t one;
+		p->caller_pinned = pthread_getaffinity_np(pthread_self(),
+				sizeof(p->caller_cpus), &p->caller_cpus) == 0;
 		CPU_ZERO(&one);
 		CPU_SET(p->units[0].cpu, &one);
 		pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
@@ -281,6 +283,11 @@ void nmu_destroy(struct nmu_pool *p)
 		pthread_join(p->threads[i], NULL);
 	for (int i = 0; i < p->n_units; i++)
 		free(p->units[i].wait_ns);
+	/* else the caller stays on one CPU, and so does every thread it
+	 * starts and every later pool's view of the allowed CPUs */
+	if (p->caller_pinned)
+		pthread_setaffinity_np(pthread_self(), sizeof(p->caller_cpus),
+				       &p->caller_cpus);
 	free(p->units);
 	free(p->threads);
 	memset(p, 0, sizeof(*p));

@@ -4,6 +4,7 @@
  */
 #include "engine/nmu.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -189,12 +190,17 @@ int nmu_topology_parse(const char *s, int *n_nodes, int *cpus_per_node)
 	char *end;
 	long a, b;
 
+	/* digits only: strtol alone would take " 2x+1" */
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
 	a = strtol(s, &end, 10);
-	if (end == s || *end != 'x' || a < 1 || a > 1024)
+	if (*end != 'x' || a < 1 || a > 1024)
 		return -EINVAL;
 	s = end + 1;
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
 	b = strtol(s, &end, 10);
-	if (end == s || *end || b < 1 || b > 1024)
+	if (*end || b < 1 || b > 1024)
 		return -EINVAL;
 	*n_nodes = (int)a;
 	*cpus_per_node = (int)b;

@@ -124,7 +124,8 @@ void nmu_stats_reset(struct nmu_pool *p);
  * ns (sorts the samples: call between jobs). 0 with no samples. */
 void nmu_wait_percentiles(struct nmu_unit *u, double *p50_ns, double *p99_ns);
 
-/* "NxM" -> nodes, cpus per node; 0 or -EINVAL */
+/* "NxM" (decimal digits only, each 1..1024) -> nodes, cpus per node;
+ * 0 or -EINVAL (outputs untouched) */
 int nmu_topology_parse(const char *s, int *n_nodes, int *cpus_per_node);
 
 #endif

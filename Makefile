@@ -62,7 +62,8 @@ TEST_NAMES = \
 	test_tokenizer \
 	test_sampler \
 	test_decode \
-	test_plan
+	test_plan \
+	test_nmu
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 

@@ -5,9 +5,14 @@ CFLAGS ?= -O2 -g
 LDFLAGS ?=
 BUILD ?= build
 
+# OpenMP is for the bench tools and mkmodel; the engine uses only the simd
+# pragmas, so `make tsan` builds with OPENMP=-fopenmp-simd (no libgomp,
+# whose uninstrumented runtime TSan cannot see into)
+OPENMP ?= -fopenmp
+
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter \
-	-fopenmp -I. -MMD -MP
-override LDLIBS += -fopenmp -luring -lnuma -lpcre2-8 -lm \
+	$(OPENMP) -I. -MMD -MP
+override LDLIBS += $(OPENMP) -luring -lnuma -lpcre2-8 -lm \
 	-L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas
 BLAS_CFLAGS = -I/usr/include/x86_64-linux-gnu/openblas-pthread
 
@@ -68,7 +73,9 @@ TEST_NAMES = \
 	test_flags \
 	test_decode \
 	test_shapes \
-	test_sim
+	test_sim \
+	test_plan \
+	test_nmu
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 
@@ -78,7 +85,7 @@ ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
 	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o \
 	$(BUILD)/bench/probe_sys.o $(SIM_OBJS)
 
-.PHONY: all deps demo test test-c test-py asan help clean models bench
+.PHONY: all deps demo test test-c test-py asan tsan help clean models bench
 
 all: $(PROGS)
 
@@ -88,6 +95,7 @@ help:
 	@echo "make demo    deps, build, fetch SmolLM2, decode on the flash tier"
 	@echo "make test    deps, build, model, every test"
 	@echo "make asan    the C tests under ASan+UBSan"
+	@echo "make tsan    the unit pool and the engine's tests under TSan"
 	@echo "make bench   decode speed side by side with llama.cpp"
 	@echo "bench/validate  simulator predictions vs real runs (~15 min)"
 
@@ -192,10 +200,24 @@ asan:
 	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) \
 		tests/test_cli.sh build-asan/decode
 
+# The threaded tests under ThreadSanitizer; any report fails the run (exit
+# 66); test_decode takes ~9 minutes under TSan, hence the longer timeout.
+# Built without libgomp (see OPENMP); OPENBLAS_NUM_THREADS=1 keeps
+# OpenBLAS from starting a pool of its own, uninstrumented, threads.
+TSAN_TESTS = build-tsan/tests/test_nmu build-tsan/tests/test_decode
+
+tsan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-tsan OPENMP=-fopenmp-simd \
+		CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" \
+		LDFLAGS="-fsanitize=thread" $(TSAN_TESTS) models
+	$(Q)TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
+		OPENBLAS_NUM_THREADS=1 STRATA_MODEL=$(SMOLLM2) \
+		TEST_TIMEOUT=$${TEST_TIMEOUT:-1800} tests/run.sh $(TSAN_TESTS)
+
 bench: all
 	bench/vs-llamacpp.sh
 
 clean:
-	rm -rf build build-asan $(PROGS)
+	rm -rf build build-asan build-tsan $(PROGS)
 
 -include $(ALL_OBJS:.o=.d)

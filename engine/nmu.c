@@ -4,6 +4,7 @@
  */
 #include "engine/nmu.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -191,12 +192,17 @@ int nmu_topology_parse(const char *s, int *n_nodes, int *cpus_per_node)
 	char *end;
 	long a, b;
 
+	/* digits only: strtol alone would take " 2x+1" */
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
 	a = strtol(s, &end, 10);
-	if (end == s || *end != 'x' || a < 1 || a > 1024)
+	if (*end != 'x' || a < 1 || a > 1024)
 		return -EINVAL;
 	s = end + 1;
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
 	b = strtol(s, &end, 10);
-	if (end == s || *end || b < 1 || b > 1024)
+	if (*end || b < 1 || b > 1024)
 		return -EINVAL;
 	*n_nodes = (int)a;
 	*cpus_per_node = (int)b;
@@ -254,8 +260,10 @@ int nmu_init(struct nmu_pool *p, const struct nmu_config *cfg, char *err,
 			seen |= p->units[j].node == u->node;
 		p->n_nodes += !seen;
 	}
-	if (cfg->pin) { /* unit 0 is the calling thread */
+	if (cfg->pin) { /* unit 0 is the calling thread: pinned until destroy */
 		cpu_set_t one;
+		p->caller_pinned = pthread_getaffinity_np(pthread_self(),
+				sizeof(p->caller_cpus), &p->caller_cpus) == 0;
 		CPU_ZERO(&one);
 		CPU_SET(p->units[0].cpu, &one);
 		pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
@@ -283,6 +291,11 @@ void nmu_destroy(struct nmu_pool *p)
 		pthread_join(p->threads[i], NULL);
 	for (int i = 0; i < p->n_units; i++)
 		free(p->units[i].wait_ns);
+	/* else the caller stays on one CPU, and so does every thread it
+	 * starts and every later pool's view of the allowed CPUs */
+	if (p->caller_pinned)
+		pthread_setaffinity_np(pthread_self(), sizeof(p->caller_cpus),
+				       &p->caller_cpus);
 	free(p->units);
 	free(p->threads);
 	memset(p, 0, sizeof(*p));

@@ -24,6 +24,7 @@
 #define STRATA_NMU_H
 
 #include <pthread.h>
+#include <sched.h> /* cpu_set_t (_GNU_SOURCE) */
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -74,6 +75,9 @@ struct nmu_pool {
 	struct nmu_unit *units;   /* [n_units] */
 	pthread_t *threads;       /* [n_units], [0] unused */
 	int n_started;
+	/* the calling thread's CPUs before nmu_init pinned it to unit 0's */
+	cpu_set_t caller_cpus;
+	bool caller_pinned;
 	/* job dispatch */
 	nmu_job_fn job;
 	void *arg;
@@ -92,8 +96,10 @@ struct nmu_pool {
 
 /* Start the pool. Returns 0 or -errno with a message in err (a bad
  * STRATA_TOPOLOGY, more pinned units than allowed CPUs is allowed but not
- * pinned one-to-one: units share CPUs round-robin). Destroy accepts a
- * zeroed or half-built pool. */
+ * pinned one-to-one: units share CPUs round-robin). With pin, the calling
+ * thread (unit 0) is pinned until nmu_destroy, which gives it back the
+ * CPUs it had, so destroy on the thread that called init. Destroy accepts
+ * a zeroed or half-built pool. */
 int nmu_init(struct nmu_pool *p, const struct nmu_config *cfg, char *err,
 	     size_t errlen);
 void nmu_destroy(struct nmu_pool *p);
@@ -118,7 +124,8 @@ void nmu_stats_reset(struct nmu_pool *p);
  * ns (sorts the samples: call between jobs). 0 with no samples. */
 void nmu_wait_percentiles(struct nmu_unit *u, double *p50_ns, double *p99_ns);
 
-/* "NxM" -> nodes, cpus per node; 0 or -EINVAL */
+/* "NxM" (decimal digits only, each 1..1024) -> nodes, cpus per node;
+ * 0 or -EINVAL (outputs untouched) */
 int nmu_topology_parse(const char *s, int *n_nodes, int *cpus_per_node);
 
 #endif

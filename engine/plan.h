@@ -9,8 +9,9 @@
  *     for them and their K/V rows in its own KV cache. Query heads are
  *     split evenly, not KV-head groups, so that no unit idles when there
  *     are fewer KV heads than units (SmolLM2: 3 KV heads); a KV head whose
- *     group straddles two units is kept by both (computed twice, cached
- *     twice: `kv_replicated` counts such heads);
+ *     group straddles units is kept by each of them (computed and cached
+ *     once per unit: `kv_replicated` counts the extra copies, one per
+ *     unit boundary inside a group);
  *   - rows [embd) of Wo and ffn_down (and of the residual stream), rows
  *     [ff) of ffn_gate/up, rows [vocab) of the output head and of the
  *     token embedding (the owner of a token's row embeds it).
@@ -53,7 +54,9 @@ struct plan_config {
 struct plan {
 	int n_units;
 	int n_nodes;       /* distinct nodes among the units */
-	int kv_replicated; /* KV heads kept by two units */
+	int kv_replicated; /* extra KV-head copies: over the KV heads, units
+			    * keeping it minus one (TinyLlama on 16 units:
+			    * each of 4 heads on 4 units, 12) */
 	struct plan_unit unit[PLAN_MAX_UNITS];
 };
 

@@ -10,9 +10,15 @@
 /* The hot loops are cloned per ISA by gcc (resolved once at load through
  * an ifunc), so this file needs no ISA flags of its own; `omp simd`
  * reductions let gcc reassociate the float sums into vector lanes. */
+#ifdef __SANITIZE_THREAD__
+/* TSan instruments the ifunc resolver too, which then runs at load time,
+ * before TSan is up, and crashes: `make tsan` gets the default clone only */
+#define OPS_CLONES
+#else
 #define OPS_CLONES \
 	__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
 				     "default")))
+#endif
 
 OPS_CLONES
 void ops_rmsnorm(float *out, const float *x, const float *w, int64_t n,

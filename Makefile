@@ -19,6 +19,11 @@ AVX512_FLAGS = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl \
 CACHE ?= $(or $(STRATA_CACHE),$(HOME)/.cache/strata)
 SMOLLM2 = $(CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTHON ?= python3
+# llama.cpp's vocabulary test files for test_tokenizer, unpacked from the
+# pinned llama-cpp-python sdist by tests/fetch-vocab.sh
+SDIST_VERSION = $(shell sed -n 's/^SDIST_VERSION=//p' bench/llamacpp-sdist.sh)
+VOCAB_DIR = $(CACHE)/llama-vocab-$(SDIST_VERSION)
+TEST_ENV = STRATA_MODEL=$(SMOLLM2) STRATA_VOCAB_DIR=$(VOCAB_DIR)
 
 ifeq ($(V),1)
 Q =
@@ -76,7 +81,7 @@ PROGS = decode models/mkmodel bench/kbench bench/probe
 ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
 	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o
 
-.PHONY: all deps demo test test-c test-py asan help clean models bench
+.PHONY: all deps demo test test-c test-py asan help clean models vocab bench
 
 all: $(PROGS)
 
@@ -136,7 +141,12 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 deps:
 	$(Q)tests/deps.sh
 
-models: $(SMOLLM2)
+models: $(SMOLLM2) $(VOCAB_DIR)/.complete
+
+vocab: $(VOCAB_DIR)/.complete
+
+$(VOCAB_DIR)/.complete:
+	$(Q)STRATA_CACHE=$(CACHE) tests/fetch-vocab.sh >/dev/null
 
 $(SMOLLM2):
 	STRATA_CACHE=$(CACHE) models/fetch-smollm2.sh
@@ -145,34 +155,27 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all models
 	./decode -m $(SMOLLM2) --tier flash --kv-tier flash -p "Once upon a time" -n 64 --stats
 
-# Every test: the cmocka programs (under a timeout each), then the
-# independent numpy reference and the llama.cpp fixtures.
+# Every test: the cmocka programs, the command line, the probe, the
+# independent numpy reference and the llama.cpp fixtures, each under a
+# timeout by tests/run.sh (STRATA_ALLOWED_SKIPS=tests/allowed-skips.txt
+# makes a skip for any other reason fail, as .ci/run does).
+TEST_CMDS = $(TEST_BINS) "tests/test_cli.sh ./decode" \
+	"tests/probe_check.sh bench/probe" "$(PYTHON) tests/ref_check.py" \
+	tests/requant_check.sh
+
 test: deps
 	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS) models
-	$(Q)STRATA_MODEL=$(SMOLLM2) tests/run.sh $(TEST_BINS)
-	$(Q)STRATA_MODEL=$(SMOLLM2) tests/test_cli.sh ./decode
-	$(Q)tests/probe_check.sh bench/probe || [ $$? -eq 77 ]
-	$(Q)STRATA_MODEL=$(SMOLLM2) $(PYTHON) tests/ref_check.py
-	$(Q)STRATA_MODEL=$(SMOLLM2) tests/requant_check.sh
+	$(Q)$(TEST_ENV) tests/run.sh $(TEST_CMDS)
 
-asan:
+ASAN_TESTS = $(TEST_NAMES:%=build-asan/tests/%)
+
+asan: deps
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \
 		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 		LDFLAGS="-fsanitize=address,undefined" \
-		build-asan/tests/test_gguf build-asan/tests/test_kernels \
-		build-asan/tests/test_arena \
-		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
-		build-asan/tests/test_flags build-asan/tests/test_decode \
-		build-asan/tests/test_shapes \
-		build-asan/decode models
-	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) tests/run.sh \
-		build-asan/tests/test_gguf build-asan/tests/test_kernels \
-		build-asan/tests/test_arena \
-		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
-		build-asan/tests/test_flags build-asan/tests/test_decode \
-		build-asan/tests/test_shapes
-	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) \
-		tests/test_cli.sh build-asan/decode
+		$(ASAN_TESTS) build-asan/decode models
+	$(Q)ASAN_OPTIONS=detect_leaks=1 $(TEST_ENV) tests/run.sh \
+		$(ASAN_TESTS) "tests/test_cli.sh build-asan/decode"
 
 bench: all
 	bench/vs-llamacpp.sh

@@ -161,7 +161,7 @@ demo: deps
 # makes a skip for any other reason fail, as .ci/run does).
 TEST_CMDS = $(TEST_BINS) "tests/test_cli.sh ./decode" \
 	"tests/probe_check.sh bench/probe" "$(PYTHON) tests/ref_check.py" \
-	tests/requant_check.sh
+	tests/requant_check.sh tests/bench_check.sh
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS) models

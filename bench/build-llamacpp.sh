@@ -6,7 +6,7 @@
 #
 #   bench/build-llamacpp.sh            fetch (pip), verify, unpack, build;
 #                                      skips each step already done
-#   bench/build-llamacpp.sh --print-bin  only print the bin dir; exit 1 with
+#   bench/build-llamacpp.sh --print-bin  only print the bin dir; exit 2 with
 #                                      a message if it is not built
 #
 # The last line on stdout is the directory holding llama-bench etc.; all
@@ -39,11 +39,12 @@ built() {
 }
 
 if [[ ${1:-} == --print-bin ]]; then
-	built || die "llama.cpp is not built in $src (run bench/build-llamacpp.sh)"
+	built || { say "llama.cpp is not built in $src (run bench/build-llamacpp.sh)"; exit 2; }
 	echo "$bin"
 	exit 0
 elif [[ $# -gt 0 ]]; then
-	die "usage: $0 [--print-bin]"
+	say "unknown argument '$1'; usage: $0 [--print-bin]"
+	exit 2
 fi
 
 if built; then

@@ -478,6 +478,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "error: %s\n", err);
 		goto out;
 	}
+	/* ids index token_embd and the logits: a vocabulary of another size
+	 * would print the wrong text or index past the token table */
+	if (tok.n_vocab != e.model.hp.n_vocab) {
+		fprintf(stderr, "error: %s: the vocabulary has %d tokens, "
+			"token_embd.weight %d rows\n", o.model, tok.n_vocab,
+			e.model.hp.n_vocab);
+		rc = -EINVAL;
+		goto out;
+	}
 
 	if (o.perplexity_file) {
 		rc = run_perplexity(&e, &tok, &o, &rs);

@@ -3,7 +3,7 @@
 #   tests/run.sh CMD [CMD ...]
 # Each CMD is a program with its arguments in one word ("tests/test_cli.sh
 # ./decode"), split on blanks; it is named after its first word with a '/'.
-# env: TEST_TIMEOUT (seconds, default 600); STRATA_ALLOWED_SKIPS, a file of
+# env: TEST_TIMEOUT (seconds, default 1200); STRATA_ALLOWED_SKIPS, a file of
 # extended regular expressions, one a line ('#' comments): when set, a skip
 # whose reason matches none of them is a failure (.ci/run sets it, so a
 # suite that could have run here never passes as a skip).
@@ -16,7 +16,7 @@
 # was not allowed.
 set -uo pipefail
 
-limit=${TEST_TIMEOUT:-600}
+limit=${TEST_TIMEOUT:-1200}
 allowed=${STRATA_ALLOWED_SKIPS:-}
 pass=0 fail=0 skip=0
 failed=() skipped=()
@@ -31,8 +31,8 @@ fi
 # skip_ok REASON: true unless an allow-list is set and REASON matches none
 skip_ok() {
 	[[ -z $allowed ]] && return 0
-	grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$allowed" |
-		grep -qE -f - <<<"$1"
+	grep -qE -f <(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$allowed") \
+		<<<"$1"
 }
 
 # check_skips NAME: each reason in "$log" (one a line on stdin) allowed?
@@ -68,8 +68,8 @@ for cmd in "$@"; do
 	case $rc in
 	0)
 		echo "PASS $name (${secs}s)"
-		grep -E '^skipped: |# SKIP ' "$log" | sed -E 's/^.*# SKIP //' |
-			check_skips "$name" || {
+		{ grep -E '^skipped: |# SKIP ' "$log" || true; } |
+			sed -E 's/^.*# SKIP //' | check_skips "$name" || {
 			fail=$((fail + 1)) failed+=("$name")
 			continue
 		}

@@ -78,10 +78,23 @@ TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 
 PROGS = decode models/mkmodel bench/kbench bench/probe
 
+# libFuzzer harnesses (fuzz/*.c); make test replays each one's committed
+# corpus through fuzz/replay.c, make fuzz runs them under clang
+FUZZ_NAMES = \
+	fuzz_gguf \
+	fuzz_tokenizer \
+	fuzz_chat \
+	fuzz_flags
+
+FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
+FUZZ_SECONDS ?= 60
+
 ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
+	$(FUZZ_NAMES:%=$(BUILD)/fuzz/%.o) $(BUILD)/fuzz/replay.o \
 	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o
 
-.PHONY: all deps demo test test-c test-py asan help clean models vocab bench
+.PHONY: all deps demo test test-c test-py asan fuzz fuzz-corpus help clean \
+	models vocab bench
 
 all: $(PROGS)
 
@@ -91,6 +104,7 @@ help:
 	@echo "make demo    deps, build, fetch SmolLM2, decode on the flash tier"
 	@echo "make test    deps, build, model, every test"
 	@echo "make asan    the C tests under ASan+UBSan"
+	@echo "make fuzz    each libFuzzer harness FUZZ_SECONDS (60) under ASan+UBSan (clang)"
 	@echo "make bench   decode speed side by side with llama.cpp"
 
 $(BUILD)/%.o: %.c
@@ -138,6 +152,15 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+$(BUILD)/fuzz/replay_%: $(BUILD)/fuzz/%.o $(BUILD)/fuzz/replay.o $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# the libFuzzer binaries (BUILD=build-fuzz, CC=clang, from `make fuzz`)
+$(BUILD)/fuzz/bin_%: $(BUILD)/fuzz/%.o $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
 deps:
 	$(Q)tests/deps.sh
 
@@ -161,26 +184,54 @@ demo: deps
 # makes a skip for any other reason fail, as .ci/run does).
 TEST_CMDS = $(TEST_BINS) "tests/test_cli.sh ./decode" \
 	"tests/probe_check.sh bench/probe" "$(PYTHON) tests/ref_check.py" \
-	tests/requant_check.sh tests/bench_check.sh
+	tests/requant_check.sh tests/bench_check.sh \
+	$(foreach f,$(FUZZ_NAMES),"$(BUILD)/fuzz/replay_$(f) fuzz/corpus/$(f)")
 
 test: deps
-	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS) models
+	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS) $(FUZZ_REPLAY) models
 	$(Q)$(TEST_ENV) tests/run.sh $(TEST_CMDS)
 
 ASAN_TESTS = $(TEST_NAMES:%=build-asan/tests/%)
+ASAN_REPLAY = $(FUZZ_NAMES:%=build-asan/fuzz/replay_%)
 
 asan: deps
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \
 		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 		LDFLAGS="-fsanitize=address,undefined" \
-		$(ASAN_TESTS) build-asan/decode models
-	$(Q)ASAN_OPTIONS=detect_leaks=1 $(TEST_ENV) tests/run.sh \
-		$(ASAN_TESTS) "tests/test_cli.sh build-asan/decode"
+		$(ASAN_TESTS) $(ASAN_REPLAY) build-asan/decode models
+	$(Q)ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \
+		$(TEST_ENV) tests/run.sh $(ASAN_TESTS) \
+		$(foreach f,$(FUZZ_NAMES),"build-asan/fuzz/replay_$(f) fuzz/corpus/$(f)") \
+		"tests/test_cli.sh build-asan/decode"
+
+# Each harness for FUZZ_SECONDS under ASan+UBSan (clang, libFuzzer): new
+# inputs go to build-fuzz/corpus/NAME, the committed fuzz/corpus/NAME is
+# read only; a crash leaves build-fuzz/crash-NAME-* and fails the target.
+FUZZ_CFLAGS = -O1 -g -fsanitize=address,undefined,fuzzer-no-link \
+	-fno-sanitize-recover=undefined -fno-omit-frame-pointer
+fuzz:
+	$(Q)tests/deps.sh --fuzz
+	$(Q)$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang \
+		CFLAGS="$(FUZZ_CFLAGS)" LDFLAGS="-fsanitize=address,undefined" \
+		$(FUZZ_NAMES:%=build-fuzz/fuzz/bin_%) models
+	$(Q)for f in $(FUZZ_NAMES); do \
+		mkdir -p build-fuzz/corpus/$$f || exit 1; \
+		echo "fuzz: $$f for $(FUZZ_SECONDS) s"; \
+		$(TEST_ENV) build-fuzz/fuzz/bin_$$f -max_total_time=$(FUZZ_SECONDS) \
+			-print_final_stats=1 -artifact_prefix=build-fuzz/crash-$$f- \
+			build-fuzz/corpus/$$f fuzz/corpus/$$f 2>build-fuzz/$$f.log || \
+			{ tail -n 40 build-fuzz/$$f.log; exit 1; }; \
+		grep -E "stat::number_of_executed_units|cov:" build-fuzz/$$f.log | tail -n 2; \
+	done
+
+# the committed seed corpus, regenerated (synthetic files only)
+fuzz-corpus: all
+	$(Q)fuzz/mkcorpus.sh
 
 bench: all
 	bench/vs-llamacpp.sh
 
 clean:
-	rm -rf build build-asan $(PROGS)
+	rm -rf build build-asan build-fuzz $(PROGS)
 
 -include $(ALL_OBJS:.o=.d)

@@ -24,6 +24,11 @@ AVX512_FLAGS = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl \
 CACHE ?= $(or $(STRATA_CACHE),$(HOME)/.cache/strata)
 SMOLLM2 = $(CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTHON ?= python3
+# llama.cpp's vocabulary test files for test_tokenizer, unpacked from the
+# pinned llama-cpp-python sdist by tests/fetch-vocab.sh
+SDIST_VERSION = $(shell sed -n 's/^SDIST_VERSION=//p' bench/llamacpp-sdist.sh)
+VOCAB_DIR = $(CACHE)/llama-vocab-$(SDIST_VERSION)
+TEST_ENV = STRATA_MODEL=$(SMOLLM2) STRATA_VOCAB_DIR=$(VOCAB_DIR)
 
 ifeq ($(V),1)
 Q =
@@ -81,11 +86,24 @@ TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 
 PROGS = decode models/mkmodel bench/kbench bench/probe bench/simulate
 
+# libFuzzer harnesses (fuzz/*.c); make test replays each one's committed
+# corpus through fuzz/replay.c, make fuzz runs them under clang
+FUZZ_NAMES = \
+	fuzz_gguf \
+	fuzz_tokenizer \
+	fuzz_chat \
+	fuzz_flags
+
+FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
+FUZZ_SECONDS ?= 60
+
 ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
+	$(FUZZ_NAMES:%=$(BUILD)/fuzz/%.o) $(BUILD)/fuzz/replay.o \
 	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o \
 	$(BUILD)/bench/probe_sys.o $(SIM_OBJS)
 
-.PHONY: all deps demo test test-c test-py asan tsan help clean models bench
+.PHONY: all deps demo test test-c test-py asan tsan fuzz fuzz-corpus help \
+	clean models vocab bench
 
 all: $(PROGS)
 
@@ -96,6 +114,7 @@ help:
 	@echo "make test    deps, build, model, every test"
 	@echo "make asan    the C tests under ASan+UBSan"
 	@echo "make tsan    the unit pool and the engine's tests under TSan"
+	@echo "make fuzz    each libFuzzer harness FUZZ_SECONDS (60) under ASan+UBSan (clang)"
 	@echo "make bench   decode speed side by side with llama.cpp"
 	@echo "bench/validate  simulator predictions vs real runs (~15 min)"
 
@@ -158,10 +177,24 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+$(BUILD)/fuzz/replay_%: $(BUILD)/fuzz/%.o $(BUILD)/fuzz/replay.o $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# the libFuzzer binaries (BUILD=build-fuzz, CC=clang, from `make fuzz`)
+$(BUILD)/fuzz/bin_%: $(BUILD)/fuzz/%.o $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
 deps:
 	$(Q)tests/deps.sh
 
-models: $(SMOLLM2)
+models: $(SMOLLM2) $(VOCAB_DIR)/.complete
+
+vocab: $(VOCAB_DIR)/.complete
+
+$(VOCAB_DIR)/.complete:
+	$(Q)STRATA_CACHE=$(CACHE) tests/fetch-vocab.sh >/dev/null
 
 $(SMOLLM2):
 	STRATA_CACHE=$(CACHE) models/fetch-smollm2.sh
@@ -170,35 +203,56 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all models
 	./decode -m $(SMOLLM2) --tier flash --kv-tier flash -p "Once upon a time" -n 64 --stats
 
-# Every test: the cmocka programs (under a timeout each), then the
-# independent numpy reference and the llama.cpp fixtures.
-test: deps
-	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS) models
-	$(Q)STRATA_MODEL=$(SMOLLM2) tests/run.sh $(TEST_BINS)
-	$(Q)STRATA_MODEL=$(SMOLLM2) tests/test_cli.sh ./decode
-	$(Q)tests/probe_check.sh bench/probe || [ $$? -eq 77 ]
-	$(Q)STRATA_MODEL=$(SMOLLM2) tests/sim_check.sh bench/simulate ./decode
-	$(Q)STRATA_MODEL=$(SMOLLM2) $(PYTHON) tests/ref_check.py
-	$(Q)STRATA_MODEL=$(SMOLLM2) tests/requant_check.sh
+# Every test: the cmocka programs, the command line, the probe, the
+# independent numpy reference and the llama.cpp fixtures, each under a
+# timeout by tests/run.sh (STRATA_ALLOWED_SKIPS=tests/allowed-skips.txt
+# makes a skip for any other reason fail, as .ci/run does).
+TEST_CMDS = $(TEST_BINS) "tests/test_cli.sh ./decode" \
+	"tests/probe_check.sh bench/probe" "$(PYTHON) tests/ref_check.py" \
+	"tests/sim_check.sh bench/simulate ./decode" \
+	tests/requant_check.sh tests/bench_check.sh \
+	$(foreach f,$(FUZZ_NAMES),"$(BUILD)/fuzz/replay_$(f) fuzz/corpus/$(f)")
 
-asan:
+test: deps
+	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS) $(FUZZ_REPLAY) models
+	$(Q)$(TEST_ENV) tests/run.sh $(TEST_CMDS)
+
+ASAN_TESTS = $(TEST_NAMES:%=build-asan/tests/%)
+ASAN_REPLAY = $(FUZZ_NAMES:%=build-asan/fuzz/replay_%)
+
+asan: deps
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \
 		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 		LDFLAGS="-fsanitize=address,undefined" \
-		build-asan/tests/test_gguf build-asan/tests/test_kernels \
-		build-asan/tests/test_arena \
-		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
-		build-asan/tests/test_flags build-asan/tests/test_decode \
-		build-asan/tests/test_shapes \
-		build-asan/decode models
-	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) tests/run.sh \
-		build-asan/tests/test_gguf build-asan/tests/test_kernels \
-		build-asan/tests/test_arena \
-		build-asan/tests/test_tokenizer build-asan/tests/test_sampler \
-		build-asan/tests/test_flags build-asan/tests/test_decode \
-		build-asan/tests/test_shapes
-	$(Q)ASAN_OPTIONS=detect_leaks=1 STRATA_MODEL=$(SMOLLM2) \
-		tests/test_cli.sh build-asan/decode
+		$(ASAN_TESTS) $(ASAN_REPLAY) build-asan/decode models
+	$(Q)ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \
+		$(TEST_ENV) tests/run.sh $(ASAN_TESTS) \
+		$(foreach f,$(FUZZ_NAMES),"build-asan/fuzz/replay_$(f) fuzz/corpus/$(f)") \
+		"tests/test_cli.sh build-asan/decode"
+
+# Each harness for FUZZ_SECONDS under ASan+UBSan (clang, libFuzzer): new
+# inputs go to build-fuzz/corpus/NAME, the committed fuzz/corpus/NAME is
+# read only; a crash leaves build-fuzz/crash-NAME-* and fails the target.
+FUZZ_CFLAGS = -O1 -g -fsanitize=address,undefined,fuzzer-no-link \
+	-fno-sanitize-recover=undefined -fno-omit-frame-pointer
+fuzz:
+	$(Q)tests/deps.sh --fuzz
+	$(Q)$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang \
+		CFLAGS="$(FUZZ_CFLAGS)" LDFLAGS="-fsanitize=address,undefined" \
+		$(FUZZ_NAMES:%=build-fuzz/fuzz/bin_%) models
+	$(Q)for f in $(FUZZ_NAMES); do \
+		mkdir -p build-fuzz/corpus/$$f || exit 1; \
+		echo "fuzz: $$f for $(FUZZ_SECONDS) s"; \
+		$(TEST_ENV) build-fuzz/fuzz/bin_$$f -max_total_time=$(FUZZ_SECONDS) \
+			-print_final_stats=1 -artifact_prefix=build-fuzz/crash-$$f- \
+			build-fuzz/corpus/$$f fuzz/corpus/$$f 2>build-fuzz/$$f.log || \
+			{ tail -n 40 build-fuzz/$$f.log; exit 1; }; \
+		grep -E "stat::number_of_executed_units|cov:" build-fuzz/$$f.log | tail -n 2; \
+	done
+
+# the committed seed corpus, regenerated (synthetic files only)
+fuzz-corpus: all
+	$(Q)fuzz/mkcorpus.sh
 
 # The threaded tests under ThreadSanitizer; any report fails the run (exit
 # 66); test_decode takes ~9 minutes under TSan, hence the longer timeout.
@@ -218,6 +272,6 @@ bench: all
 	bench/vs-llamacpp.sh
 
 clean:
-	rm -rf build build-asan build-tsan $(PROGS)
+	rm -rf build build-asan build-tsan build-fuzz $(PROGS)
 
 -include $(ALL_OBJS:.o=.d)

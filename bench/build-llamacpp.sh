@@ -6,7 +6,7 @@
 #
 #   bench/build-llamacpp.sh            fetch (pip), verify, unpack, build;
 #                                      skips each step already done
-#   bench/build-llamacpp.sh --print-bin  only print the bin dir; exit 1 with
+#   bench/build-llamacpp.sh --print-bin  only print the bin dir; exit 2 with
 #                                      a message if it is not built
 #
 # The last line on stdout is the directory holding llama-bench etc.; all
@@ -14,16 +14,16 @@
 # JOBS (default nproc).
 set -euo pipefail
 
-VERSION=0.3.36
-SDIST=llama_cpp_python-$VERSION.tar.gz
-SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+# the pinned sdist (version, sha256) and its fetch: shared with
+# tests/fetch-vocab.sh
+source "$(dirname "$0")/llamacpp-sdist.sh"
+VERSION=$SDIST_VERSION
 # llama-cli and llama-server need LLAMA_BUILD_SERVER; llama-completion is
 # the plain text-completion tool, llama-debug dumps logits (fixtures).
 TARGETS=(llama-bench llama-perplexity llama-tokenize llama-quantize
 	llama-completion llama-debug)
 
 cache=${STRATA_CACHE:-$HOME/.cache/strata}
-dl=$cache/dl
 top=$cache/llama_cpp_python-$VERSION
 src=$top/vendor/llama.cpp
 bin=$src/build/bin
@@ -39,11 +39,12 @@ built() {
 }
 
 if [[ ${1:-} == --print-bin ]]; then
-	built || die "llama.cpp is not built in $src (run bench/build-llamacpp.sh)"
+	built || { say "llama.cpp is not built in $src (run bench/build-llamacpp.sh)"; exit 2; }
 	echo "$bin"
 	exit 0
 elif [[ $# -gt 0 ]]; then
-	die "usage: $0 [--print-bin]"
+	say "unknown argument '$1'; usage: $0 [--print-bin]"
+	exit 2
 fi
 
 if built; then
@@ -57,23 +58,14 @@ for tool in cmake make g++ sha256sum tar; do
 done
 
 # 1. the sdist, checked against the hash it was first recorded with
-mkdir -p "$dl"
-if [[ ! -f $dl/$SDIST ]]; then
-	say "downloading $SDIST with pip"
-	python3 -m pip download --no-deps --no-binary :all: \
-		"llama-cpp-python==$VERSION" -d "$dl" >&2 ||
-		die "pip download failed (network?); put $SDIST in $dl by hand"
-fi
-got=$(sha256sum "$dl/$SDIST" | cut -d' ' -f1)
-[[ $got == "$SHA256" ]] ||
-	die "$dl/$SDIST: sha256 $got, expected $SHA256 (remove it and retry)"
+sdist=$(sdist_fetch "$cache") || die "cannot get $SDIST"
 
 # 2. unpack into a temporary directory, then rename: never a half tree
 if [[ ! -f $src/CMakeLists.txt ]]; then
 	say "unpacking into $top"
 	tmp=$(mktemp -d "$cache/.unpack.XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
-	tar -xzf "$dl/$SDIST" -C "$tmp"
+	tar -xzf "$sdist" -C "$tmp"
 	[[ -f $tmp/llama_cpp_python-$VERSION/vendor/llama.cpp/CMakeLists.txt ]] ||
 		die "$SDIST has no vendor/llama.cpp"
 	rm -rf "$top"

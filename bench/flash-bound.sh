@@ -222,7 +222,7 @@ for r in range(1, int(E["ROUNDS"]) + 1):
     tps = f["decode"]["tok_per_s"]
     fio = float("nan")
     if E["FIO"] == "1":
-        fio = max(float(x) for x in open(f"{E['WORK']}/fio-{r}").split())
+        fio = max(float(x) for x in open(f"{E['WORK']}/fio-{r}").read().split())
     rows.append(dict(
         round=r, compute_tok_s=compute, flash_tok_s=tps,
         flash_bytes_per_token=bpt, io_bound_tok_s=io_bound, bound_tok_s=bound,

@@ -10,21 +10,21 @@ bad() { echo "$BENCH: $*" >&2; echo "(bench/$BENCH.sh --help for usage)" >&2; ex
 # bench_model [MODEL]: the absolute path of MODEL, or of the default
 # TinyLlama-1.1B-shaped Q4_0 in $STRATA_CACHE/bench (~/.cache/strata),
 # which models/mkmodel makes the first time (it writes a temporary file and
-# renames it, so a killed run leaves no half model). A given MODEL must
-# exist.
+# renames it, so a killed run leaves no half model). A given MODEL that
+# does not exist is a usage error (exit 2).
 bench_model() {
 	local cache=${STRATA_CACHE:-$HOME/.cache/strata}
 	local default=$cache/bench/tinyllama-1.1b-q4_0.gguf m=${1:-}
 	m=${m:-$default}
 	if [[ ! -s $m ]]; then
-		[[ $m == "$default" ]] || die "model '$m' does not exist or is empty"
+		[[ $m == "$default" ]] || bad "model '$m' does not exist or is empty"
 		[[ -x models/mkmodel ]] || die "models/mkmodel is not built (run make)"
 		echo "$BENCH: making $m" >&2
 		mkdir -p "$(dirname "$m")"
 		models/mkmodel --shape tinyllama-1.1b --type q4_0 -o "$m" >&2 ||
 			die "mkmodel failed"
 	fi
-	[[ -r $m ]] || die "cannot read '$m'"
+	[[ -r $m ]] || bad "cannot read model '$m'"
 	echo "$(cd "$(dirname "$m")" && pwd)/$(basename "$m")"
 }
 
@@ -38,4 +38,24 @@ bench_out() {
 		out=$out-$(date +%H%M%S)
 	fi
 	echo "$out"
+}
+
+# bench_llamacpp_bin: the directory holding llama.cpp's llama-bench, built
+# by bench/build-llamacpp.sh; exit 2 saying how to build it when it is not
+bench_llamacpp_bin() {
+	local bin
+	bin=$(bench/build-llamacpp.sh --print-bin 2>/dev/null) && [[ -x $bin/llama-bench ]] || {
+		echo "$BENCH: llama.cpp is not built; run bench/build-llamacpp.sh first (needs pip access to PyPI, ~15 min on 2 cores)" >&2
+		exit 2
+	}
+	echo "$bin"
+}
+
+# bench_types TYPE...: exit 2 unless each is a weight type the bench makes
+bench_types() {
+	local t
+	for t in "$@"; do
+		[[ $t == q4_0 || $t == q8_0 || $t == q4_k_m ]] ||
+			bad "unknown TYPE '$t' (want q4_0, q8_0 or q4_k_m)"
+	done
 }

@@ -107,7 +107,17 @@ for l in "${lim_list[@]}"; do
 	lim_bytes+=("$b")
 done
 
-# the environment: root, cgroup v1 memory, built binaries, llama-bench
+# the peer: a missing build is a usage error, before the machine checks
+if [[ -z $llama_bin ]]; then
+	llama_bin=$(bench_llamacpp_bin)
+fi
+[[ -x $llama_bin/llama-bench ]] ||
+	bad "no llama-bench in $llama_bin; run bench/build-llamacpp.sh first (or pass --llama-bin DIR)"
+
+# the model: the default one is made once; a given one must exist
+model=$(bench_model "${1:-}")
+
+# the environment: root, cgroup v1 memory, built binaries
 ((EUID == 0)) || die "needs root (cgroup limits and drop_caches)"
 [[ -f $cg_root/tasks && -f $cg_root/memory.limit_in_bytes ]] ||
 	die "$cg_root is not a cgroup v1 memory hierarchy (try --cgroup-root)"
@@ -116,16 +126,7 @@ for tool in timeout python3; do
 	command -v "$tool" >/dev/null || die "'$tool' is missing"
 done
 [[ -x ./decode ]] || die "./decode is not built (run make)"
-if [[ -z $llama_bin ]]; then
-	llama_bin=$(bench/build-llamacpp.sh --print-bin 2>/dev/null) ||
-		die "llama.cpp is not built; run bench/build-llamacpp.sh first (or pass --llama-bin DIR)"
-fi
-[[ -x $llama_bin/llama-bench ]] ||
-	die "no llama-bench in $llama_bin; run bench/build-llamacpp.sh first (or pass --llama-bin DIR)"
 llama_bin=$(cd "$llama_bin" && pwd)
-
-# the model: the default one is made once; a given one must exist
-model=$(bench_model "${1:-}")
 
 work=$(mktemp -d)
 cg=$cg_root/strata-memcap-$$

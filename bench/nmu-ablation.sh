@@ -40,6 +40,7 @@ done
 shift $((OPTIND - 1))
 types=("$@")
 ((${#types[@]})) || types=(q4_0 q8_0 q4_k_m)
+bench_types "${types[@]}"
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || bad "bad -r '$rounds'"
 [[ $units =~ ^[1-9][0-9]*$ ]] || bad "bad -t '$units'"
 [[ $tokens =~ ^[1-9][0-9]*$ ]] || bad "bad -n '$tokens'"

@@ -22,8 +22,11 @@
 # Needs: make (./decode, models/mkmodel) and bench/build-llamacpp.sh.
 set -euo pipefail
 
+BENCH=vs-llamacpp
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 rounds=${ROUNDS:-3}
 threads=${THREADS:-2}
@@ -37,6 +40,7 @@ done
 shift $((OPTIND - 1))
 types=("$@")
 ((${#types[@]})) || types=(q4_0 q8_0 q4_k_m)
+bench_types "${types[@]}"
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "vs-llamacpp: bad -r '$rounds'" >&2; exit 2; }
 [[ $threads =~ ^[1-9][0-9]*$ ]] || { echo "vs-llamacpp: bad -t '$threads'" >&2; exit 2; }
 dram=${DRAM_GBPS:-73}
@@ -44,13 +48,9 @@ lb_reps=${LB_REPS:-3}
 [[ $lb_reps =~ ^[1-9][0-9]*$ ]] || { echo "vs-llamacpp: bad LB_REPS '$lb_reps'" >&2; exit 2; }
 [[ $dram =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "vs-llamacpp: bad DRAM_GBPS '$dram'" >&2; exit 2; }
 
-die() { echo "vs-llamacpp: $*" >&2; exit 1; }
-
 [[ -x ./decode && -x models/mkmodel ]] ||
 	die "./decode or models/mkmodel is not built (run make)"
-bin=$(bench/build-llamacpp.sh --print-bin) ||
-	die "llama.cpp is not built; run bench/build-llamacpp.sh first (needs pip access to PyPI, ~15 min on 2 cores)"
-[[ -x $bin/llama-bench ]] || die "$bin/llama-bench missing"
+bin=$(bench_llamacpp_bin)
 
 cache=${STRATA_CACHE:-$HOME/.cache/strata}
 mkdir -p "$cache/bench" bench/results

@@ -197,6 +197,23 @@ static int write_logits(FILE *f, const float *logits, int64_t n)
 
 /* llama.cpp's perplexity: chunks of n_ctx tokens, BOS replacing the first
  * token of each chunk if the vocab adds BOS, scoring the second half */
+/* What a tokenizer_encode_alloc failure means to a user: its errno values
+ * name tokenizer conditions, not the system's ("No space left on device"
+ * for a full id buffer would send them looking at their disk). */
+static const char *encode_error(int rc)
+{
+	switch (rc) {
+	case -EINVAL:
+		return "not valid UTF-8";
+	case -EOVERFLOW:
+		return "more than 2^31 tokens";
+	case -ENOMEM:
+		return "out of memory";
+	default:
+		return "internal tokenizer error";
+	}
+}
+
 static int run_perplexity(struct engine *e, const struct tokenizer *tok,
 			  const struct decode_options *o, struct run_stats *rs)
 {
@@ -207,14 +224,13 @@ static int run_perplexity(struct engine *e, const struct tokenizer *tok,
 
 	if (!text)
 		return -ENOENT;
-	int32_t cap = (int32_t)(len + 16);
-	int32_t *ids = xmalloc((size_t)cap * sizeof(*ids));
-	int32_t n = tokenizer_encode(tok, text, len, tok->add_bos, false, ids, cap);
+	int32_t *ids = NULL;
+	int32_t n = tokenizer_encode_alloc(tok, text, len, tok->add_bos, false,
+					   &ids);
 	free(text);
 	if (n < 0) {
 		fprintf(stderr, "error: %s: cannot tokenize: %s\n",
-			o->perplexity_file, strerror(-n));
-		free(ids);
+			o->perplexity_file, encode_error(n));
 		return n;
 	}
 	if (n_ctx < 4) {
@@ -462,6 +478,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "error: %s\n", err);
 		goto out;
 	}
+	/* ids index token_embd and the logits: a vocabulary of another size
+	 * would print the wrong text or index past the token table */
+	if (tok.n_vocab != e.model.hp.n_vocab) {
+		fprintf(stderr, "error: %s: the vocabulary has %d tokens, "
+			"token_embd.weight %d rows\n", o.model, tok.n_vocab,
+			e.model.hp.n_vocab);
+		rc = -EINVAL;
+		goto out;
+	}
 
 	if (o.perplexity_file) {
 		rc = run_perplexity(&e, &tok, &o, &rs);
@@ -478,15 +503,12 @@ int main(int argc, char **argv)
 			rc = -EINVAL;
 			goto out;
 		}
-		int32_t cap = (int32_t)len + 8;
-		prompt = xmalloc((size_t)cap * sizeof(*prompt));
 		/* special-token text in a prompt is parsed, as llama.cpp does */
-		n_prompt = tokenizer_encode(&tok, text, len, tok.add_bos, true,
-					    prompt, cap);
+		n_prompt = tokenizer_encode_alloc(&tok, text, len, tok.add_bos,
+						  true, &prompt);
 		if (n_prompt < 0) {
 			fprintf(stderr, "error: cannot tokenize the prompt: %s\n",
-				n_prompt == -EINVAL ? "not valid UTF-8"
-						    : strerror(-n_prompt));
+				encode_error(n_prompt));
 			rc = n_prompt;
 			goto out;
 		}

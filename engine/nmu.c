@@ -174,12 +174,14 @@ int nmu_run(struct nmu_pool *p, nmu_job_fn job, void *arg)
 	atomic_store(&p->done, 0);
 	bump_and_wake(&p->run_gen, &p->run_sleepers);
 	run_one(&p->units[0]);
+	atomic_int no_sleepers; /* the done counter has its own flag */
+	atomic_init(&no_sleepers, 0);
 	for (;;) { /* wait for the workers */
 		unsigned d = atomic_load(&p->done);
 		if (d == (unsigned)p->n_units - 1)
 			break;
 		atomic_store(&p->done_sleeper, 1);
-		wait_change(&p->done, d, &(atomic_int){0}, p->spin_ns, NULL);
+		wait_change(&p->done, d, &no_sleepers, p->spin_ns, NULL);
 		atomic_store(&p->done_sleeper, 0);
 	}
 	return atomic_load(&p->failed);

@@ -8,6 +8,7 @@
  * before any thread uses a kernel; after that they are read-only, so every
  * lookup below is thread-safe.
  */
+#include <cpuid.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,15 @@ const char *kern_isa_name(enum kern_isa isa)
 	return kern_isa_names[isa];
 }
 
+/* F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports
+ * does not know "f16c", gcc's does; one test serves both compilers */
+static int has_f16c(void)
+{
+	unsigned a, b, c, d;
+
+	return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
 int kern_isa_supported(enum kern_isa isa)
 {
 	__builtin_cpu_init();
@@ -97,7 +107,7 @@ int kern_isa_supported(enum kern_isa isa)
 	case KERN_ISA_AVX2:
 		return __builtin_cpu_supports("avx2") &&
 		       __builtin_cpu_supports("fma") &&
-		       __builtin_cpu_supports("f16c");
+		       has_f16c();
 	case KERN_ISA_AVX512:
 		/* kern_avx512.c is built with DQ too; every VNNI part has it */
 		return kern_isa_supported(KERN_ISA_AVX2) &&

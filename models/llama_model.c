@@ -136,6 +136,32 @@ static int bind(const struct gguf_file *g, const char *name, int64_t cols,
 	return 0;
 }
 
+/* -EINVAL with a message if the file has a "blk.N." tensor with N at or
+ * past n_layer (metadata claiming fewer blocks than the file holds) */
+static int check_no_extra_blocks(const struct gguf_file *g, int32_t n_layer,
+				 char *err, size_t errlen)
+{
+	for (uint64_t i = 0; i < g->n_tensors; i++) {
+		const struct gguf_str *nm = &g->tensors[i].name;
+		char buf[32];
+		long l;
+
+		if (nm->len < 5 || memcmp(nm->s, "blk.", 4))
+			continue;
+		size_t k = nm->len < sizeof(buf) - 1 ? nm->len : sizeof(buf) - 1;
+		memcpy(buf, nm->s, k);
+		buf[k] = 0;
+		l = strtol(buf + 4, NULL, 10);
+		if (l >= n_layer) {
+			snprintf(err, errlen, "%s: llama.block_count %d but the "
+				 "file has tensor '%.*s'", g->path, n_layer,
+				 (int)nm->len, nm->s);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 int llama_model_init(struct llama_model *m, const struct gguf_file *g,
 		     char *err, size_t errlen)
 {
@@ -144,6 +170,11 @@ int llama_model_init(struct llama_model *m, const struct gguf_file *g,
 	int rc;
 
 	memset(m, 0, sizeof(*m));
+	if (g->n_tensors == 0) {
+		snprintf(err, errlen, "%s: no tensors (a vocabulary-only GGUF?), "
+			 "not a model", g->path);
+		return -EINVAL;
+	}
 	if ((rc = read_hparams(hp, g, err, errlen)))
 		return rc;
 
@@ -153,6 +184,14 @@ int llama_model_init(struct llama_model *m, const struct gguf_file *g,
 		return -EINVAL;
 	}
 	hp->n_vocab = (int32_t)te->n_rows;
+	uint32_t vocab_kv;
+	if (!gguf_get_u32(g, "llama.vocab_size", &vocab_kv) &&
+	    vocab_kv != (uint64_t)te->n_rows) {
+		snprintf(err, errlen, "%s: llama.vocab_size %" PRIu32 " but "
+			 "token_embd.weight has %" PRId64 " rows", g->path,
+			 vocab_kv, te->n_rows);
+		return -EINVAL;
+	}
 	if ((rc = bind(g, "token_embd.weight", hp->n_embd, hp->n_vocab, false,
 		       &m->global[GT_TOK_EMBD], err, errlen)) ||
 	    (rc = bind(g, "output_norm.weight", hp->n_embd, 1, true,
@@ -188,6 +227,10 @@ int llama_model_init(struct llama_model *m, const struct gguf_file *g,
 			if (rc)
 				goto err_layers;
 		}
+
+	/* a block count below the file's would drop layers silently */
+	if ((rc = check_no_extra_blocks(g, hp->n_layer, err, errlen)))
+		goto err_layers;
 
 	/* weight bytes and the dominant type, for reports */
 	uint64_t by_type[KT_COUNT] = {0};

@@ -1305,25 +1305,26 @@ static void scratch_free(struct scratch *s)
 	pcre2_match_data_free(s->md);
 }
 
-int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len,
-		     bool add_bos, bool parse_special, int32_t *out,
-		     int32_t n_max)
+/* The ids of text into s->ids (grown as needed); 0 or -errno. The caller
+ * frees s with scratch_free either way. */
+static int encode_scratch(const struct tokenizer *t, struct scratch *s,
+			  const char *text, size_t len, bool add_bos,
+			  bool parse_special)
 {
 	const struct tok_impl *v = t->impl;
-	struct scratch s = {0};
 	bool prev_special = true; /* SPM: a leading space goes first */
-	int rc = 0;
+	int rc;
 
 	if (!v || (len && !text))
 		return -EINVAL;
 	if (!utf8_valid(text, len))
 		return -EINVAL;
 	if (add_bos && t->bos_id >= 0)
-		push_id(&s, t->bos_id);
+		push_id(s, t->bos_id);
 	if (len) {
-		s.frags = grow(NULL, &s.cap_frags, 1, sizeof(*s.frags));
-		s.frags[0] = (struct frag){-1, 0, len};
-		s.n_frags = 1;
+		s->frags = grow(NULL, &s->cap_frags, 1, sizeof(*s->frags));
+		s->frags[0] = (struct frag){-1, 0, len};
+		s->n_frags = 1;
 	}
 	for (int32_t i = 0; i < v->n_special; i++) {
 		int32_t id = v->special[i];
@@ -1331,37 +1332,65 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len,
 		/* control/unknown only when asked; user-defined always */
 		if (!parse_special && (v->attr[id] & (TA_CONTROL | TA_UNKNOWN)))
 			continue;
-		split_special(v, &s, text, id);
+		split_special(v, s, text, id);
 	}
 	if (t->kind == TOK_BPE) {
-		s.md = pcre2_match_data_create(1, NULL);
-		if (!s.md) {
-			rc = -ENOMEM;
-			goto out;
-		}
+		s->md = pcre2_match_data_create(1, NULL);
+		if (!s->md)
+			return -ENOMEM;
 	}
-	for (size_t i = 0; i < s.n_frags; i++) {
-		const struct frag *f = &s.frags[i];
+	for (size_t i = 0; i < s->n_frags; i++) {
+		const struct frag *f = &s->frags[i];
 
 		if (f->tok >= 0) {
-			push_id(&s, f->tok);
+			push_id(s, f->tok);
 			prev_special = true;
 		} else if (t->kind == TOK_SPM) {
-			spm_fragment(v, &s, text + f->off, f->len,
+			spm_fragment(v, s, text + f->off, f->len,
 				     v->add_space_prefix && prev_special);
 			prev_special = false;
-		} else if ((rc = bpe_fragment(v, &s, text + f->off, f->len))) {
-			goto out;
+		} else if ((rc = bpe_fragment(v, s, text + f->off, f->len))) {
+			return rc;
 		}
 	}
-	if (s.n_ids > (size_t)(n_max > 0 ? n_max : 0)) {
+	if (s->n_ids > INT32_MAX)
+		return -EOVERFLOW;
+	return 0;
+}
+
+int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len,
+		     bool add_bos, bool parse_special, int32_t *out,
+		     int32_t n_max)
+{
+	struct scratch s = {0};
+	int rc = encode_scratch(t, &s, text, len, add_bos, parse_special);
+
+	if (rc == 0 && s.n_ids > (size_t)(n_max > 0 ? n_max : 0))
 		rc = -ENOSPC;
-		goto out;
+	if (rc == 0) {
+		if (s.n_ids)
+			memcpy(out, s.ids, s.n_ids * sizeof(*out));
+		rc = (int)s.n_ids;
 	}
-	if (s.n_ids)
-		memcpy(out, s.ids, s.n_ids * sizeof(*out));
-	rc = (int)s.n_ids;
-out:
+	scratch_free(&s);
+	return rc;
+}
+
+int tokenizer_encode_alloc(const struct tokenizer *t, const char *text,
+			   size_t len, bool add_bos, bool parse_special,
+			   int32_t **out)
+{
+	struct scratch s = {0};
+	int rc = encode_scratch(t, &s, text, len, add_bos, parse_special);
+
+	if (rc == 0) {
+		/* a zero-length result still gets a buffer the caller frees */
+		if (!s.ids)
+			s.ids = xmalloc(sizeof(*s.ids));
+		*out = s.ids;
+		rc = (int)s.n_ids;
+		s.ids = NULL;
+	}
 	scratch_free(&s);
 	return rc;
 }

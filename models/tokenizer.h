@@ -52,6 +52,17 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len,
 		     bool add_bos, bool parse_special, int32_t *out,
 		     int32_t n_max);
 
+/* tokenizer_encode into an array it allocates, as long as the text needs:
+ * the id count is not bounded by the byte count (SPM byte fallback gives
+ * one id per byte, and a 1-byte space can become the 3-byte U+2581 marker
+ * before that). Returns the number of ids and sets *out (the caller
+ * frees it, also when the count is 0), or -EINVAL (not valid UTF-8),
+ * -EOVERFLOW (more than INT32_MAX ids); *out is untouched on failure.
+ * Thread-safe. */
+int tokenizer_encode_alloc(const struct tokenizer *t, const char *text,
+			   size_t len, bool add_bos, bool parse_special,
+			   int32_t **out);
+
 /* The bytes token id stands for in output text (U+2581 -> ' ', <0xNN> ->
  * the byte, byte-level BPE unmapped to raw bytes). Control tokens give ""
  * unless render_special. The bytes may be part of a UTF-8 sequence.

@@ -4,11 +4,14 @@
 # through apt-get (apt-get update runs only when something is missing), and
 # the PyPI packages gguf and numpy for the numpy reference (tests/ref_check.py)
 # when the python that runs the tests cannot import them.
+#   tests/deps.sh [--fuzz]   --fuzz: clang and its OpenMP runtime too
+#                            (`make fuzz`: libFuzzer comes with clang)
 #   env PYTHON (default python3)
 set -euo pipefail
 
 PKGS=(gcc make liburing-dev libopenblas-dev libcmocka-dev libnuma-dev
 	libpcre2-dev libjansson-dev pkg-config gnuplot-nox python3 python3-pip unzip)
+[[ ${1:-} == --fuzz ]] && PKGS+=(clang libomp-dev)
 PYTHON=${PYTHON:-python3}
 
 say() { echo "deps: $*" >&2; }

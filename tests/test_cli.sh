@@ -2,6 +2,9 @@
 # test_cli.sh - ./decode on bad input: every case must end with exit status
 # 2 (bad usage) or 1 (runtime failure), never a signal (status >= 128),
 # with "error:" and the expected reason on stderr and no sanitizer report.
+# Also the files a user can get wrong: metadata lying about valid tensors,
+# a vocabulary-only GGUF, a read-only or shared --flash-dir, the model
+# truncated or replaced while the flash tier streams it.
 #
 #   STRATA_MODEL=model.gguf tests/test_cli.sh [DECODE ...]
 #
@@ -29,7 +32,7 @@ for b in "${bins[@]}"; do
 done
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/strata_test_cli.XXXXXX") || exit 1
-trap 'umount -l "$tmp/small" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'umount -l "$tmp/small" 2>/dev/null; umount -l "$tmp/ro" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 # malformed copies of the model
 size=$(stat -c %s "$model")
@@ -41,6 +44,7 @@ head -c $((size - 4096)) "$model" >"$tmp/trunc-data.gguf"
 : >"$tmp/empty.gguf"
 echo "this is not a model" >"$tmp/text.gguf"
 mkdir "$tmp/dir.gguf"
+tests/gguf_patch.py --vocab-only "$model" "$tmp/vocab-only.gguf" || exit 1
 echo "Once upon a time" >"$tmp/prompt.txt"
 
 n=0
@@ -242,6 +246,103 @@ full_disk() {
 	done
 }
 
+# metadata that lies about the shapes of valid tensors (tests/gguf_patch.py
+# changes one value in place): refused at load with the value named
+lying_metadata() {
+	local lie key val want
+	for lie in "llama.block_count 31|needs 279 block tensors" \
+		"llama.block_count 29|but the file has tensor 'blk.29." \
+		"llama.embedding_length 512|embedding 512, heads 9, kv heads 3 do not divide" \
+		"llama.feed_forward_length 1024|'blk.0.ffn_gate.weight' has shape [576, 1536, 1, 1], want [576, 1024]" \
+		"llama.attention.head_count_kv 1|'blk.0.attn_k.weight' has shape [576, 192, 1, 1], want [576, 64]" \
+		"llama.vocab_size 50000|llama.vocab_size 50000 but token_embd.weight has 49152 rows" \
+		"llama.rope.dimension_count 1000|rope dimension 1000 invalid" \
+		"llama.context_length 0|'llama.context_length' is not a positive integer"; do
+		key=${lie%% *} want=${lie#*|} val=${lie#* }
+		val=${val%%|*}
+		tests/gguf_patch.py "$model" "$tmp/lie.gguf" "$key" "$val" || exit 1
+		check "metadata lies: $key $val" 1 "$want" -- -m "$tmp/lie.gguf" -p hi -n 1
+	done
+}
+
+# a read-only --flash-dir (a read-only tmpfs: root only; skipped where
+# mount is not allowed - DAC permissions do not stop root)
+ro_flash_dir() {
+	mkdir -p "$tmp/ro"
+	if ! mount -t tmpfs -o ro,size=1m strata-ro "$tmp/ro" 2>/dev/null; then
+		echo "ok $((n + 1)) - $bin: # SKIP read-only --flash-dir: cannot mount a tmpfs"
+		n=$((n + 1))
+		return
+	fi
+	check "read-only --flash-dir" 1 "Read-only file system" -- \
+		"${m[@]}" "${gen[@]}" --kv-tier flash --flash-dir "$tmp/ro"
+	umount "$tmp/ro"
+}
+
+# the model file changed under a run streaming it from the flash tier:
+# truncated, the run stops with an I/O error (exit 1); replaced by rename
+# (how tools update files), the run keeps its open file and prints the
+# text of an undisturbed run. ACTION runs 1 s in, while decode still runs.
+mid_run() {
+	local name=$1 want=$2 action=$3 st
+	local g=(--tier flash --dram-budget 16M -p "Once upon a time" -n 64
+		--ignore-eos --temp 0 -t 2)
+	n=$((n + 1))
+	cp "$model" "$tmp/live.gguf"
+	"$bin" -m "$tmp/live.gguf" "${g[@]}" </dev/null >"$tmp/stdout" 2>"$tmp/stderr" &
+	local pid=$!
+	sleep 1
+	if ! kill -0 "$pid" 2>/dev/null; then
+		wait "$pid"
+		echo "not ok $n - $bin: $name: the run ended before the file changed"
+		failed=$((failed + 1))
+		return
+	fi
+	eval "$action"
+	wait "$pid"
+	st=$?
+	if [ "$want" = same ]; then
+		"$bin" "${m[@]}" "${g[@]}" </dev/null >"$tmp/ref" 2>/dev/null
+		if [ "$st" -eq 0 ] && [ -s "$tmp/ref" ] && cmp -s "$tmp/ref" "$tmp/stdout"; then
+			echo "ok $n - $bin: $name: status 0, the text of an undisturbed run"
+			return
+		fi
+	elif [ "$st" -eq 1 ] && grep -q "error:.*Input/output error" "$tmp/stderr" &&
+		! grep -qE "Sanitizer|runtime error:" "$tmp/stderr"; then
+		echo "ok $n - $bin: $name: status 1, $(grep -m1 'error:' "$tmp/stderr")"
+		return
+	fi
+	echo "not ok $n - $bin: $name: status $st"
+	sed 's/^/#   /' "$tmp/stderr" | tail -5
+	failed=$((failed + 1))
+}
+
+# two runs at once with their KV caches in one --flash-dir: both succeed,
+# with the same text, and leave nothing behind
+shared_flash_dir() {
+	local g=(--kv-tier flash --flash-dir "$tmp/shared" --kv-block 16 -n 40
+		--ignore-eos --temp 0 -t 1 -p "The capital of France is")
+	n=$((n + 1))
+	mkdir -p "$tmp/shared"
+	"$bin" "${m[@]}" "${g[@]}" </dev/null >"$tmp/a" 2>"$tmp/a.err" &
+	local pa=$!
+	"$bin" "${m[@]}" "${g[@]}" </dev/null >"$tmp/b" 2>"$tmp/b.err" &
+	local pb=$! sa sb
+	wait "$pa"
+	sa=$?
+	wait "$pb"
+	sb=$?
+	if [ "$sa" -eq 0 ] && [ "$sb" -eq 0 ] && grep -q Paris "$tmp/a" &&
+		cmp -s "$tmp/a" "$tmp/b"; then
+		echo "ok $n - $bin: two runs sharing --flash-dir: same text"
+	else
+		echo "not ok $n - $bin: two runs sharing --flash-dir: status $sa/$sb"
+		sed 's/^/#   /' "$tmp/a.err" "$tmp/b.err" | tail -6
+		failed=$((failed + 1))
+	fi
+	empty_dir "two runs sharing --flash-dir leave nothing" "$tmp/shared"
+}
+
 for bin in "${bins[@]}"; do
 	# the model itself is fine: the failures below are the input's
 	n=$((n + 1))
@@ -354,6 +455,24 @@ for bin in "${bins[@]}"; do
 		-p hi -n 60 --ignore-eos --temp 0
 	empty_dir "KV faults leave nothing in --flash-dir" "$tmp/kv"
 	full_disk
+
+	# bad input a user meets (issue 11)
+	long=$(python3 -c 'print("word " * 300)')
+	check "prompt longer than the context" 1 \
+		"prompt of 301 tokens does not fit the context of 64" -- \
+		"${m[@]}" -c 64 -p "$long" -n 4
+	check "-c above 2^24" 2 "--ctx-size: '16777217' is not an integer in [1, 16777216]" \
+		-- "${m[@]}" -c 16777217 -p hi
+	check "-c negative" 2 "--ctx-size: '-5'" -- "${m[@]}" -c -5 -p hi
+	check "vocabulary-only GGUF" 1 "no tensors (a vocabulary-only GGUF?)" -- \
+		-m "$tmp/vocab-only.gguf" -p hi
+	lying_metadata
+	ro_flash_dir
+	mid_run "model truncated mid-run (flash tier)" eio \
+		'truncate -s 1M "$tmp/live.gguf"'
+	mid_run "model replaced by rename mid-run (flash tier)" same \
+		'head -c 1048576 "$model" >"$tmp/new.gguf"; mv "$tmp/new.gguf" "$tmp/live.gguf"'
+	shared_flash_dir
 done
 
 echo "$((n - failed))/$n passed"

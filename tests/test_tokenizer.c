@@ -3,8 +3,9 @@
  *
  * Oracles:
  *  - llama.cpp's vocab-only test GGUFs with their .inp/.out vectors
- *    (STRATA_VOCAB_DIR, default the llama-cpp-python vendor tree), encoded
- *    as test-tokenizer-0 does: no BOS, parse_special off;
+ *    (STRATA_VOCAB_DIR, which `make test` fills with tests/fetch-vocab.sh
+ *    from the pinned llama-cpp-python sdist), encoded as
+ *    test-tokenizer-0 does: no BOS, parse_special off;
  *  - tests/fixtures/tokenize_smollm2.txt, ids recorded from llama-tokenize
  *    for SmolLM2 (STRATA_MODEL) by tests/fixtures/record_tokenize.sh.
  * Run from the repository root. A missing file skips the tests that need
@@ -27,8 +28,6 @@
 #include "models/tokenizer.h"
 #include "models/util.h"
 
-#define DEFAULT_VOCAB_DIR \
-	"/root/.cache/strata/llama_cpp_python-0.3.36/vendor/llama.cpp/models"
 #define FIXTURE "tests/fixtures/tokenize_smollm2.txt"
 #define SEP "\n__ggml_vocab_test__\n"
 
@@ -498,6 +497,81 @@ static void test_refuse_unknown(void **state)
 	gguf_writer_destroy(&w);
 }
 
+/* An SPM vocabulary of the 256 byte tokens, "a" and "\xe2\x96\x81a"
+ * only: every space but the one before "a" becomes the 3 bytes of U+2581
+ * by byte fallback, so "1 2 3" (5 bytes) needs 1 + 3 + 1 + 3 + 1 + 3
+ * ids (the leading space prefix included) - more ids than bytes. */
+static void test_spm_more_ids_than_bytes(void **state)
+{
+	enum { N = 3 + 256 + 2 };
+	static char names[N][16];
+	const char *toks[N];
+	int32_t types[N];
+	float scores[N];
+	struct gguf_writer w;
+	struct gguf_file g;
+	struct tokenizer t;
+	char err[256];
+	int32_t small[16], *ids = NULL;
+	const char *text = "1 2 3 a";
+
+	(void)state;
+	strcpy(names[0], "<unk>");
+	strcpy(names[1], "<s>");
+	strcpy(names[2], "</s>");
+	for (int b = 0; b < 256; b++)
+		snprintf(names[3 + b], sizeof(names[0]), "<0x%02X>", b);
+	strcpy(names[N - 2], "a");
+	strcpy(names[N - 1], "\xe2\x96\x81" "a");
+	for (int i = 0; i < N; i++) {
+		toks[i] = names[i];
+		types[i] = i == 0 ? 2 : i < 3 ? 3 : i < 3 + 256 ? 6 : 1;
+		scores[i] = i < 3 + 256 ? 0.0f : -1.0f;
+	}
+	gguf_writer_init(&w);
+	gguf_writer_set_str(&w, "tokenizer.ggml.model", "llama");
+	gguf_writer_set_str_arr(&w, "tokenizer.ggml.tokens", toks, N);
+	gguf_writer_set_arr(&w, "tokenizer.ggml.token_type", GGUF_T_INT32,
+			    types, N);
+	gguf_writer_set_arr(&w, "tokenizer.ggml.scores", GGUF_T_FLOAT32,
+			    scores, N);
+	g = writer_view(&w);
+	assert_int_equal(tokenizer_init(&t, &g, err, sizeof(err)), 0);
+
+	/* "▁1▁2▁3▁a": 3 + 1, 3 + 1, 3 + 1, then the one "▁a" token; BOS */
+	const int32_t want[] = {1,   3 + 0xe2, 3 + 0x96, 3 + 0x81, 3 + '1',
+				3 + 0xe2, 3 + 0x96, 3 + 0x81, 3 + '2',
+				3 + 0xe2, 3 + 0x96, 3 + 0x81, 3 + '3', N - 1};
+	const int nw = (int)(sizeof(want) / sizeof(want[0]));
+	int n = tokenizer_encode_alloc(&t, text, strlen(text), true, false,
+				       &ids);
+	assert_int_equal(n, nw);
+	assert_true((size_t)n > strlen(text));
+	assert_memory_equal(ids, want, sizeof(want));
+	free(ids);
+
+	/* the bounded call: exactly enough, and one short of it */
+	assert_int_equal(tokenizer_encode(&t, text, strlen(text), true, false,
+					  small, nw), nw);
+	assert_memory_equal(small, want, sizeof(want));
+	assert_int_equal(tokenizer_encode(&t, text, strlen(text), true, false,
+					  small, nw - 1), -ENOSPC);
+
+	/* empty text: a zero count and a buffer to free; bad UTF-8 refused
+	 * with *out untouched */
+	ids = NULL;
+	assert_int_equal(tokenizer_encode_alloc(&t, "", 0, false, false, &ids),
+			 0);
+	assert_non_null(ids);
+	free(ids);
+	ids = NULL;
+	assert_int_equal(tokenizer_encode_alloc(&t, "\xff", 1, false, false,
+						&ids), -EINVAL);
+	assert_null(ids);
+	tokenizer_destroy(&t);
+	gguf_writer_destroy(&w);
+}
+
 /* ------------------------------------------------------------------ */
 /* Chat templates                                                      */
 /* ------------------------------------------------------------------ */
@@ -683,7 +757,7 @@ int main(void)
 
 	vocab_dir = getenv("STRATA_VOCAB_DIR");
 	if (!vocab_dir || !*vocab_dir)
-		vocab_dir = DEFAULT_VOCAB_DIR;
+		vocab_dir = "(STRATA_VOCAB_DIR unset)";
 	model_path = getenv("STRATA_MODEL");
 
 	for (size_t i = 0; i < N_VOCAB_CASES; i++) {
@@ -696,8 +770,8 @@ int main(void)
 			ok = file_exists(p);
 		}
 		if (!ok) {
-			printf("SKIP vocab %s: %s missing (STRATA_VOCAB_DIR)\n",
-			       c->name, p);
+			printf("SKIP vocab %s: %s missing (STRATA_VOCAB_DIR; "
+			       "tests/fetch-vocab.sh fetches them)\n", c->name, p);
 			missing++;
 			continue;
 		}
@@ -706,6 +780,8 @@ int main(void)
 			.initial_state = (void *)c};
 	}
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_refuse_unknown);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(
+		test_spm_more_ids_than_bytes);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_chat_zephyr);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_chat_unknown);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_chat_chatml);

@@ -231,7 +231,9 @@ for r in range(1, int(E["ROUNDS"]) + 1):
         achieved_weight_gbps=fl["gbps"], probe_gbps=gbps,
         pct_of_probe=100 * fl["io_gbps"] / gbps,
         fio_gbps=fio, pct_of_fio=100 * fl["io_gbps"] / fio,
-        stall_pct=100 * fl["stall_seconds"] / f["decode"]["seconds"],
+        # every unit's instance waits on its own ring: the mean per unit
+        stall_pct=100 * fl["stall_seconds"] / f["decode"]["seconds"] /
+                  max(1, f.get("nmu_summary", {}).get("units", 1)),
         median_step_ms=f["decode"]["median_step_ms"],
         queue_depth_mean=fl.get("queue_depth_mean", float("nan")),
         decode_tokens=f["decode"]["tokens"], peak_rss_bytes=f["peak_rss_bytes"]))

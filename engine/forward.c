@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <numa.h>
 
 #include "engine/layer.h"
 #include "models/util.h"
@@ -108,6 +109,10 @@ static struct memtier_config unit_mt_config(const struct engine *e,
 {
 	struct memtier_config mc = e->cfg.mt;
 
+	/* a kernel without NUMA support has no policy to set (mbind would
+	 * fail with ENOSYS): first touch on the unit's own thread it is */
+	if (numa_available() < 0)
+		return mc;
 	mc.numa = eu ? MEMTIER_NUMA_BIND : MEMTIER_NUMA_INTERLEAVE;
 	mc.numa_node = eu ? eu->nu->mem_node : -1;
 	return mc;

@@ -483,33 +483,15 @@ int engine_flush(struct engine *e)
 	return rc;
 }
 
-static void tier_add(struct memtier_tier_stats *a,
-		     const struct memtier_tier_stats *b)
-{
-	a->bytes_read += b->bytes_read;
-	a->bytes_loaded += b->bytes_loaded;
-	a->bytes_written += b->bytes_written;
-	a->load_ns += b->load_ns;
-	a->stall_ns += b->stall_ns;
-	a->n_acquire += b->n_acquire;
-	a->n_hit += b->n_hit;
-	a->n_miss += b->n_miss;
-	a->n_requests += b->n_requests;
-	a->req_ns += b->req_ns;
-	a->qd_sum += b->qd_sum;
-	if (b->qd_max > a->qd_max)
-		a->qd_max = b->qd_max;
-}
-
 static void add_mt_kv(struct engine_counters *c, const struct memtier *mt,
 		      const struct kvcache *kv)
 {
 	struct kvcache_info ki;
 
 	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
-		tier_add(&c->tiers[k], &mt->stats[k]);
+		memtier_stats_add(&c->tiers[k], &mt->stats[k]);
 	c->resident_bytes += memtier_resident_bytes(mt);
-	tier_add(&c->kv, kvcache_stats(kv));
+	memtier_stats_add(&c->kv, kvcache_stats(kv));
 	kvcache_get_info(kv, &ki);
 	uint64_t dram = c->kv_info.dram_bytes + ki.dram_bytes;
 	uint64_t pos = c->kv_info.position_bytes + ki.position_bytes;

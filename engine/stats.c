@@ -31,20 +31,17 @@ void stats_tier_delta(struct memtier_tier_stats *out,
 	out->qd_max = a->qd_max;
 }
 
-/* the transfers of b added to a (bytes_read stays a's) */
+/* the transfers of b added to a: bytes_read (handed to compute), load
+ * time and acquires stay a's */
 static void tier_add(struct memtier_tier_stats *a,
 		     const struct memtier_tier_stats *b)
 {
-	a->bytes_loaded += b->bytes_loaded;
-	a->bytes_written += b->bytes_written;
-	a->stall_ns += b->stall_ns;
-	a->n_hit += b->n_hit;
-	a->n_miss += b->n_miss;
-	a->n_requests += b->n_requests;
-	a->req_ns += b->req_ns;
-	a->qd_sum += b->qd_sum;
-	if (b->qd_max > a->qd_max)
-		a->qd_max = b->qd_max;
+	struct memtier_tier_stats t = *b;
+
+	t.bytes_read = 0;
+	t.load_ns = 0;
+	t.n_acquire = 0;
+	memtier_stats_add(a, &t);
 }
 
 double stats_median(double *v, int64_t n)

@@ -57,6 +57,24 @@ int memtier_fault_parse(const char *s, struct memtier_config *cfg)
 	return 0;
 }
 
+void memtier_stats_add(struct memtier_tier_stats *a,
+		       const struct memtier_tier_stats *b)
+{
+	a->bytes_read += b->bytes_read;
+	a->bytes_loaded += b->bytes_loaded;
+	a->bytes_written += b->bytes_written;
+	a->load_ns += b->load_ns;
+	a->stall_ns += b->stall_ns;
+	a->n_acquire += b->n_acquire;
+	a->n_hit += b->n_hit;
+	a->n_miss += b->n_miss;
+	a->n_requests += b->n_requests;
+	a->req_ns += b->req_ns;
+	a->qd_sum += b->qd_sum;
+	if (b->qd_max > a->qd_max)
+		a->qd_max = b->qd_max;
+}
+
 int memtier_arena_node(const struct memtier_config *cfg)
 {
 	switch (cfg->numa) {

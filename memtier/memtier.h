@@ -103,6 +103,11 @@ struct memtier_tier_stats {
 	uint64_t qd_max;
 };
 
+/* a += b, counter by counter (qd_max: the larger); for summing the
+ * instances of several units */
+void memtier_stats_add(struct memtier_tier_stats *a,
+		       const struct memtier_tier_stats *b);
+
 struct memtier_flash; /* private: memtier/flash.c */
 struct trace;
 

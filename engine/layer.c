@@ -236,13 +236,12 @@ int layer_embed(struct engine_unit *eu, const int32_t *tokens, int32_t nb)
 		}
 		if (tokens[i] < v0 || tokens[i] >= v1)
 			continue;
-		/* the row into xn's space, then dequantized into x */
+		/* the row into the unit's tile scratch, dequantized into x */
 		void *row = eu->tile;
 		if ((rc = memtier_read_row(eu->mtp, e->id_tok_embd,
 					   tokens[i] - v0, row)))
 			goto fail;
-		kern_ops(te->type)->dequant(row, eu->xn, d);
-		memcpy(e->st.x + (int64_t)i * d, eu->xn, (size_t)d * sizeof(float));
+		kern_ops(te->type)->dequant(row, e->st.x + (int64_t)i * d, d);
 		eu->c.weight_bytes += te->row_bytes;
 		count_out(eu, d, 1);
 	}

@@ -169,6 +169,23 @@ static void project(struct engine_unit *eu, uint32_t type, const void *w,
 	}
 }
 
+/* Owner mode: rows [row0, row0 + n_rows) of tensor g (memtier id) that
+ * lie outside the file range this unit's memtier instance holds of it,
+ * counted in foreign_rows (the plan the layer computes with and the one
+ * the memory was placed with must agree; a test asserts 0). */
+static void check_share(struct engine_unit *eu, uint32_t id,
+			const struct gguf_tensor *g, int64_t row0, int64_t n_rows)
+{
+	if (eu->e->shared || n_rows <= 0)
+		return; /* shared mode: no ownership, any unit reads any row */
+	const struct memtier_tensor *mt = &eu->mt.tensors[id];
+	int64_t have0 = (int64_t)((mt->file_offset - g->file_offset) / g->row_bytes);
+	int64_t have1 = have0 + (int64_t)(mt->n_bytes / g->row_bytes);
+	int64_t in0 = row0 > have0 ? row0 : have0;
+	int64_t in1 = row0 + n_rows < have1 ? row0 + n_rows : have1;
+	eu->c.foreign_rows += (uint64_t)(n_rows - (in1 > in0 ? in1 - in0 : 0));
+}
+
 /* project with this unit's share of layer l's tensor `which` */
 static void project_layer(struct engine_unit *eu, int32_t l, int which,
 			  int64_t n_rows, int32_t nb, float *y, int64_t ldy)
@@ -177,6 +194,8 @@ static void project_layer(struct engine_unit *eu, int32_t l, int which,
 	const void *w = share_ptr(eu, eu->w[l & 1][which], t->row_bytes,
 				  share_row0(eu, which));
 
+	check_share(eu, (uint32_t)l * LT_COUNT + (uint32_t)which, t,
+		    share_row0(eu, which), n_rows);
 	project(eu, t->type, w, t->row_bytes, n_rows, t->ne[0], nb, y, ldy,
 		false);
 }
@@ -386,6 +405,7 @@ int layer_head(struct engine_unit *eu, int32_t nb, int32_t first, float *out,
 	int32_t n_out = nb - first;
 
 	if (out) {
+		check_share(eu, e->id_output, to, vr.r0, plan_len(vr));
 		unit_input(eu, e->st.x + (int64_t)first * d, d, wo[0], d, n_out);
 		count_in(eu, d, plan_len(eu->pu->embd), n_out);
 		project(eu, to->type, share_ptr(eu, wo[1], to->row_bytes, vr.r0),

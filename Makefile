@@ -60,6 +60,7 @@ LIB_SRCS = \
 	memtier/trace.c \
 	engine/plan.c \
 	engine/nmu.c \
+	engine/fabric.c \
 	engine/layer.c \
 	engine/flags.c \
 	engine/forward.c \

@@ -6,8 +6,7 @@
  * other than --temp 0, --flash-dir, --stats, --trace, ...) are ignored.
  * The model is a GGUF file (-m: its real tensor types and bytes) or a
  * named shape and type mix (--shape, --type: models/shapes.h). Chips
- * (--chips, --tp, --fabric-*) are predicted only: the engine has no
- * fabric yet.
+ * (--chips, --tp, --fabric-*) are decode's own flags.
  *
  * Prints a table to stdout, every figure labelled predicted; --json FILE
  * writes it with decode --stats-json's keys where they mean the same.
@@ -33,17 +32,8 @@ struct sim_opts {
 	const char *shape;
 	const char *type;
 	const char *json;
-	int32_t chips;
-	int tp;
-	float fabric_latency_us;
-	float fabric_gbps;
 };
 
-static const struct flags_choice tp_choices[] = {
-	{"rows", SIM_TP_ROWS},
-	{"allreduce", SIM_TP_ALLREDUCE},
-	{NULL, 0},
-};
 
 #define F(f) FLAGS_FIELD_OF(struct sim_opts, f)
 
@@ -57,22 +47,6 @@ static const struct flags_opt sim_rows[] = {
 	 .help = "with --shape: the type mix (q4_0, q8_0, q4_k_m, ...)"},
 	{"json", 0, FLAGS_STR, F(json), .metavar = "FILE",
 	 .help = "write the prediction as JSON (decode --stats-json's keys)"},
-	{"chips", 0, FLAGS_INT, F(chips), .lo.i = 1, .hi.i = 4096, .def.i = 1,
-	 .metavar = "N",
-	 .help = "chips holding a tensor-parallel slice each (predicted "
-		 "only; default {default})"},
-	{"tp", 0, FLAGS_ENUM, F(tp), .def.i = SIM_TP_ROWS,
-	 .choices = tp_choices, .noun = "tensor-parallel mode",
-	 .help = "chips: all-gather whole rows, or Megatron's two "
-		 "all-reduces a layer (default {default})"},
-	{"fabric-latency-us", 0, FLAGS_FLOAT, F(fabric_latency_us),
-	 .lo.f = 0, .hi.f = 1e7, .def.f = 0, .metavar = "X",
-	 .help = "added to each hop of the profile's fabric (default "
-		 "{default})"},
-	{"fabric-gbps", 0, FLAGS_FLOAT, F(fabric_gbps), .lo.f = 0,
-	 .hi.f = 1e6, .def.f = 0, .metavar = "X",
-	 .help = "link GB/s instead of the profile's (default: the "
-		 "profile's)"},
 };
 
 static int sim_check(const struct decode_options *o, const void *dst,
@@ -92,7 +66,7 @@ static int sim_check(const struct decode_options *o, const void *dst,
 	else if (s->type && !s->shape)
 		snprintf(err, errlen, "--type applies to --shape (a file has "
 			 "its own types)");
-	else if (s->chips > 1 && o->nmu_on == 0)
+	else if (o->n_chips > 1 && o->nmu_on == 0)
 		snprintf(err, errlen, "--chips needs --nmu on");
 	else if (o->perplexity_file || o->tokenize_only)
 		snprintf(err, errlen, "--perplexity and --tokenize runs are not "
@@ -463,9 +437,9 @@ int main(int argc, char **argv)
 		.n_prompt = np,
 		.n_predict = o.n_predict > 0 ? o.n_predict : n_ctx - np + 1,
 		.n_ctx = n_ctx, .n_batch = o.n_batch, .greedy = o.samp.temp <= 0,
-		.chips = so.chips, .tp = (enum sim_tp)so.tp,
-		.fabric_latency_us = so.fabric_latency_us,
-		.fabric_gbps = so.fabric_gbps,
+		.chips = o.n_chips, .tp = (enum sim_tp)o.tp,
+		.fabric_latency_us = o.fabric_latency_us,
+		.fabric_gbps = o.fabric_gbps,
 	};
 	if (in.n_predict < 1) {
 		fprintf(stderr, "simulate: the prompt (%d tokens) fills the context "

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/fabric.h"
 #include "engine/flags.h"
 #include "engine/forward.h"
 #include "engine/sampler.h"
@@ -25,12 +26,25 @@
 #include "models/util.h"
 
 /* SIGINT / SIGTERM: stop after the token in progress, report, exit
- * 128 + signal (the KV file has no name, so nothing is left either way) */
+ * 128 + signal (the KV file has no name, so nothing is left either way).
+ * With chips, a signal to any chip reaches chip 0 through the fabric,
+ * and chip 0 stops them all at the same token. */
 static volatile sig_atomic_t stop_signal;
+static struct fabric *g_fab;
+static int g_chip;
 
 static void on_signal(int sig)
 {
-	stop_signal = sig;
+	if (g_chip == 0)
+		stop_signal = sig;
+	else
+		fabric_request_stop(g_fab, sig);
+}
+
+/* the signal that stops the run, or 0 */
+static int stopped(void)
+{
+	return stop_signal ? (int)stop_signal : fabric_stop_requested(g_fab);
 }
 
 static void catch_signals(void)
@@ -346,7 +360,7 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	uint64_t position_bytes = c0.kv_info.position_bytes;
 	int32_t pos = n_prompt;
 	char piece[4096]; /* longer than any token of the vocabularies we load */
-	while (n_gen < budget && !stop_signal) {
+	while (n_gen < budget && !stopped()) {
 		/* --ignore-eos as llama.cpp: end-of-generation tokens are
 		 * never sampled */
 		for (int32_t i = 0; o->ignore_eos && i < n_eog; i++)
@@ -386,15 +400,18 @@ static int run_generate(struct engine *e, const struct tokenizer *tok,
 	for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
 		stats_tier_delta(&rs->tiers[k], &c1.tiers[k], &c0.tiers[k]);
 	stats_tier_delta(&rs->kv, &c1.kv, &c0.kv);
-	if (stop_signal && !rc) {
+	if (stopped() && !rc) {
 		fprintf(stderr, "interrupted by signal %d after %d tokens\n",
-			(int)stop_signal, n_gen);
+			stopped(), n_gen);
 		rc = -EINTR;
 	}
 out:
 	if (dump && fclose(dump) && !rc)
 		rc = -EIO;
-	if (rc && rc != -EINTR)
+	if (rc && rc != -EINTR && fabric_error(g_fab)[0])
+		fprintf(stderr, "error: evaluation failed: %s\n",
+			fabric_error(g_fab));
+	else if (rc && rc != -EINTR)
 		fprintf(stderr, "error: evaluation failed (weights: %s tier, "
 			"%s; KV cache: %s%s%s): %s\n",
 			memtier_kind_name(e->cfg.mt.kind), e->gguf.path,
@@ -411,6 +428,52 @@ out:
 	return rc;
 }
 
+/* the engine's settings from the command line */
+static void config_of(const struct decode_options *o, struct memtier_config fault,
+		      struct trace *tr, char *model_dir, struct engine_config *cfg)
+{
+	*cfg = (struct engine_config){
+		.n_threads = o->n_nmus ? o->n_nmus : o->n_threads,
+		.nmu_off = !o->nmu_on, .topology = getenv("STRATA_TOPOLOGY"),
+		.n_ctx = o->n_ctx, .n_batch = o->n_batch,
+		.prefill_blas = o->prefill_blas,
+		.mt = {.kind = o->tier, .dram_budget_bytes = o->dram_budget,
+		       .huge_pages = true, .prefetch = o->prefetch,
+		       .no_direct = o->no_direct,
+		       .fault = fault.fault, .fault_every = fault.fault_every,
+		       .trace = o->trace ? tr : NULL},
+		.kv_kind = o->kv_tier,
+		.kv_dir = o->flash_dir ? o->flash_dir : dirname(model_dir),
+		.kv_block = o->kv_block,
+		.cancel = &stop_signal,
+		.fab = g_fab, .tp = (enum plan_tp)o->tp,
+	};
+}
+
+/* A chip other than 0: its slice of every call chip 0 makes. It prints
+ * nothing but its own failure; stopped by another chip's failure, it
+ * leaves the message to chip 0 and exits 0. */
+static int chip_main(const struct decode_options *o, struct memtier_config fault)
+{
+	char err[512] = "", *model_dir = xstrdup(o->model);
+	struct engine_config cfg;
+	struct engine e;
+
+	config_of(o, fault, NULL, model_dir, &cfg);
+	catch_signals();
+	int rc = engine_init(&e, o->model, &cfg, err, sizeof(err));
+	if (!rc) {
+		rc = engine_serve(&e, err, sizeof(err));
+		engine_destroy(&e);
+	}
+	int by = fabric_abort_chip(g_fab);
+	if (rc && (by < 0 || by == g_chip))
+		fprintf(stderr, "error: chip %d: %s\n", g_chip, err);
+	fabric_finish(g_fab, err, sizeof(err));
+	free(model_dir);
+	return rc && (by < 0 || by == g_chip) ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct decode_options o;
@@ -419,6 +482,7 @@ int main(int argc, char **argv)
 	struct run_stats rs = {.perplexity = -1};
 	struct trace tr;
 	struct engine_unit_report *units = NULL;
+	struct engine_chip_report *chips = NULL;
 	char err[512];
 	int32_t *prompt = NULL, *gen = NULL;
 	int32_t n_prompt = 0, n_gen = 0;
@@ -451,26 +515,39 @@ int main(int argc, char **argv)
 		fprintf(stderr, "error: %s: %s\n", o.model, strerror(errno));
 		return 1;
 	}
-	char *model_dir = xstrdup(o.model);
-	struct engine_config cfg = {
-		.n_threads = o.n_nmus ? o.n_nmus : o.n_threads,
-		.nmu_off = !o.nmu_on, .topology = getenv("STRATA_TOPOLOGY"),
-		.n_ctx = o.n_ctx, .n_batch = o.n_batch,
-		.prefill_blas = o.prefill_blas,
-		.mt = {.kind = o.tier, .dram_budget_bytes = o.dram_budget,
-		       .huge_pages = true, .prefetch = o.prefetch,
-		       .no_direct = o.no_direct,
-		       .fault = fault_cfg.fault, .fault_every = fault_cfg.fault_every,
-		       .trace = o.trace ? &tr : NULL},
-		.kv_kind = o.kv_tier,
-		.kv_dir = o.flash_dir ? o.flash_dir : dirname(model_dir),
-		.kv_block = o.kv_block,
-		.cancel = &stop_signal,
+	/* chips: processes forked now, before any thread exists */
+	struct fabric_config fc = {
+		.n_chips = o.n_chips, .latency_us = o.fabric_latency_us,
+		.gbps = o.fabric_gbps, .timeout_s = o.fabric_timeout_s,
+		.spin_us = -1, .units_per_chip = o.n_nmus ? o.n_nmus : o.n_threads,
 	};
+	const char *stall = getenv("STRATA_FABRIC_STALL");
+	if (stall && sscanf(stall, "%d:%d:%lf", &fc.stall_chip, &fc.stall_op,
+			    &fc.stall_s) != 3) {
+		fprintf(stderr, "error: STRATA_FABRIC_STALL='%s' is not "
+			"CHIP:OP:SECONDS\n", stall);
+		return 2;
+	}
+	if (fc.units_per_chip <= 0) { /* the default: CPUs split over chips */
+		cpu_set_t cs;
+		int n = sched_getaffinity(0, sizeof(cs), &cs) ? 1 : CPU_COUNT(&cs);
+		fc.units_per_chip = n / o.n_chips > 0 ? n / o.n_chips : 1;
+	}
+	if (o.n_chips > 1 &&
+	    (rc = fabric_start(&g_fab, &fc, &g_chip, err, sizeof(err)))) {
+		fprintf(stderr, "error: %s\n", err);
+		return 1;
+	}
+	if (g_chip != 0)
+		return chip_main(&o, fault_cfg);
+	char *model_dir = xstrdup(o.model);
+	struct engine_config cfg;
+	config_of(&o, fault_cfg, &tr, model_dir, &cfg);
 	trace_init(&tr);
 	if ((rc = engine_init(&e, o.model, &cfg, err, sizeof(err)))) {
 		fprintf(stderr, "error: %s\n", err);
 		free(model_dir);
+		fabric_finish(g_fab, err, sizeof(err));
 		return 1;
 	}
 	catch_signals();
@@ -552,10 +629,26 @@ report:
 	rs.peak_rss_bytes = stats_peak_rss();
 	rs.nmu_on = !e.shared;
 	rs.n_nodes = e.pool.n_nodes;
-	rs.n_units = e.n_threads;
-	units = xcalloc((size_t)rs.n_units, sizeof(*units));
-	for (int i = 0; i < rs.n_units; i++)
-		engine_unit_report(&e, i, &units[i]);
+	rs.n_chips = e.n_chips;
+	rs.tp = o.tp == PLAN_TP_ALLREDUCE ? "allreduce" : "rows";
+	rs.fabric_latency_us = o.fabric_latency_us;
+	rs.fabric_gbps = o.fabric_gbps;
+	chips = xcalloc((size_t)e.n_chips, sizeof(*chips));
+	if (!engine_chip_reports(&e, chips)) {
+		rs.n_units = 0;
+		for (int c = 0; c < e.n_chips; c++)
+			rs.n_units += chips[c].n_units;
+		units = xcalloc((size_t)rs.n_units, sizeof(*units));
+		for (int c = 0, k = 0; c < e.n_chips; c++)
+			for (int i = 0; i < chips[c].n_units; i++)
+				units[k++] = chips[c].u[i];
+		if (e.n_chips > 1) { /* every chip's process */
+			rs.peak_rss_bytes = 0;
+			for (int c = 0; c < e.n_chips; c++)
+				rs.peak_rss_bytes += chips[c].peak_rss_bytes;
+		}
+		rs.chips = chips;
+	}
 	rs.units = units;
 	rs.prompt = prompt;
 	rs.n_prompt = n_prompt;
@@ -580,7 +673,16 @@ report:
 		}
 	}
 out:
+	engine_stop(&e); /* the other chips leave engine_serve */
 	engine_destroy(&e); /* drains I/O in flight first */
+	int sig = stopped();
+	int fr = fabric_finish(g_fab, err, sizeof(err));
+	g_fab = NULL;
+	if (fr) {
+		fprintf(stderr, "error: %s\n", err);
+		if (!rc)
+			rc = -EPIPE;
+	}
 	trace_destroy(&tr);
 	free(text);
 	free(prompt);
@@ -588,7 +690,8 @@ out:
 	tokenizer_destroy(&tok);
 	free(model_dir);
 	free(units);
-	if (stop_signal)
-		return 128 + (int)stop_signal;
+	free(chips);
+	if (sig)
+		return 128 + sig;
 	return rc ? 1 : 0;
 }

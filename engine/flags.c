@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/plan.h"
 #include "models/util.h"
 
 /* offset and size of a field of struct decode_options, for a table row */
@@ -26,6 +27,12 @@ static const struct flags_choice tier_choices[] = {
 static const struct flags_choice kv_tier_choices[] = {
 	{"dram", MEMTIER_DRAM},
 	{"flash", MEMTIER_FLASH},
+	{NULL, 0},
+};
+
+static const struct flags_choice tp_choices[] = {
+	{"rows", PLAN_TP_ROWS},
+	{"allreduce", PLAN_TP_ALLREDUCE},
 	{NULL, 0},
 };
 
@@ -62,6 +69,29 @@ static const struct flags_opt table[] = {
 	 .help = "near-memory units, each a thread pinned to one CPU that owns "
 		 "its share of every weight matrix and of the KV heads (same as "
 		 "-t; default: one per CPU)"},
+	{"chips", 0, FLAGS_INT, FLAGS_FIELD(n_chips), .lo.i = 1, .hi.i = 64,
+	 .def.i = 1, .metavar = "N",
+	 .help = "chips: processes holding a tensor-parallel slice of every "
+		 "layer each (with their own NMUs, tiers and KV cache), joined "
+		 "by a shared-memory fabric (default {default})"},
+	{"tp", 0, FLAGS_ENUM, FLAGS_FIELD(tp), .def.i = PLAN_TP_ROWS,
+	 .choices = tp_choices, .noun = "tensor-parallel scheme",
+	 .help = "rows: each chip owns whole output rows, all-gathered after "
+		 "each projection (same logits as one chip); allreduce: "
+		 "Megatron's split, Wo and ffn_down by input columns, two "
+		 "all-reduces a layer (default {default})"},
+	{"fabric-latency-us", 0, FLAGS_FLOAT, FLAGS_FIELD(fabric_latency_us),
+	 .lo.f = 0, .hi.f = 1e6, .def.f = 0, .metavar = "X",
+	 .help = "emulated latency added to every hop of every collective, a "
+		 "calibrated spin (default {default})"},
+	{"fabric-gbps", 0, FLAGS_FLOAT, FLAGS_FIELD(fabric_gbps), .lo.f = 0,
+	 .hi.f = 1e6, .def.f = 0, .metavar = "Y",
+	 .help = "emulated bandwidth of each chip's link in GB/s (default: "
+		 "0, the shared memory as it is)"},
+	{"fabric-timeout-s", 0, FLAGS_FLOAT, FLAGS_FIELD(fabric_timeout_s),
+	 .lo.f = 0.01, .hi.f = 1e6, .def.f = 30, .metavar = "S",
+	 .help = "a chip that has not reached a collective after S seconds "
+		 "ends the run (default {default})"},
 	{"nmu", 0, FLAGS_ENUM, FLAGS_FIELD(nmu_on), .def.i = 1,
 	 .choices = nmu_choices, .noun = "NMU mode",
 	 .help = "off: the same code as a plain thread pool (unpinned, one "

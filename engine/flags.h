@@ -56,6 +56,11 @@ struct decode_options {
 	const char *flash_dir;
 	int32_t kv_block;      /* 0: the KV cache's default */
 	bool no_direct;
+	int n_chips;           /* --chips */
+	int tp;                /* --tp: enum plan_tp */
+	float fabric_latency_us;
+	float fabric_gbps;     /* 0: no cap */
+	float fabric_timeout_s;
 };
 
 enum flags_kind {

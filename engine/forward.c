@@ -6,14 +6,17 @@
 #include "engine/forward.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cblas.h>
 #include <numa.h>
 
 #include "engine/layer.h"
+#include "engine/stats.h"
 #include "models/util.h"
 #include "kernels/kern.h"
 
@@ -238,6 +241,85 @@ static void unit_destroy(struct engine_unit *eu)
 	free(eu->scores); free(eu->tile);
 }
 
+/* ---- chips -------------------------------------------------------------- */
+
+/* every chip's slice bounds, for the fabric's layouts */
+static void chips_bounds(struct engine *e)
+{
+	const int N = e->n_chips;
+	const int64_t hd = e->model.hp.head_dim;
+
+	e->cols_att = xcalloc((size_t)N + 1, sizeof(int64_t));
+	e->cols_embd = xcalloc((size_t)N + 1, sizeof(int64_t));
+	e->cols_ff = xcalloc((size_t)N + 1, sizeof(int64_t));
+	e->cols_vocab = xcalloc((size_t)N + 1, sizeof(int64_t));
+	for (int c = 0; c < N; c++) {
+		const struct plan_chip *ch = &e->plan.chips[c];
+		e->cols_att[c + 1] = ch->q_heads.r1 * hd;
+		e->cols_embd[c + 1] = ch->embd.r1;
+		e->cols_ff[c + 1] = ch->ff.r1;
+		e->cols_vocab[c + 1] = ch->vocab.r1;
+	}
+}
+
+/* every chip's rc: the first non-zero one (0 with one chip: rc) */
+static int chips_rc(struct engine *e, int rc, char *err, size_t errlen)
+{
+	int all[FABRIC_MAX_CHIPS] = {0}, owner[FABRIC_MAX_CHIPS];
+
+	if (e->n_chips == 1)
+		return rc;
+	if (rc) /* the others stop at this collective with its message */
+		fabric_abort(e->fab, rc, err && err[0] ? err : NULL);
+	for (int c = 0; c < e->n_chips; c++)
+		owner[c] = c;
+	all[e->chip] = rc;
+	struct fabric_layout l = {.elem = sizeof(int), .nb = e->n_chips, .ld = 1,
+				  .owner = owner, .row_len = 1, .root = -1};
+	fabric_quiet(e->fab, true); /* control traffic */
+	int r = fabric_allgather(e->fab, all, &l);
+	fabric_quiet(e->fab, false);
+	if (r && !rc) {
+		if (err)
+			snprintf(err, errlen, "%s", fabric_error(e->fab));
+		return r;
+	}
+	for (int c = 0; c < e->n_chips && !rc; c++)
+		rc = all[c];
+	return rc;
+}
+
+/* Before the pool starts: this chip's CPUs, `units` of the allowed ones
+ * from chip * units on (wrapping round when chips x units exceed them) */
+static int chip_cpus(struct engine *e, int *units, char *err, size_t errlen)
+{
+	cpu_set_t all, mine;
+	int cpu[CPU_SETSIZE], m = 0;
+
+	if (sched_getaffinity(0, sizeof(all), &all)) {
+		snprintf(err, errlen, "sched_getaffinity: %s", strerror(errno));
+		return -errno;
+	}
+	for (int i = 0; i < CPU_SETSIZE; i++)
+		if (CPU_ISSET(i, &all))
+			cpu[m++] = i;
+	if (*units <= 0)
+		*units = m / e->n_chips > 0 ? m / e->n_chips : 1;
+	if (e->chip == 0 && e->n_chips * *units > m)
+		fprintf(stderr, "warning: %d chips x %d units on %d CPUs: units "
+			"share CPUs, and a unit spinning on a shared CPU delays "
+			"the one it waits for; figures are distorted\n",
+			e->n_chips, *units, m);
+	CPU_ZERO(&mine);
+	for (int j = 0; j < *units; j++)
+		CPU_SET(cpu[(e->chip * *units + j) % m], &mine);
+	if (sched_setaffinity(0, sizeof(mine), &mine)) {
+		snprintf(err, errlen, "sched_setaffinity: %s", strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
 static int units_init(struct engine *e, char *err, size_t errlen)
 {
 	const struct llama_hparams *hp = &e->model.hp;
@@ -248,9 +330,18 @@ static int units_init(struct engine *e, char *err, size_t errlen)
 		cpus[i] = e->pool.units[i].cpu;
 		nodes[i] = e->pool.units[i].node;
 	}
-	struct plan_config pc = {.n_units = n, .unit_cpu = cpus, .unit_node = nodes};
+	struct plan_config pc = {.n_chips = e->n_chips, .chip = e->chip,
+				 .tp = e->cfg.tp, .n_units = n, .unit_cpu = cpus,
+				 .unit_node = nodes};
+	for (int32_t l = 0; l < hp->n_layer; l++) { /* column slices' blocks */
+		int64_t bo = kern_type_info(e->model.layer[layer_id(l, LT_WO)]->type)->blck;
+		int64_t bd = kern_type_info(e->model.layer[layer_id(l, LT_W_DOWN)]->type)->blck;
+		pc.wo_block = bo > pc.wo_block ? bo : pc.wo_block;
+		pc.down_block = bd > pc.down_block ? bd : pc.down_block;
+	}
 	if ((rc = plan_init(&e->plan, hp, &pc, err, errlen)))
 		return rc;
+	chips_bounds(e);
 	e->units = xcalloc((size_t)n, sizeof(*e->units));
 	for (int i = 0; i < n; i++) {
 		struct engine_unit *eu = &e->units[i];
@@ -312,6 +403,7 @@ static void state_init(struct engine *e)
 	s->tmp = xalign(nb * (size_t)hp->n_embd * sizeof(float));
 	s->hb = xalign(nb * (size_t)hp->n_ff * sizeof(float));
 	s->up = xalign(nb * (size_t)hp->n_ff * sizeof(float));
+	e->tok_owner = xcalloc(nb, sizeof(int));
 }
 
 int engine_init(struct engine *e, const char *path,
@@ -323,10 +415,16 @@ int engine_init(struct engine *e, const char *path,
 	memset(e, 0, sizeof(*e));
 	e->mt.fd = -1; /* destroy must not close(0) after an early failure */
 	e->cfg = *cfg;
+	e->fab = cfg->fab;
+	e->chip = fabric_chip(cfg->fab);
+	e->n_chips = fabric_chips(cfg->fab);
 	e->shared = cfg->nmu_off;
 	e->n_batch = cfg->n_batch > 0 ? cfg->n_batch : 128;
-	if ((rc = gguf_open(&e->gguf, path, err, errlen)))
+	if ((rc = gguf_open(&e->gguf, path, err, errlen))) {
+		if (e->n_chips > 1)
+			chips_rc(e, rc, err, errlen);
 		return rc;
+	}
 	if ((rc = llama_model_init(&e->model, &e->gguf, err, errlen)))
 		goto err_destroy;
 	const struct llama_hparams *hp = &e->model.hp;
@@ -341,7 +439,10 @@ int engine_init(struct engine *e, const char *path,
 	e->id_output_norm = (uint32_t)hp->n_layer * LT_COUNT + GT_OUTPUT_NORM;
 	e->id_output = (uint32_t)hp->n_layer * LT_COUNT + GT_OUTPUT;
 	openblas_set_num_threads(1); /* units are the threads */
-	struct nmu_config nc = {.n_units = cfg->n_threads, .pin = !cfg->nmu_off,
+	int units = cfg->n_threads;
+	if (e->n_chips > 1 && (rc = chip_cpus(e, &units, err, errlen)))
+		goto err_destroy;
+	struct nmu_config nc = {.n_units = units, .pin = !cfg->nmu_off,
 				.topology = cfg->topology};
 	if ((rc = nmu_init(&e->pool, &nc, err, errlen)))
 		goto err_destroy;
@@ -349,10 +450,17 @@ int engine_init(struct engine *e, const char *path,
 	state_init(e);
 	if ((rc = units_init(e, err, errlen)))
 		goto err_destroy;
+	if ((rc = chips_rc(e, 0, err, errlen))) {
+		engine_destroy(e);
+		return rc;
+	}
 	e->load_ns = now_ns() - t0;
 	return 0;
 
 err_destroy:
+	/* the other chips wait at the start-up collective: stop them */
+	if (e->n_chips > 1)
+		chips_rc(e, rc, err, errlen);
 	engine_destroy(e);
 	return rc;
 }
@@ -370,6 +478,11 @@ void engine_destroy(struct engine *e)
 	e->kv = NULL;
 	memtier_close(&e->mt);
 	free(s->x); free(s->att); free(s->tmp); free(s->hb); free(s->up);
+	free(e->cols_att); free(e->cols_embd); free(e->cols_ff);
+	free(e->cols_vocab); free(e->tok_owner); free(e->chip_logits);
+	e->cols_att = e->cols_embd = e->cols_ff = e->cols_vocab = NULL;
+	e->tok_owner = NULL;
+	e->chip_logits = NULL;
 	memset(s, 0, sizeof(*s));
 	llama_model_destroy(&e->model);
 	gguf_close(&e->gguf);
@@ -400,13 +513,59 @@ static int tokens_job(struct nmu_unit *nu, void *arg)
 			  j->all_float);
 }
 
+/* What chip 0 sends the others before each call they must join. */
+enum chip_op { CHIP_TOKENS = 1, CHIP_FLUSH, CHIP_RESET, CHIP_REPORT, CHIP_STOP };
+
+#define CHIP_CMD_TOKENS 16 /* tokens sent with the command itself */
+
+struct chip_cmd {
+	int32_t op, nb, pos0, first;
+	int32_t want_out, all_float;
+	int32_t tokens[CHIP_CMD_TOKENS];
+};
+
+static int send_cmd(struct engine *e, struct chip_cmd *c, const int32_t *tokens)
+{
+	int rc;
+
+	if (e->n_chips == 1 || e->chip != 0)
+		return 0;
+	if (tokens && c->nb <= CHIP_CMD_TOKENS)
+		memcpy(c->tokens, tokens, (size_t)c->nb * sizeof(*tokens));
+	/* the tokens are a cost of the model (the sampled token reaches
+	 * every chip), the other commands control traffic */
+	fabric_quiet(e->fab, c->op != CHIP_TOKENS);
+	rc = fabric_bcast(e->fab, c, sizeof(*c), 0, false);
+	fabric_quiet(e->fab, false);
+	if (rc)
+		return rc;
+	if (tokens && c->nb > CHIP_CMD_TOKENS)
+		rc = fabric_bcast(e->fab, (void *)tokens,
+				  (size_t)c->nb * sizeof(*tokens), 0, false);
+	return rc;
+}
+
+/* a unit's failure ends the job on every chip */
 static int run_tokens(struct engine *e, const struct tokens_job *j)
 {
-	int rc = nmu_run(&e->pool, tokens_job, (void *)j);
+	struct chip_cmd c = {.op = CHIP_TOKENS, .nb = j->nb, .pos0 = j->pos0,
+			     .first = j->first, .want_out = j->out != NULL,
+			     .all_float = j->all_float};
+	int rc = send_cmd(e, &c, j->tokens);
 
-	if (rc)
+	if (!rc)
+		rc = nmu_run(&e->pool, tokens_job, (void *)j);
+	if (rc) {
 		for (int i = 0; i < e->pool.n_units; i++)
 			layer_release_all(&e->units[i]);
+		if (e->n_chips > 1) {
+			const char *msg = NULL;
+			for (int i = 0; i < e->pool.n_units && !msg; i++)
+				if (e->units[i].err[0])
+					msg = e->units[i].err;
+			fabric_abort(e->fab, rc, msg);
+		}
+	}
 	return rc;
 }
 
@@ -443,7 +602,7 @@ int engine_prefill(struct engine *e, const int32_t *tokens, int32_t n,
 		if (tokens[i] < 0 || tokens[i] >= n_vocab)
 			return -EINVAL;
 	for (int32_t i = 0; i < n && !rc; i += e->n_batch) {
-		if (e->cfg.cancel && *e->cfg.cancel) {
+		if ((e->cfg.cancel && *e->cfg.cancel) || fabric_stop_requested(e->fab)) {
 			rc = -EINTR;
 			break;
 		}
@@ -469,9 +628,122 @@ int engine_prefill(struct engine *e, const int32_t *tokens, int32_t n,
 	return rc;
 }
 
+/* ---- the other chips ----------------------------------------------------- */
+
+static int local_flush(struct engine *e);
+static void local_reset(struct engine *e);
+static void local_report(struct engine *e, struct engine_chip_report *r);
+
+static int gather_reports(struct engine *e, struct engine_chip_report *out)
+{
+	int owner[FABRIC_MAX_CHIPS];
+
+	for (int c = 0; c < e->n_chips; c++)
+		owner[c] = c;
+	local_report(e, &out[e->chip]);
+	struct fabric_layout l = {.elem = sizeof(*out), .nb = e->n_chips, .ld = 1,
+				  .owner = owner, .row_len = 1, .root = 0};
+	fabric_quiet(e->fab, true);
+	int rc = fabric_allgather(e->fab, out, &l);
+	fabric_quiet(e->fab, false);
+	return rc;
+}
+
+int engine_serve(struct engine *e, char *err, size_t errlen)
+{
+	const int64_t n_vocab = e->model.hp.n_vocab;
+	int32_t *tokens = xmalloc((size_t)e->n_batch * sizeof(*tokens));
+	struct engine_chip_report *rep = NULL;
+	struct chip_cmd c;
+	int rc = 0;
+
+	while (!rc) {
+		/* waiting for chip 0 (sampling, printing, its user) is idle */
+		if ((rc = fabric_bcast(e->fab, &c, sizeof(c), 0, true)))
+			break;
+		switch (c.op) {
+		case CHIP_TOKENS: {
+			if (c.nb < 1 || c.nb > e->n_batch) {
+				rc = -EPROTO;
+				break;
+			}
+			if (c.nb <= CHIP_CMD_TOKENS)
+				memcpy(tokens, c.tokens, (size_t)c.nb * sizeof(*tokens));
+			else if ((rc = fabric_bcast(e->fab, tokens,
+						    (size_t)c.nb * sizeof(*tokens),
+						    0, false)))
+				break;
+			float *out = NULL;
+			if (c.want_out) {
+				if (!e->chip_logits)
+					e->chip_logits = xalign((size_t)e->n_batch *
+								(size_t)n_vocab *
+								sizeof(float));
+				out = e->chip_logits;
+			}
+			struct tokens_job j = {.tokens = tokens, .nb = c.nb,
+					       .pos0 = c.pos0, .out = out,
+					       .first = c.first,
+					       .all_float = c.all_float != 0};
+			rc = run_tokens(e, &j);
+			break;
+		}
+		case CHIP_FLUSH:
+			rc = chips_rc(e, local_flush(e), NULL, 0);
+			break;
+		case CHIP_RESET:
+			local_reset(e);
+			break;
+		case CHIP_REPORT:
+			if (!rep)
+				rep = xcalloc((size_t)e->n_chips, sizeof(*rep));
+			rc = gather_reports(e, rep);
+			break;
+		case CHIP_STOP:
+			free(tokens);
+			free(rep);
+			return 0;
+		default:
+			rc = -EPROTO;
+		}
+	}
+	const char *msg = NULL;
+	for (int i = 0; i < e->pool.n_units && !msg; i++)
+		if (e->units[i].err[0])
+			msg = e->units[i].err;
+	if (!msg)
+		msg = fabric_error(e->fab)[0] ? fabric_error(e->fab) : strerror(-rc);
+	snprintf(err, errlen, "%s", msg);
+	fabric_abort(e->fab, rc, msg);
+	free(tokens);
+	free(rep);
+	return rc;
+}
+
+void engine_stop(struct engine *e)
+{
+	struct chip_cmd c = {.op = CHIP_STOP};
+
+	send_cmd(e, &c, NULL);
+}
+
+int engine_chip_reports(struct engine *e, struct engine_chip_report *out)
+{
+	struct chip_cmd c = {.op = CHIP_REPORT};
+	int rc;
+
+	if (e->n_chips == 1) {
+		local_report(e, out);
+		return 0;
+	}
+	if ((rc = send_cmd(e, &c, NULL)))
+		return rc;
+	return gather_reports(e, out);
+}
+
 /* ---- counters ----------------------------------------------------------- */
 
-int engine_flush(struct engine *e)
+static int local_flush(struct engine *e)
 {
 	int rc = e->kv ? kvcache_flush(e->kv) : 0;
 
@@ -500,7 +772,15 @@ static void add_mt_kv(struct engine_counters *c, const struct memtier *mt,
 	c->kv_info.position_bytes = pos;
 }
 
-void engine_counters(const struct engine *e, struct engine_counters *c)
+int engine_flush(struct engine *e)
+{
+	struct chip_cmd c = {.op = CHIP_FLUSH};
+	int rc = send_cmd(e, &c, NULL);
+
+	return rc ? rc : chips_rc(e, local_flush(e), NULL, 0);
+}
+
+static void local_counters(const struct engine *e, struct engine_counters *c)
 {
 	memset(c, 0, sizeof(*c));
 	if (e->shared) {
@@ -509,6 +789,32 @@ void engine_counters(const struct engine *e, struct engine_counters *c)
 	}
 	for (int i = 0; i < e->pool.n_units; i++)
 		add_mt_kv(c, &e->units[i].mt, e->units[i].kv);
+}
+
+void engine_counters(struct engine *e, struct engine_counters *c)
+{
+	if (e->n_chips == 1) {
+		local_counters(e, c);
+		return;
+	}
+	struct engine_chip_report *r = xcalloc((size_t)e->n_chips, sizeof(*r));
+	memset(c, 0, sizeof(*c));
+	if (!engine_chip_reports(e, r)) {
+		for (int ch = 0; ch < e->n_chips; ch++) {
+			const struct engine_counters *x = &r[ch].c;
+			for (int k = 0; k < MEMTIER_KIND_COUNT; k++)
+				memtier_stats_add(&c->tiers[k], &x->tiers[k]);
+			memtier_stats_add(&c->kv, &x->kv);
+			c->resident_bytes += x->resident_bytes;
+			c->n_segments += x->n_segments;
+			uint64_t dram = c->kv_info.dram_bytes + x->kv_info.dram_bytes;
+			uint64_t pos = c->kv_info.position_bytes + x->kv_info.position_bytes;
+			c->kv_info = x->kv_info;
+			c->kv_info.dram_bytes = dram;
+			c->kv_info.position_bytes = pos;
+		}
+	}
+	free(r);
 }
 
 /* time the unit waited on its tiers so far */
@@ -521,9 +827,11 @@ static int64_t unit_stall_ns(const struct engine_unit *eu)
 	return ns;
 }
 
-void engine_units_reset(struct engine *e)
+static void local_reset(struct engine *e)
 {
 	nmu_stats_reset(&e->pool);
+	if (e->fab)
+		fabric_stats_reset(e->fab);
 	for (int i = 0; i < e->pool.n_units; i++) {
 		struct engine_unit *eu = &e->units[i];
 		memset(&eu->c, 0, sizeof(eu->c));
@@ -542,7 +850,7 @@ void engine_unit_report(struct engine *e, int i, struct engine_unit_report *r)
 		stall = unit_stall_ns(eu) - eu->stall0_ns;
 	nmu_wait_percentiles(nu, &p50, &p99);
 	*r = (struct engine_unit_report){
-		.unit = i, .cpu = nu->cpu, .node = nu->node,
+		.chip = e->chip, .unit = i, .cpu = nu->cpu, .node = nu->node,
 		.weight_bytes = eu->c.weight_bytes,
 		.act_bytes_in = eu->c.act_bytes_in,
 		.result_bytes_out = eu->c.result_bytes_out,
@@ -553,4 +861,40 @@ void engine_unit_report(struct engine *e, int i, struct engine_unit_report *r)
 		.n_barriers = nu->st.n_barriers,
 		.barrier_p50_us = p50 / 1e3, .barrier_p99_us = p99 / 1e3,
 	};
+}
+
+void engine_units_reset(struct engine *e)
+{
+	struct chip_cmd c = {.op = CHIP_RESET};
+
+	send_cmd(e, &c, NULL);
+	local_reset(e);
+}
+
+static void local_report(struct engine *e, struct engine_chip_report *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->chip = e->chip;
+	r->pid = (int)getpid();
+	r->n_units = e->pool.n_units;
+	local_counters(e, &r->c);
+	r->peak_rss_bytes = stats_peak_rss();
+	for (int i = 0; i < e->pool.n_units && i < PLAN_MAX_UNITS; i++)
+		engine_unit_report(e, i, &r->u[i]);
+	if (!e->fab)
+		return;
+	const struct fabric_stats *fs = fabric_get_stats(e->fab);
+	for (int o = 0; o < FABRIC_OP_COUNT; o++) {
+		struct engine_fabric_op *op = &r->op[o];
+		double p50, p99;
+		fabric_percentiles(e->fab, (enum fabric_op)o, &p50, &p99);
+		op->count = fs->op[o].count;
+		op->bytes = fs->op[o].bytes;
+		op->seconds = (double)fs->op[o].ns / 1e9;
+		op->wait_s = (double)fs->op[o].wait_ns / 1e9;
+		op->p50_us = p50 / 1e3;
+		op->p99_us = p99 / 1e3;
+		op->max_us = (double)fs->op[o].max_ns / 1e3;
+		memcpy(op->hist, fs->op[o].hist, sizeof(op->hist));
+	}
 }

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/fabric.h"
 #include "engine/nmu.h"
 #include "engine/plan.h"
 #include "memtier/kvcache.h"
@@ -46,6 +47,9 @@ struct engine_config {
 	int32_t kv_block; /* tokens per KV block; <= 0: 64 */
 	/* non-zero *cancel stops a prefill between batches (-EINTR) */
 	const volatile sig_atomic_t *cancel;
+	/* chips: this process's fabric (NULL: one chip) and the scheme */
+	struct fabric *fab;
+	enum plan_tp tp;
 };
 
 /* activations shared between units, each vector 64-byte aligned; a unit
@@ -83,6 +87,12 @@ struct engine {
 	const void *sw[2][LT_COUNT]; /* shared mode: acquired pointers */
 	struct engine_state st;
 	uint32_t id_tok_embd, id_output_norm, id_output; /* memtier ids */
+	/* chips: this one and every chip's slice bounds, [n_chips + 1] */
+	struct fabric *fab;
+	int chip, n_chips;
+	int64_t *cols_att, *cols_embd, *cols_ff, *cols_vocab;
+	int *tok_owner;            /* [n_batch] chip embedding token i */
+	float *chip_logits;        /* other chips: their logits rows */
 	int64_t load_ns;
 	struct engine_stats stats;
 };
@@ -99,11 +109,26 @@ struct engine_counters {
 
 /* per-unit figures for the report */
 struct engine_unit_report {
-	int unit, cpu, node;
+	int chip, unit, cpu, node;
 	uint64_t weight_bytes, act_bytes_in, result_bytes_out, foreign_rows;
 	double busy_s, barrier_s, stall_s;
 	uint64_t n_barriers;
 	double barrier_p50_us, barrier_p99_us;
+};
+
+/* One chip's figures for the report (engine_chip_reports). */
+struct engine_fabric_op {
+	uint64_t count, bytes;
+	double seconds, wait_s, p50_us, p99_us, max_us;
+	uint64_t hist[40]; /* calls by floor(log2(ns)) */
+};
+
+struct engine_chip_report {
+	int chip, pid, n_units;
+	struct engine_counters c;
+	uint64_t peak_rss_bytes;
+	struct engine_fabric_op op[FABRIC_OP_COUNT];
+	struct engine_unit_report u[PLAN_MAX_UNITS];
 };
 
 /* Open a GGUF, validate it as a llama model, place its weights with memtier
@@ -123,11 +148,25 @@ int engine_prefill(struct engine *e, const int32_t *tokens, int32_t n,
 /* Evaluate one token at pos (decode path), logits [n_vocab]. */
 int engine_decode(struct engine *e, int32_t token, int32_t pos, float *logits);
 
+/* Chips other than 0: carry out chip 0's calls (each engine_prefill,
+ * engine_decode, engine_flush, engine_units_reset, engine_chip_reports
+ * chip 0 makes is sent to every chip) until engine_stop. Returns 0, or
+ * -errno with fabric_error() / the unit's message in err. */
+int engine_serve(struct engine *e, char *err, size_t errlen);
+
+/* Chip 0: tell the other chips to leave engine_serve. */
+void engine_stop(struct engine *e);
+
+/* Every chip's figures since engine_units_reset into out[n_chips] (chip
+ * 0; a collective). Returns 0 or -errno. */
+int engine_chip_reports(struct engine *e, struct engine_chip_report *out);
+
 /* Wait for every KV block write in flight. Returns 0 or the first error. */
 int engine_flush(struct engine *e);
 
-/* The engine's transfer counters, summed over units. */
-void engine_counters(const struct engine *e, struct engine_counters *c);
+/* The engine's transfer counters, summed over units (and chips: on chip
+ * 0 a collective). */
+void engine_counters(struct engine *e, struct engine_counters *c);
 
 /* Start a measuring window for the per-unit figures (between calls). */
 void engine_units_reset(struct engine *e);

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "engine/fabric.h"
 #include "engine/forward.h"
 #include "models/util.h"
 #include "kernels/kern.h"
@@ -212,6 +213,60 @@ static void count_out(struct engine_unit *eu, int64_t own, int32_t nb)
 	eu->c.result_bytes_out += (uint64_t)(own * nb) * sizeof(float);
 }
 
+/* ---- chips ---------------------------------------------------------------- */
+
+/* a unit's failure: its chip's barriers and every chip's collectives
+ * stop */
+static int unit_fail(struct engine_unit *eu, int rc)
+{
+	nmu_fail(eu->nu, rc);
+	if (eu->e->n_chips > 1)
+		fabric_abort(eu->e->fab, rc, eu->err[0] ? eu->err : NULL);
+	return rc;
+}
+
+/* unit 0 exchanges buf with the other chips (l: its layout) */
+static int chips_exchange(struct engine_unit *eu, void *buf,
+			  const struct fabric_layout *l, const char *what)
+{
+	struct engine *e = eu->e;
+	int64_t t0 = now_ns();
+	int rc;
+
+	if (eu->nu->id != 0)
+		return 0;
+	if ((rc = fabric_allgather(e->fab, buf, l)))
+		return unit_fail(eu, rc);
+	trace_span(e->cfg.mt.trace, TRACE_FABRIC, what, -1, t0, now_ns());
+	return 0;
+}
+
+/* Every unit's rows of buf written: with chips, the chips' parts of it
+ * (nb rows, ld floats apart, chip c's columns cols[c]..cols[c+1]) are
+ * exchanged (the first half: units meet, unit 0 exchanges). */
+static int sync_begin(struct engine_unit *eu, float *buf, int32_t nb,
+		      int64_t ld, const int64_t *cols, const char *what)
+{
+	int rc;
+
+	if (eu->e->n_chips == 1)
+		return 0;
+	if ((rc = nmu_barrier(eu->nu)))
+		return rc;
+	struct fabric_layout l = {.elem = sizeof(float), .nb = nb, .ld = ld,
+				  .cols = cols, .root = -1};
+	return chips_exchange(eu, buf, &l, what);
+}
+
+/* the whole step: rows exchanged, units meet */
+static int sync_rows(struct engine_unit *eu, float *buf, int32_t nb,
+		     int64_t ld, const int64_t *cols, const char *what)
+{
+	int rc = sync_begin(eu, buf, nb, ld, cols, what);
+
+	return rc ? rc : nmu_barrier(eu->nu);
+}
+
 /* ---- steps -------------------------------------------------------------- */
 
 /* mem_owner at the start of layer l: release l-1, read the KV blocks of
@@ -264,9 +319,24 @@ int layer_embed(struct engine_unit *eu, const int32_t *tokens, int32_t nb)
 		eu->c.weight_bytes += te->row_bytes;
 		count_out(eu, d, 1);
 	}
+	if (e->n_chips > 1) { /* each token's row from the chip that has it */
+		if ((rc = nmu_barrier(eu->nu)))
+			return rc;
+		for (int32_t i = 0; i < nb && eu->nu->id == 0; i++) {
+			int c = 0;
+			while (c + 1 < e->n_chips && tokens[i] >= e->plan.chips[c].vocab.r1)
+				c++;
+			e->tok_owner[i] = c;
+		}
+		struct fabric_layout l = {.elem = sizeof(float), .nb = nb, .ld = d,
+					  .owner = e->tok_owner, .row_len = d,
+					  .root = -1};
+		if ((rc = chips_exchange(eu, e->st.x, &l, "embedding")))
+			return rc;
+	}
 	return nmu_barrier(eu->nu);
 fail:
-	nmu_fail(eu->nu, rc);
+	unit_fail(eu, rc);
 	return rc;
 }
 
@@ -346,7 +416,7 @@ int layer_forward(struct engine_unit *eu, int32_t l, int32_t pos0, int32_t nb)
 		if (rc)
 			goto fail;
 	}
-	if ((rc = nmu_barrier(eu->nu)))
+	if ((rc = sync_rows(eu, s->att, nb, d, e->cols_att, "attention")))
 		return rc;
 	if (eu->mem_owner && e->shared) {
 		rc = kvcache_commit(eu->kvp, l, pos0, pos0 + nb);
@@ -362,7 +432,7 @@ int layer_forward(struct engine_unit *eu, int32_t l, int32_t pos0, int32_t nb)
 	for (int32_t i = 0; i < nb; i++)
 		ops_add(s->x + i * d, s->tmp + i * d, er.r0, er.r1);
 	count_out(eu, plan_len(er), nb);
-	if ((rc = nmu_barrier(eu->nu)))
+	if ((rc = sync_rows(eu, s->x, nb, d, e->cols_embd, "attn_output")))
 		return rc;
 	/* FFN: own gate and up rows, silu * up on them */
 	unit_input(eu, s->x, d, wl[LT_FFN_NORM], d, nb);
@@ -373,7 +443,7 @@ int layer_forward(struct engine_unit *eu, int32_t l, int32_t pos0, int32_t nb)
 		ops_silu_mul(s->hb + i * ff, s->hb + i * ff, s->up + i * ff, fr.r0,
 			     fr.r1);
 	count_out(eu, plan_len(fr), nb);
-	if ((rc = nmu_barrier(eu->nu)))
+	if ((rc = sync_rows(eu, s->hb, nb, ff, e->cols_ff, "ffn_up")))
 		return rc;
 	unit_input(eu, s->hb, ff, NULL, ff, nb);
 	count_in(eu, ff, plan_len(fr), nb);
@@ -384,11 +454,14 @@ int layer_forward(struct engine_unit *eu, int32_t l, int32_t pos0, int32_t nb)
 	if (eu->nu->id == 0)
 		trace_span(e->cfg.mt.trace, TRACE_COMPUTE,
 			   nb == 1 ? "layer" : "prefill layer", l, t0, now_ns());
+	/* the other chips get this chip's rows before it waits for l+1 */
+	if ((rc = sync_begin(eu, s->x, nb, d, e->cols_embd, "ffn_down")))
+		return rc;
 	if ((rc = layer_next(eu, l)))
 		goto fail;
 	return nmu_barrier(eu->nu);
 fail:
-	nmu_fail(eu->nu, rc);
+	unit_fail(eu, rc);
 	return rc;
 }
 
@@ -412,6 +485,16 @@ int layer_head(struct engine_unit *eu, int32_t nb, int32_t first, float *out,
 			to->row_bytes, plan_len(vr), d, n_out, out + vr.r0, ldo,
 			all_float);
 		count_out(eu, plan_len(vr), n_out);
+		int rc;
+		if (e->n_chips > 1) { /* the logits to chip 0, which samples */
+			if ((rc = nmu_barrier(eu->nu)))
+				return rc;
+			struct fabric_layout l = {.elem = sizeof(float), .nb = n_out,
+						  .ld = ldo, .cols = e->cols_vocab,
+						  .root = 0};
+			if ((rc = chips_exchange(eu, out, &l, "logits")))
+				return rc;
+		}
 	}
 	/* every unit is done with the shared pointers before unit 0 of the
 	 * shared mode lets them go */

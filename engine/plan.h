@@ -18,6 +18,17 @@
  * Row boundaries fall on multiples of PLAN_ALIGN_ROWS, so no two units
  * write the same 64-byte line of a float vector.
  *
+ * Chips (`--chips N`, engine/fabric.h) come first: chip c holds whole KV
+ * heads [plan_split(n_head_kv, c, N)] and their query heads, and a slice
+ * of every other dimension; the units of a chip split the chip's slice
+ * as above. Two tensor-parallel schemes:
+ *   rows:      chip slices of n_embd, n_ff and vocab rows, all-gathered
+ *              after each projection (same arithmetic as one chip);
+ *   allreduce: Wo and ffn_down split by input columns (the chip's heads,
+ *              its n_ff slice, on quantization-block boundaries), every
+ *              chip computes all n_embd rows of its partial sums, summed
+ *              by an all-reduce; the chip's embd range is all of n_embd.
+ *
  * The shared alternative (`--nmu off`: no ownership) partitions KV heads
  * by whole groups instead ([kv_part)), and each unit attends with the query
  * heads of its groups ([q_part)); see engine.c.
@@ -32,6 +43,9 @@
 
 #define PLAN_ALIGN_ROWS 16 /* floats per 64-byte cache line */
 #define PLAN_MAX_UNITS 256
+#define PLAN_MAX_CHIPS 64
+
+enum plan_tp { PLAN_TP_ROWS = 0, PLAN_TP_ALLREDUCE = 1 };
 
 struct plan_range {
 	int64_t r0, r1; /* [r0, r1) */
@@ -45,14 +59,28 @@ struct plan_unit {
 	struct plan_range embd, ff, vocab;
 };
 
+/* a chip's slice: what its units split among them */
+struct plan_chip {
+	struct plan_range q_heads, kv_heads, embd, ff, vocab;
+};
+
 struct plan_config {
-	int n_units;
+	int n_chips;          /* 0 or 1: one chip */
+	int chip;             /* this chip */
+	enum plan_tp tp;
+	/* allreduce: quantization block of Wo and ffn_down (columns of a
+	 * slice start on multiples of it); 0: 1 */
+	int64_t wo_block, down_block;
+	int n_units;          /* of this chip */
 	const int *unit_cpu;  /* [n_units], or NULL: -1 each */
 	const int *unit_node; /* [n_units], or NULL: node 0 each */
 };
 
 struct plan {
-	int n_units;
+	int n_chips, chip;
+	enum plan_tp tp;
+	struct plan_chip chips[PLAN_MAX_CHIPS];
+	int n_units;        /* this chip's */
 	int n_nodes;       /* distinct nodes among the units */
 	int kv_replicated; /* extra KV-head copies: over the KV heads, units
 			    * keeping it minus one (TinyLlama on 16 units:
@@ -60,9 +88,12 @@ struct plan {
 	struct plan_unit unit[PLAN_MAX_UNITS];
 };
 
-/* Split hp over cfg->n_units units. Returns 0, or -EINVAL with a message
- * in err when the shape cannot be split so (more units than query heads,
- * a unit left without rows of some matrix). */
+/* Split hp over cfg->n_chips chips and this chip's slice over its
+ * cfg->n_units units. Returns 0, or -EINVAL with a message in err when
+ * the shape cannot be split so (more chips than KV heads, more units than
+ * the chip's query heads, a unit left without rows of some matrix, an
+ * allreduce slice off a quantization block). Every chip computes every
+ * chip's slice the same way. */
 int plan_init(struct plan *p, const struct llama_hparams *hp,
 	      const struct plan_config *cfg, char *err, size_t errlen);
 

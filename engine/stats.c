@@ -1,6 +1,8 @@
 /* stats.c - run report as a table and as JSON, see stats.h */
 #include "engine/stats.h"
 
+#include "engine/fabric.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -110,6 +112,90 @@ static double moved_per_token(const struct run_stats *r)
 	return per_s(sum, (double)r->decode_tokens);
 }
 
+/* ---- the fabric --------------------------------------------------------- */
+
+/* chip 0's fabric seconds per decode token (its calls' time) */
+static double fabric_per_token(const struct run_stats *r)
+{
+	double s = 0;
+
+	for (int o = 0; o < FABRIC_OP_COUNT; o++)
+		s += r->chips[0].op[o].seconds;
+	return per_s(s, (double)r->decode_tokens);
+}
+
+static void print_fabric(FILE *f, const struct run_stats *r)
+{
+	double n = (double)r->decode_tokens;
+
+	if (r->n_chips <= 1 || !r->chips || r->decode_tokens <= 0)
+		return;
+	fprintf(f, "fabric          %d chips, --tp %s, shared memory", r->n_chips,
+		r->tp);
+	if (r->fabric_latency_us > 0)
+		fprintf(f, " + %.2f us/hop emulated", r->fabric_latency_us);
+	if (r->fabric_gbps > 0)
+		fprintf(f, ", links capped at %.2f GB/s", r->fabric_gbps);
+	fprintf(f, "; %.3f ms/token in collectives (%.1f%% of decode)\n",
+		fabric_per_token(r) * 1e3,
+		r->decode_s > 0 ? 100 * fabric_per_token(r) * n / r->decode_s : 0);
+	fprintf(f, "  chip op         calls/tok  KiB/tok   p50 us   p99 us   max us"
+		"  wait ms/tok   GB/s\n");
+	for (int c = 0; c < r->n_chips; c++)
+		for (int o = 0; o < FABRIC_OP_COUNT; o++) {
+			const struct engine_fabric_op *op = &r->chips[c].op[o];
+			if (!op->count)
+				continue;
+			fprintf(f, "  %4d %-10s %9.1f %8.1f %8.2f %8.2f %8.1f %12.3f "
+				"%6.2f\n", c, fabric_op_name((enum fabric_op)o),
+				(double)op->count / n, (double)op->bytes / n / 1024,
+				op->p50_us, op->p99_us, op->max_us, op->wait_s / n * 1e3,
+				op->seconds > 0 ? (double)op->bytes / op->seconds / 1e9 : 0);
+		}
+}
+
+/* "fabric": {chips, tp, ops (chip 0's), seconds_per_token, per_chip} */
+static void json_fabric_ops(FILE *f, const struct engine_chip_report *c)
+{
+	fputc('{', f);
+	for (int o = 0, k = 0; o < FABRIC_OP_COUNT; o++) {
+		const struct engine_fabric_op *op = &c->op[o];
+		fprintf(f, "%s\"%s\":{\"count\":%llu,\"bytes\":%llu,"
+			"\"seconds\":%.6f,\"p50_us\":%.3f,\"p99_us\":%.3f,"
+			"\"max_us\":%.3f,\"wait_seconds\":%.6f,\"gbps\":%.4f,"
+			"\"hist_log2_ns\":[", k++ ? "," : "",
+			fabric_op_name((enum fabric_op)o),
+			(unsigned long long)op->count, (unsigned long long)op->bytes,
+			op->seconds, op->p50_us, op->p99_us, op->max_us, op->wait_s,
+			op->seconds > 0 ? (double)op->bytes / op->seconds / 1e9 : 0);
+		for (int b = 0; b < 40; b++)
+			fprintf(f, "%s%llu", b ? "," : "", (unsigned long long)op->hist[b]);
+		fprintf(f, "]}");
+	}
+	fputc('}', f);
+}
+
+static void json_fabric(FILE *f, const struct run_stats *r)
+{
+	if (!r->chips)
+		return;
+	fprintf(f, ",\"fabric\":{\"chips\":%d,\"tp\":\"%s\","
+		"\"latency_us\":%.3f,\"gbps\":%.3f,\"ops\":", r->n_chips,
+		r->tp ? r->tp : "rows", r->fabric_latency_us, r->fabric_gbps);
+	json_fabric_ops(f, &r->chips[0]);
+	fprintf(f, ",\"seconds_per_token\":%.9f,\"per_chip\":[",
+		r->n_chips > 1 ? fabric_per_token(r) : 0.0);
+	for (int c = 0; c < r->n_chips; c++) {
+		fprintf(f, "%s{\"chip\":%d,\"pid\":%d,\"units\":%d,"
+			"\"peak_rss_bytes\":%llu,\"ops\":", c ? "," : "", c,
+			r->chips[c].pid, r->chips[c].n_units,
+			(unsigned long long)r->chips[c].peak_rss_bytes);
+		json_fabric_ops(f, &r->chips[c]);
+		fputc('}', f);
+	}
+	fprintf(f, "]}");
+}
+
 static void print_units(FILE *f, const struct run_stats *r)
 {
 	double n = (double)r->decode_tokens;
@@ -123,10 +209,13 @@ static void print_units(FILE *f, const struct run_stats *r)
 			  : "threads (--nmu off: unpinned, shared memory)",
 		r->n_nodes, unit_imbalance(r), 100.0 * barrier_fraction(r),
 		moved_per_token(r) / 1024);
-	fprintf(f, "  unit  cpu node  weights MiB  act-in KiB  out KiB  "
-		"compute ms  stall ms  barrier ms (n, p50/p99 us)\n");
+	fprintf(f, "  %sunit  cpu node  weights MiB  act-in KiB  out KiB  "
+		"compute ms  stall ms  barrier ms (n, p50/p99 us)\n",
+		r->n_chips > 1 ? "chip " : "");
 	for (int i = 0; i < r->n_units; i++) {
 		const struct engine_unit_report *u = &r->units[i];
+		if (r->n_chips > 1)
+			fprintf(f, "  %4d", u->chip);
 		fprintf(f, "  %4d %4d %4d  %11.2f %11.1f %8.1f %11.3f %9.3f %10.3f "
 			"(%.0f, %.1f/%.1f)\n", u->unit, u->cpu, u->node,
 			(double)u->weight_bytes / n / (1 << 20),
@@ -207,6 +296,7 @@ void stats_print_table(FILE *f, const struct run_stats *r)
 		fprintf(f, "\n");
 	}
 	print_units(f, r);
+	print_fabric(f, r);
 	fprintf(f, "peak RSS        %8.1f MiB   (KV cache reserved %.1f MiB)\n",
 		(double)r->peak_rss_bytes / (1 << 20),
 		(double)r->kv_bytes_alloc / (1 << 20));
@@ -243,13 +333,13 @@ static void json_units(FILE *f, const struct run_stats *r)
 	fprintf(f, ",\"nmu\":[");
 	for (int i = 0; i < r->n_units && r->units; i++) {
 		const struct engine_unit_report *u = &r->units[i];
-		fprintf(f, "%s{\"unit\":%d,\"cpu\":%d,\"node\":%d,"
+		fprintf(f, "%s{\"chip\":%d,\"unit\":%d,\"cpu\":%d,\"node\":%d,"
 			"\"weight_bytes\":%llu,\"act_bytes_in\":%llu,"
 			"\"result_bytes_out\":%llu,\"foreign_rows\":%llu,"
 			"\"compute_seconds\":%.6f,\"barrier_seconds\":%.6f,"
 			"\"stall_seconds\":%.6f,\"barriers\":%llu,"
 			"\"barrier_wait_p50_us\":%.3f,\"barrier_wait_p99_us\":%.3f}",
-			i ? "," : "", u->unit, u->cpu, u->node,
+			i ? "," : "", u->chip, u->unit, u->cpu, u->node,
 			(unsigned long long)u->weight_bytes,
 			(unsigned long long)u->act_bytes_in,
 			(unsigned long long)u->result_bytes_out,
@@ -365,6 +455,7 @@ int stats_write_json(const char *path, const struct run_stats *r)
 	else if (r->perplexity >= 0)
 		fprintf(f, ",\"perplexity\":null"); /* inf: JSON has none */
 	json_units(f, r);
+	json_fabric(f, r);
 	fprintf(f, ",\"tokens\":{\"prompt\":");
 	json_ids(f, r->prompt, r->n_prompt);
 	fprintf(f, ",\"generated\":");

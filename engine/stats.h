@@ -53,7 +53,13 @@ struct run_stats {
 	bool nmu_on;       /* false: --nmu off (unpinned, shared memory) */
 	int n_nodes;
 	int n_units;
-	const struct engine_unit_report *units; /* [n_units] */
+	const struct engine_unit_report *units; /* [n_units], chip by chip */
+	/* chips (--chips): the scheme, the emulated links and every chip's
+	 * figures over the decode window; NULL chips: none gathered */
+	int n_chips;
+	const char *tp;
+	double fabric_latency_us, fabric_gbps;
+	const struct engine_chip_report *chips; /* [n_chips] */
 };
 
 /* out = a - b, counter by counter (qd_max: a's) */

@@ -38,13 +38,14 @@ void trace_span(struct trace *t, enum trace_track track, const char *name,
 
 int trace_write(const struct trace *t, const char *path)
 {
-	static const char *const tracks[] = {"", "compute", "wait", "flash I/O"};
+	static const char *const tracks[] = {"", "compute", "wait", "flash I/O",
+					     "fabric"};
 	FILE *f = fopen(path, "w");
 
 	if (!f)
 		return -errno;
 	fprintf(f, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
-	for (int k = 1; k <= 3; k++)
+	for (int k = 1; k <= 4; k++)
 		fprintf(f, "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,"
 			"\"tid\":%d,\"args\":{\"name\":\"%s\"}},\n", k, tracks[k]);
 	for (uint64_t i = 0; i < t->n; i++) {

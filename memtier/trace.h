@@ -15,6 +15,7 @@ enum trace_track {
 	TRACE_COMPUTE = 1, /* layers computed, per token */
 	TRACE_WAIT = 2,    /* acquire waiting for its segment */
 	TRACE_IO = 3,      /* a segment's reads, submit to last completion */
+	TRACE_FABRIC = 4,  /* collectives between chips (engine/fabric.h) */
 };
 
 struct trace_event {

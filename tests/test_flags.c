@@ -522,9 +522,9 @@ struct ext_opts {
 static const struct flags_opt ext_rows[] = {
 	{"profile", 0, FLAGS_STR, FLAGS_FIELD_OF(struct ext_opts, profile),
 	 .metavar = "FILE", .help = "a profile"},
-	{"chips", 0, FLAGS_INT, FLAGS_FIELD_OF(struct ext_opts, chips),
-	 .lo.i = 1, .hi.i = 64, .def.i = 1, .metavar = "N", .help = "chips"},
-	{"fabric-latency-us", 0, FLAGS_FLOAT,
+	{"boards", 0, FLAGS_INT, FLAGS_FIELD_OF(struct ext_opts, chips),
+	 .lo.i = 1, .hi.i = 64, .def.i = 1, .metavar = "N", .help = "boards"},
+	{"wire-latency-us", 0, FLAGS_FLOAT,
 	 FLAGS_FIELD_OF(struct ext_opts, lat_us), .lo.f = 0, .hi.f = 1e6,
 	 .def.f = 0.5, .metavar = "X", .help = "latency (default {default})"},
 };
@@ -538,7 +538,7 @@ static int ext_check(const struct decode_options *o, const void *dst,
 		return -EINVAL;
 	}
 	if (!o->model && e->chips == 7) {
-		snprintf(err, errlen, "seven chips need a model");
+		snprintf(err, errlen, "seven boards need a model");
 		return -EINVAL;
 	}
 	return 0;
@@ -573,7 +573,7 @@ static void test_ext(void **state)
 	(void)state;
 	/* decode's flags and the program's, mixed, into their own structs */
 	assert_int_equal(parse_ext(&o, &e, false, err, sizeof(err), "-m", "x.gguf",
-				   "--chips", "4", "--tier", "flash", "--profile",
+				   "--boards", "4", "--tier", "flash", "--profile",
 				   "p.json", "--temp", "0", "-t", "2", NULL), 0);
 	assert_string_equal(o.model, "x.gguf");
 	assert_int_equal(o.tier, MEMTIER_FLASH);
@@ -599,14 +599,14 @@ static void test_ext(void **state)
 	 * written on error */
 	e.chips = 9;
 	assert_int_equal(parse_ext(&o, &e, true, err, sizeof(err), "--profile",
-				   "p", "--chips", "0", NULL), -EINVAL);
-	assert_string_equal(err, "--chips: '0' is not an integer in [1, 64]");
+				   "p", "--boards", "0", NULL), -EINVAL);
+	assert_string_equal(err, "--boards: '0' is not an integer in [1, 64]");
 	assert_int_equal(e.chips, 9);
 	assert_int_equal(parse_ext(&o, &e, true, err, sizeof(err), NULL), -EINVAL);
 	assert_string_equal(err, "no --profile");
 	assert_int_equal(parse_ext(&o, &e, true, err, sizeof(err), "--profile",
-				   "p", "--chips", "7", NULL), -EINVAL);
-	assert_string_equal(err, "seven chips need a model");
+				   "p", "--boards", "7", NULL), -EINVAL);
+	assert_string_equal(err, "seven boards need a model");
 	assert_int_equal(parse_ext(&o, &e, true, err, sizeof(err), "--profile",
 				   "p", "--dram-budget", "1G", NULL), -EINVAL);
 	assert_string_equal(err, "--dram-budget applies to --tier flash");
@@ -636,8 +636,8 @@ static void test_ext(void **state)
 	flags_usage_ext(f, "simulate", &xu);
 	fclose(f);
 	assert_non_null(strstr(buf, "usage: simulate --profile FILE [options]"));
-	assert_non_null(strstr(buf, "      --fabric-latency-us X  latency (default 0.5)"));
-	assert_true(strstr(buf, "--chips") < strstr(buf, "--tier"));
+	assert_non_null(strstr(buf, "      --wire-latency-us X  latency (default 0.5)"));
+	assert_true(strstr(buf, "--boards") < strstr(buf, "--tier"));
 	free(buf);
 }
 

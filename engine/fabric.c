@@ -1,0 +1,704 @@
+/*
+ * fabric.c - chips as processes, collectives over one shared-memory
+ * segment. See fabric.h.
+ */
+#include "engine/fabric.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "models/util.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+#define FAB_MAGIC 0x53464142u /* "SFAB" */
+
+/* one chip's words, each on its own cache line */
+struct fab_chip {
+	_Alignas(64) atomic_uint pub;   /* chunks published */
+	_Atomic int64_t vis_ns[2];      /* slot b's chunk visible from (emul.) */
+	_Alignas(64) atomic_uint consumed; /* chunks it finished reading */
+	_Alignas(64) atomic_int pid;
+};
+
+struct fab_shm {
+	uint32_t magic, n_chips;
+	uint64_t slot_bytes, slots_off;
+	_Alignas(64) atomic_uint bell;  /* futex word: bumped on every change */
+	atomic_int sleepers;
+	_Alignas(64) atomic_int abort_rc;
+	atomic_int abort_chip;
+	char abort_msg[256];
+	_Alignas(64) atomic_int stop_sig;
+	struct fab_chip chip[FABRIC_MAX_CHIPS];
+};
+
+struct fabric {
+	int n_chips, chip;
+	struct fabric_config cfg;
+	struct fab_shm *shm;
+	size_t map_bytes;
+	uint32_t seq;          /* chunks so far (same on every chip) */
+	uint64_t n_ops;        /* collectives so far */
+	int64_t spin_ns, lat_ns, timeout_ns;
+	int64_t link_free_ns;  /* emulated outbound link busy until */
+	int pidfd[FABRIC_MAX_CHIPS];
+	struct fabric_stats st;
+	uint32_t *samples[FABRIC_OP_COUNT]; /* [FABRIC_SAMPLES] */
+	uint64_t n_samples[FABRIC_OP_COUNT];
+	bool quiet;            /* control traffic: not recorded */
+	/* the op in progress, for messages */
+	enum fabric_op cur_op;
+	char err[320];
+};
+
+static const char *const op_names[FABRIC_OP_COUNT] = {"allgather",
+						      "allreduce", "bcast"};
+
+const char *fabric_op_name(enum fabric_op op)
+{
+	return op < FABRIC_OP_COUNT ? op_names[op] : "?";
+}
+
+int fabric_chip(const struct fabric *f) { return f ? f->chip : 0; }
+int fabric_chips(const struct fabric *f) { return f ? f->n_chips : 1; }
+
+int fabric_pid(const struct fabric *f, int chip)
+{
+	if (!f || !f->shm)
+		return (int)getpid();
+	return atomic_load(&f->shm->chip[chip].pid);
+}
+
+const char *fabric_error(const struct fabric *f)
+{
+	return f ? f->err : "";
+}
+
+/* ---- waiting ------------------------------------------------------------ */
+
+static long futex(atomic_uint *w, int op, unsigned val,
+		  const struct timespec *ts)
+{
+	/* shared (not _PRIVATE): the word is in a mapping of several processes */
+	return syscall(SYS_futex, (unsigned *)w, op, val, ts, NULL, 0);
+}
+
+static void ring(struct fab_shm *s)
+{
+	atomic_fetch_add(&s->bell, 1);
+	if (atomic_load(&s->sleepers))
+		futex(&s->bell, FUTEX_WAKE, INT_MAX, NULL);
+}
+
+static int seq_ge(unsigned a, unsigned b)
+{
+	return (int)(a - b) >= 0;
+}
+
+/* peer chip p has exited (pidfd readable), as far as one can tell */
+static bool peer_gone(struct fabric *f, int p)
+{
+	if (f->pidfd[p] < 0) {
+		int pid = atomic_load(&f->shm->chip[p].pid);
+		if (pid <= 0)
+			return false; /* not forked yet */
+		f->pidfd[p] = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (f->pidfd[p] < 0) /* ESRCH: already gone */
+			return errno == ESRCH;
+	}
+	struct pollfd pf = {.fd = f->pidfd[p], .events = POLLIN};
+	return poll(&pf, 1, 0) == 1;
+}
+
+static int fail(struct fabric *f, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(struct fabric *f, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!f->err[0]) {
+		va_start(ap, fmt);
+		vsnprintf(f->err, sizeof(f->err), fmt, ap);
+		va_end(ap);
+	}
+	return rc;
+}
+
+/* an abort raised by another chip, as this chip's error */
+static int aborted(struct fabric *f)
+{
+	int rc = atomic_load(&f->shm->abort_rc);
+
+	if (!rc)
+		return 0;
+	return fail(f, -ECONNABORTED, "chip %d stopped the fabric: %s",
+		    atomic_load(&f->shm->abort_chip), f->shm->abort_msg);
+}
+
+/* Wait until *w >= target (w: peer `who`'s counter). idle: no timeout. */
+static int wait_ge(struct fabric *f, atomic_uint *w, unsigned target, int who,
+		   bool idle)
+{
+	struct fab_shm *s = f->shm;
+	int64_t t0 = now_ns(), spin_end = t0 + f->spin_ns;
+	int rc;
+
+	for (unsigned i = 1;; i++) {
+		if (seq_ge(atomic_load_explicit(w, memory_order_acquire), target))
+			return 0;
+		if (atomic_load_explicit(&s->abort_rc, memory_order_relaxed))
+			return aborted(f);
+		if ((i & 63) == 0 && now_ns() > spin_end)
+			break;
+		cpu_relax();
+	}
+	for (;;) {
+		unsigned b = atomic_load(&s->bell);
+		atomic_fetch_add(&s->sleepers, 1);
+		if (!seq_ge(atomic_load(w), target) && !atomic_load(&s->abort_rc)) {
+			struct timespec ts = {0, FABRIC_CHECK_MS * 1000000L};
+			futex(&s->bell, FUTEX_WAIT, b, &ts);
+		}
+		atomic_fetch_sub(&s->sleepers, 1);
+		if (seq_ge(atomic_load_explicit(w, memory_order_acquire), target))
+			return 0;
+		if ((rc = aborted(f)))
+			return rc;
+		for (int p = 0; p < f->n_chips; p++)
+			if (p != f->chip && peer_gone(f, p))
+				return fail(f, -ECONNABORTED,
+					    "chip %d (pid %d) exited during %s #%llu",
+					    p, atomic_load(&s->chip[p].pid),
+					    op_names[f->cur_op],
+					    (unsigned long long)f->n_ops);
+		if (!idle && now_ns() - t0 > f->timeout_ns)
+			return fail(f, -ETIMEDOUT,
+				    "chip %d did not reach %s #%llu within %.1f s "
+				    "(--fabric-timeout-s)", who, op_names[f->cur_op],
+				    (unsigned long long)f->n_ops,
+				    (double)f->timeout_ns / 1e9);
+	}
+}
+
+/* a calibrated spin until now_ns() >= t (emulated link delay) */
+static void spin_until(int64_t t)
+{
+	while (now_ns() < t)
+		cpu_relax();
+}
+
+/* ---- layouts -------------------------------------------------------------- */
+
+static size_t part_bytes(const struct fabric_layout *l, int c)
+{
+	if (l->cols)
+		return (size_t)(l->cols[c + 1] - l->cols[c]) * l->elem * (size_t)l->nb;
+	size_t n = 0;
+	for (int64_t i = 0; i < l->nb; i++)
+		n += l->owner[i] == c;
+	return n * (size_t)l->row_len * l->elem;
+}
+
+/* Copy bytes [lo, hi) of chip c's part of buf to (to_slot) or from slot. */
+static void part_copy(const struct fabric_layout *l, char *buf, int c,
+		      size_t lo, size_t hi, char *slot, bool to_slot)
+{
+	size_t seg, pos = 0;
+
+	if (lo >= hi)
+		return;
+	if (l->cols)
+		seg = (size_t)(l->cols[c + 1] - l->cols[c]) * l->elem;
+	else
+		seg = (size_t)l->row_len * l->elem;
+	for (int64_t i = 0; i < l->nb && pos < hi; i++) {
+		if (!l->cols && l->owner[i] != c)
+			continue;
+		size_t a = pos > lo ? pos : lo, b = pos + seg < hi ? pos + seg : hi;
+		if (a < b) {
+			char *p = buf + (size_t)i * (size_t)l->ld * l->elem +
+				  (l->cols ? (size_t)l->cols[c] * l->elem : 0) + (a - pos);
+			if (to_slot)
+				memcpy(slot + (a - lo), p, b - a);
+			else
+				memcpy(p, slot + (a - lo), b - a);
+		}
+		pos += seg;
+	}
+}
+
+/* ---- chunks ----------------------------------------------------------------- */
+
+static char *slot(const struct fabric *f, int c, unsigned n)
+{
+	return (char *)f->shm + f->shm->slots_off +
+	       ((size_t)c * 2 + (n & 1)) * f->shm->slot_bytes;
+}
+
+/* Before writing chunk n: everybody has consumed chunk n - 2 (the last
+ * one in this slot). */
+static int chunk_begin(struct fabric *f, unsigned n, int64_t *wait)
+{
+	int64_t t0 = now_ns();
+	int rc = 0;
+
+	if (n >= 2)
+		for (int p = 0; p < f->n_chips && !rc; p++)
+			if (p != f->chip)
+				rc = wait_ge(f, &f->shm->chip[p].consumed, n - 1, p,
+					     false);
+	*wait += now_ns() - t0;
+	return rc;
+}
+
+static void chunk_publish(struct fabric *f, unsigned n, size_t bytes)
+{
+	struct fab_chip *me = &f->shm->chip[f->chip];
+	int64_t vis = 0;
+
+	if (f->lat_ns > 0 || f->cfg.gbps > 0) {
+		int64_t t = now_ns();
+		if (t < f->link_free_ns)
+			t = f->link_free_ns;
+		if (f->cfg.gbps > 0) /* 1 GB/s moves a byte per ns */
+			t += (int64_t)((double)bytes / f->cfg.gbps);
+		f->link_free_ns = t;
+		vis = t + f->lat_ns;
+	}
+	atomic_store_explicit(&me->vis_ns[n & 1], vis, memory_order_relaxed);
+	atomic_store_explicit(&me->pub, n + 1, memory_order_release);
+	ring(f->shm);
+}
+
+/* wait for peer p's chunk n and for it to become visible */
+static int chunk_wait(struct fabric *f, int p, unsigned n, bool idle,
+		      int64_t *wait)
+{
+	int64_t t0 = now_ns();
+	int rc = wait_ge(f, &f->shm->chip[p].pub, n + 1, p, idle);
+
+	*wait += now_ns() - t0;
+	if (!rc) {
+		int64_t vis = atomic_load_explicit(&f->shm->chip[p].vis_ns[n & 1],
+						   memory_order_relaxed);
+		if (vis)
+			spin_until(vis);
+	}
+	return rc;
+}
+
+static void chunk_done(struct fabric *f, unsigned n)
+{
+	atomic_store_explicit(&f->shm->chip[f->chip].consumed, n + 1,
+			      memory_order_release);
+	ring(f->shm);
+}
+
+/* ---- stats -------------------------------------------------------------- */
+
+static void record(struct fabric *f, enum fabric_op op, int64_t t0,
+		   uint64_t bytes, int64_t wait)
+{
+	struct fabric_op_stats *s = &f->st.op[op];
+	int64_t ns = now_ns() - t0;
+
+	if (f->quiet)
+		return;
+	uint32_t v = ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
+	uint64_t i = f->n_samples[op]++;
+	int b = 0;
+
+	s->count++;
+	s->bytes += bytes;
+	s->ns += ns;
+	s->wait_ns += wait;
+	if (ns > s->max_ns)
+		s->max_ns = ns;
+	while (b < 39 && (1ll << (b + 1)) <= ns)
+		b++;
+	s->hist[b]++;
+	if (i < FABRIC_SAMPLES) {
+		f->samples[op][i] = v;
+	} else { /* a uniform sample: reservoir with a fixed hash */
+		uint64_t h = (i + 1) * 0x9E3779B97F4A7C15ull;
+		h ^= h >> 29;
+		if (h % (i + 1) < FABRIC_SAMPLES)
+			f->samples[op][h % FABRIC_SAMPLES] = v;
+	}
+}
+
+void fabric_quiet(struct fabric *f, bool quiet)
+{
+	if (f)
+		f->quiet = quiet;
+}
+
+const struct fabric_stats *fabric_get_stats(const struct fabric *f)
+{
+	return &f->st;
+}
+
+void fabric_stats_reset(struct fabric *f)
+{
+	memset(&f->st, 0, sizeof(f->st));
+	memset(f->n_samples, 0, sizeof(f->n_samples));
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return (x > y) - (x < y);
+}
+
+void fabric_percentiles(struct fabric *f, enum fabric_op op, double *p50,
+			double *p99)
+{
+	uint64_t n = f->n_samples[op] < FABRIC_SAMPLES ? f->n_samples[op]
+						       : FABRIC_SAMPLES;
+
+	*p50 = *p99 = 0;
+	if (!n)
+		return;
+	qsort(f->samples[op], n, sizeof(uint32_t), cmp_u32);
+	*p50 = f->samples[op][(n - 1) / 2];
+	*p99 = f->samples[op][(n - 1) * 99 / 100];
+}
+
+/* ---- collectives -------------------------------------------------------- */
+
+static int op_enter(struct fabric *f, enum fabric_op op)
+{
+	f->cur_op = op;
+	f->n_ops++;
+	if (f->cfg.stall_op > 0 && f->chip == f->cfg.stall_chip &&
+	    f->n_ops == (uint64_t)f->cfg.stall_op) {
+		/* a stalled chip, not a dead one: it wakes when aborted */
+		int64_t end = now_ns() + (int64_t)(f->cfg.stall_s * 1e9);
+		while (now_ns() < end && !atomic_load(&f->shm->abort_rc)) {
+			struct timespec ts = {0, 10000000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	return aborted(f);
+}
+
+int fabric_allgather(struct fabric *f, void *buf, const struct fabric_layout *l)
+{
+	size_t S, len[FABRIC_MAX_CHIPS], most = 0;
+	uint64_t bytes = 0;
+	int64_t t0 = now_ns(), wait = 0;
+	int rc;
+
+	if (!f || f->n_chips == 1)
+		return 0;
+	if ((rc = op_enter(f, FABRIC_ALLGATHER)))
+		return rc;
+	S = f->shm->slot_bytes;
+	for (int c = 0; c < f->n_chips; c++) {
+		len[c] = part_bytes(l, c);
+		most = len[c] > most ? len[c] : most;
+	}
+	size_t n_chunks = most ? (most + S - 1) / S : 1;
+	bool reader = l->root < 0 || l->root == f->chip;
+	for (size_t k = 0; k < n_chunks && !rc; k++) {
+		unsigned n = f->seq++;
+		size_t lo = k * S;
+		if ((rc = chunk_begin(f, n, &wait)))
+			break;
+		size_t hi = lo + S < len[f->chip] ? lo + S : len[f->chip];
+		part_copy(l, buf, f->chip, lo, hi, slot(f, f->chip, n), true);
+		bytes += hi > lo ? hi - lo : 0;
+		chunk_publish(f, n, hi > lo ? hi - lo : 0);
+		for (int p = 0; p < f->n_chips && reader && !rc; p++) {
+			size_t phi = lo + S < len[p] ? lo + S : len[p];
+			if (p == f->chip || phi <= lo)
+				continue;
+			if ((rc = chunk_wait(f, p, n, false, &wait)))
+				break;
+			part_copy(l, buf, p, lo, phi, slot(f, p, n), false);
+			bytes += phi - lo;
+		}
+		chunk_done(f, n);
+	}
+	record(f, FABRIC_ALLGATHER, t0, bytes, wait);
+	return rc;
+}
+
+int fabric_allreduce(struct fabric *f, float *buf, int64_t n_el)
+{
+	uint64_t bytes = 0;
+	int64_t t0 = now_ns(), wait = 0;
+	int rc;
+
+	if (!f || f->n_chips == 1)
+		return 0;
+	if ((rc = op_enter(f, FABRIC_ALLREDUCE)))
+		return rc;
+	const int64_t per = (int64_t)(f->shm->slot_bytes / sizeof(float));
+	const float *src[FABRIC_MAX_CHIPS];
+	for (int64_t j0 = 0; (j0 < n_el || j0 == 0) && !rc; j0 += per) {
+		int64_t m = n_el - j0 < per ? n_el - j0 : per;
+		unsigned n = f->seq++;
+		if ((rc = chunk_begin(f, n, &wait)))
+			break;
+		memcpy(slot(f, f->chip, n), buf + j0, (size_t)m * sizeof(float));
+		chunk_publish(f, n, (size_t)m * sizeof(float));
+		bytes += (uint64_t)m * sizeof(float);
+		for (int p = 0; p < f->n_chips && !rc; p++) {
+			src[p] = (const float *)slot(f, p, n);
+			if (p != f->chip) {
+				rc = chunk_wait(f, p, n, false, &wait);
+				bytes += (uint64_t)m * sizeof(float);
+			}
+		}
+		if (!rc) /* every chip adds the same slots in the same order */
+			for (int64_t j = 0; j < m; j++) {
+				float s = src[0][j];
+				for (int p = 1; p < f->n_chips; p++)
+					s += src[p][j];
+				buf[j0 + j] = s;
+			}
+		chunk_done(f, n);
+		if (m == 0)
+			break;
+	}
+	record(f, FABRIC_ALLREDUCE, t0, bytes, wait);
+	return rc;
+}
+
+int fabric_bcast(struct fabric *f, void *buf, size_t n_bytes, int root, bool idle)
+{
+	uint64_t bytes = 0;
+	int64_t t0 = now_ns(), wait = 0;
+	int rc;
+
+	if (!f || f->n_chips == 1)
+		return 0;
+	if ((rc = op_enter(f, FABRIC_BCAST)))
+		return rc;
+	const size_t S = f->shm->slot_bytes;
+	for (size_t lo = 0; (lo < n_bytes || lo == 0) && !rc; lo += S) {
+		size_t m = n_bytes - lo < S ? n_bytes - lo : S;
+		unsigned n = f->seq++;
+		if ((rc = chunk_begin(f, n, &wait)))
+			break;
+		if (f->chip == root)
+			memcpy(slot(f, root, n), (char *)buf + lo, m);
+		chunk_publish(f, n, f->chip == root ? m : 0);
+		bytes += m;
+		/* the first chunk of an idle wait may take any time */
+		if (f->chip != root &&
+		    !(rc = chunk_wait(f, root, n, idle && lo == 0, &wait)))
+			memcpy((char *)buf + lo, slot(f, root, n), m);
+		chunk_done(f, n);
+		if (m == 0)
+			break;
+	}
+	/* a chip waiting for its next command is idle, not in the fabric:
+	 * the root's side of the broadcast is what is measured */
+	if (!(idle && f->chip != root))
+		record(f, FABRIC_BCAST, t0, bytes, wait);
+	return rc;
+}
+
+void fabric_abort(struct fabric *f, int rc, const char *msg)
+{
+	int zero = 0;
+
+	if (!f || !f->shm)
+		return;
+	if (atomic_compare_exchange_strong(&f->shm->abort_rc, &zero,
+					   rc ? rc : -ECONNABORTED)) {
+		atomic_store(&f->shm->abort_chip, f->chip);
+		snprintf(f->shm->abort_msg, sizeof(f->shm->abort_msg), "%s",
+			 msg && msg[0] ? msg : strerror(rc < 0 ? -rc : rc));
+	}
+	ring(f->shm);
+}
+
+int fabric_abort_chip(const struct fabric *f)
+{
+	if (!f || !f->shm || !atomic_load(&f->shm->abort_rc))
+		return -1;
+	return atomic_load(&f->shm->abort_chip);
+}
+
+void fabric_request_stop(struct fabric *f, int sig)
+{
+	if (f && f->shm)
+		atomic_store(&f->shm->stop_sig, sig);
+}
+
+int fabric_stop_requested(const struct fabric *f)
+{
+	return f && f->shm ? atomic_load(&f->shm->stop_sig) : 0;
+}
+
+/* ---- processes ------------------------------------------------------------ */
+
+static void fabric_free(struct fabric *f)
+{
+	if (!f)
+		return;
+	for (int p = 0; p < FABRIC_MAX_CHIPS; p++)
+		if (f->pidfd[p] >= 0)
+			close(f->pidfd[p]);
+	if (f->shm)
+		munmap(f->shm, f->map_bytes);
+	for (int o = 0; o < FABRIC_OP_COUNT; o++)
+		free(f->samples[o]);
+	free(f);
+}
+
+int fabric_start(struct fabric **out, const struct fabric_config *cfg, int *chip,
+		 char *err, size_t errlen)
+{
+	struct fabric *f;
+	int fd;
+
+	*out = NULL;
+	*chip = 0;
+	if (cfg->n_chips < 1 || cfg->n_chips > FABRIC_MAX_CHIPS) {
+		snprintf(err, errlen, "--chips %d: from 1 to %d", cfg->n_chips,
+			 FABRIC_MAX_CHIPS);
+		return -EINVAL;
+	}
+	f = xcalloc(1, sizeof(*f));
+	f->cfg = *cfg;
+	f->n_chips = cfg->n_chips;
+	for (int p = 0; p < FABRIC_MAX_CHIPS; p++)
+		f->pidfd[p] = -1;
+	for (int o = 0; o < FABRIC_OP_COUNT; o++)
+		f->samples[o] = xcalloc(FABRIC_SAMPLES, sizeof(uint32_t));
+	*out = f;
+	if (f->n_chips == 1)
+		return 0;
+
+	size_t S = cfg->slot_bytes ? (cfg->slot_bytes + 63) / 64 * 64 : 1u << 20;
+	size_t off = (sizeof(struct fab_shm) + 4095) / 4096 * 4096;
+	f->map_bytes = off + (size_t)f->n_chips * 2 * S;
+	long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int units = cfg->units_per_chip > 0 ? cfg->units_per_chip : 1;
+	if (cfg->spin_us >= 0)
+		f->spin_ns = (int64_t)(cfg->spin_us * 1e3);
+	else /* spinning on a shared core only delays the chip it waits for */
+		f->spin_ns = (long)f->n_chips * units > n_cpu ? 0 : 1000000;
+	f->lat_ns = (int64_t)(cfg->latency_us * 1e3);
+	f->timeout_ns = (int64_t)((cfg->timeout_s > 0 ? cfg->timeout_s : 30) * 1e9);
+
+	if ((fd = memfd_create("strata-fabric", MFD_CLOEXEC)) < 0 ||
+	    ftruncate(fd, (off_t)f->map_bytes)) {
+		snprintf(err, errlen, "fabric: memfd of %zu bytes: %s", f->map_bytes,
+			 strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		goto fail;
+	}
+	f->shm = mmap(NULL, f->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd); /* the mapping keeps it; no name anywhere */
+	if (f->shm == MAP_FAILED) {
+		f->shm = NULL;
+		snprintf(err, errlen, "fabric: mmap: %s", strerror(errno));
+		goto fail;
+	}
+	f->shm->magic = FAB_MAGIC;
+	f->shm->n_chips = (uint32_t)f->n_chips;
+	f->shm->slot_bytes = S;
+	f->shm->slots_off = off;
+	atomic_store(&f->shm->chip[0].pid, (int)getpid());
+	fflush(NULL); /* no buffered output is written twice */
+	for (int c = 1; c < f->n_chips; c++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			f->chip = c;
+			*chip = c;
+			atomic_store(&f->shm->chip[c].pid, (int)getpid());
+			return 0;
+		}
+		if (pid < 0) {
+			snprintf(err, errlen, "fabric: fork of chip %d: %s", c,
+				 strerror(errno));
+			for (int p = 1; p < c; p++) {
+				pid_t q = atomic_load(&f->shm->chip[p].pid);
+				kill(q, SIGKILL);
+				waitpid(q, NULL, 0);
+			}
+			goto fail;
+		}
+		atomic_store(&f->shm->chip[c].pid, (int)pid);
+	}
+	return 0;
+fail:
+	fabric_free(f);
+	*out = NULL;
+	return -EIO;
+}
+
+static void describe_status(int st, char *buf, size_t n)
+{
+	if (WIFEXITED(st))
+		snprintf(buf, n, "exited with status %d", WEXITSTATUS(st));
+	else if (WIFSIGNALED(st))
+		snprintf(buf, n, "was killed by signal %d (%s)", WTERMSIG(st),
+			 strsignal(WTERMSIG(st)));
+	else
+		snprintf(buf, n, "ended (status %#x)", st);
+}
+
+int fabric_finish(struct fabric *f, char *err, size_t errlen)
+{
+	int rc = 0;
+
+	if (!f)
+		return 0;
+	if (f->chip == 0 && f->shm) {
+		int64_t deadline = now_ns() + 5 * 1000000000ll;
+		for (int c = 1; c < f->n_chips; c++) {
+			pid_t pid = atomic_load(&f->shm->chip[c].pid);
+			int st = 0;
+			pid_t r;
+			while ((r = waitpid(pid, &st, WNOHANG)) == 0 &&
+			       now_ns() < deadline) {
+				struct timespec ts = {0, 5000000};
+				nanosleep(&ts, NULL);
+			}
+			if (r == 0) { /* still running: it will not end by itself */
+				kill(pid, SIGKILL);
+				waitpid(pid, &st, 0);
+				if (!rc)
+					snprintf(err, errlen, "fabric: chip %d (pid %d) "
+						 "did not exit; killed", c, (int)pid);
+				rc = -EPIPE;
+			} else if (r > 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+				char how[96];
+				describe_status(st, how, sizeof(how));
+				if (!rc)
+					snprintf(err, errlen, "fabric: chip %d (pid %d) %s",
+						 c, (int)pid, how);
+				rc = -EPIPE;
+			}
+		}
+	}
+	fabric_free(f);
+	return rc;
+}

@@ -419,6 +419,12 @@ int engine_init(struct engine *e, const char *path,
 	e->chip = fabric_chip(cfg->fab);
 	e->n_chips = fabric_chips(cfg->fab);
 	e->shared = cfg->nmu_off;
+	if (e->n_chips > 1 && cfg->tp == PLAN_TP_ALLREDUCE) {
+		snprintf(err, errlen, "--tp allreduce is not built yet (--tp rows "
+			 "is)");
+		chips_rc(e, -ENOTSUP, err, errlen);
+		return -ENOTSUP;
+	}
 	e->n_batch = cfg->n_batch > 0 ? cfg->n_batch : 128;
 	if ((rc = gguf_open(&e->gguf, path, err, errlen))) {
 		if (e->n_chips > 1)

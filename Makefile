@@ -208,7 +208,7 @@ demo: deps
 # independent numpy reference and the llama.cpp fixtures, each under a
 # timeout by tests/run.sh (STRATA_ALLOWED_SKIPS=tests/allowed-skips.txt
 # makes a skip for any other reason fail, as .ci/run does).
-TEST_CMDS = $(TEST_BINS) "tests/test_cli.sh ./decode" \
+TEST_CMDS = $(TEST_BINS) "tests/test_cli.sh ./decode" "tests/test_chips.sh ./decode" \
 	"tests/probe_check.sh bench/probe" "$(PYTHON) tests/ref_check.py" \
 	"tests/sim_check.sh bench/simulate ./decode" \
 	tests/requant_check.sh tests/bench_check.sh \

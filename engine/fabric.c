@@ -689,7 +689,10 @@ int fabric_finish(struct fabric *f, char *err, size_t errlen)
 					snprintf(err, errlen, "fabric: chip %d (pid %d) "
 						 "did not exit; killed", c, (int)pid);
 				rc = -EPIPE;
-			} else if (r > 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+			} else if (r > 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0) &&
+				   !(WIFEXITED(st) && atomic_load(&f->shm->abort_rc))) {
+				/* (a chip that exited after an abort has been
+				 * reported through its message) */
 				char how[96];
 				describe_status(st, how, sizeof(how));
 				if (!rc)

@@ -134,8 +134,9 @@ void fabric_percentiles(struct fabric *f, enum fabric_op op, double *p50,
 const char *fabric_op_name(enum fabric_op op);
 
 /* End: chip 0 waits for every other chip to exit and returns 0, or -EPIPE
- * with a message naming a chip that failed or died; another chip returns
- * 0. Unmaps the segment and frees f (NULL is fine). */
+ * with a message naming a chip that died by a signal, did not exit, or
+ * exited non-zero without an abort (an aborted run has its message
+ * already); another chip returns 0. Unmaps the segment and frees f (NULL is fine). */
 int fabric_finish(struct fabric *f, char *err, size_t errlen);
 
 #endif

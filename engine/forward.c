@@ -27,15 +27,17 @@ static uint32_t layer_id(int32_t l, int i)
 	return (uint32_t)l * LT_COUNT + (uint32_t)i;
 }
 
-/* rows [r0, r1) of tensor g: the whole tensor for a NULL share */
-static struct memtier_tensor tensor_rows(const struct gguf_tensor *g,
+/* rows [r0, r1) of a tensor in its chip view v: all it holds for a NULL
+ * share */
+static struct memtier_tensor tensor_rows(const struct engine_view *v,
 					 const struct plan_range *rows)
 {
-	struct memtier_tensor t = {g->file_offset, g->n_bytes, g->row_bytes};
+	struct memtier_tensor t = {v->off, (uint64_t)v->rows * v->row_bytes,
+				   v->row_bytes};
 
 	if (rows) {
-		t.file_offset += (uint64_t)rows->r0 * g->row_bytes;
-		t.n_bytes = (uint64_t)plan_len(*rows) * g->row_bytes;
+		t.file_offset += (uint64_t)(rows->r0 - v->row0) * v->row_bytes;
+		t.n_bytes = (uint64_t)plan_len(*rows) * v->row_bytes;
 	}
 	return t;
 }
@@ -51,8 +53,9 @@ struct tensor_list {
 /*
  * Describe the tensors to a memtier instance: ids 0 .. n_layer*LT_COUNT-1
  * are the layers' tensors, then token_embd, output_norm, output; segments:
- * one per layer, then the output head. eu == NULL: whole tensors (shared
- * mode), else the unit's share of each (its rows; norms whole).
+ * one per layer, then the output head. eu == NULL: the chip's view of
+ * each (shared mode; the whole tensors with one chip), else the unit's
+ * share of each (its rows; norms whole).
  */
 static void describe(const struct engine *e, const struct engine_unit *eu,
 		     struct tensor_list *tl)
@@ -81,13 +84,13 @@ static void describe(const struct engine *e, const struct engine_unit *eu,
 			[LT_W_DOWN] = eu ? &eu->pu->embd : NULL,
 		};
 		for (int i = 0; i < LT_COUNT; i++)
-			tl->t[layer_id(l, i)] = tensor_rows(m->layer[layer_id(l, i)],
+			tl->t[layer_id(l, i)] = tensor_rows(&e->view[layer_id(l, i)],
 							    eu ? share[i] : NULL);
 	}
 	for (int i = 0; i < GT_COUNT; i++)
 		tl->t[(uint32_t)L * LT_COUNT + i] =
-			tensor_rows(m->global[i], eu && i != GT_OUTPUT_NORM
-							  ? &eu->pu->vocab : NULL);
+			tensor_rows(&e->view[(uint32_t)L * LT_COUNT + i],
+				    eu && i != GT_OUTPUT_NORM ? &eu->pu->vocab : NULL);
 	for (uint32_t i = 0; i < n; i++)
 		tl->ids[i] = i;
 	for (int32_t l = 0; l < L; l++) {
@@ -262,6 +265,61 @@ static void chips_bounds(struct engine *e)
 	}
 }
 
+/* This chip's view of every tensor (engine_view): --tp rows, the rows
+ * of its slice in the GGUF; --tp allreduce, Wo and ffn_down by its
+ * columns, in its packed image (views_pack). */
+static void views_init(struct engine *e)
+{
+	const struct llama_model *m = &e->model;
+	const struct plan_chip *ch = &e->plan.chips[e->chip];
+	const int64_t hd = m->hp.head_dim;
+	const int32_t L = m->hp.n_layer;
+	const bool ar = e->n_chips > 1 && e->plan.tp == PLAN_TP_ALLREDUCE;
+	const uint32_t n = (uint32_t)L * LT_COUNT + GT_COUNT;
+
+	e->view = xcalloc(n, sizeof(*e->view));
+	for (uint32_t id = 0; id < n; id++) {
+		const struct gguf_tensor *g = id < (uint32_t)L * LT_COUNT
+			? m->layer[id] : m->global[id - (uint32_t)L * LT_COUNT];
+		struct plan_range rows = {0, g->n_rows}, cols = {0, g->ne[0]};
+		if (id < (uint32_t)L * LT_COUNT) {
+			switch (id % LT_COUNT) {
+			case LT_WQ: rows = (struct plan_range){ch->q_heads.r0 * hd,
+							      ch->q_heads.r1 * hd}; break;
+			case LT_WK:
+			case LT_WV: rows = (struct plan_range){ch->kv_heads.r0 * hd,
+							      ch->kv_heads.r1 * hd}; break;
+			case LT_WO:
+				if (ar)
+					cols = (struct plan_range){ch->q_heads.r0 * hd,
+								   ch->q_heads.r1 * hd};
+				else
+					rows = ch->embd;
+				break;
+			case LT_W_DOWN:
+				if (ar)
+					cols = ch->ff;
+				else
+					rows = ch->embd;
+				break;
+			case LT_W_GATE:
+			case LT_W_UP: rows = ch->ff; break;
+			default: break; /* norms */
+			}
+		} else if (id != e->id_output_norm) {
+			rows = ch->vocab;
+		}
+		const struct kern_type_info *ti = kern_type_info(g->type);
+		uint64_t rb = g->row_bytes;
+		if (plan_len(cols) != g->ne[0])
+			rb = (uint64_t)(plan_len(cols) / ti->blck) * ti->type_size;
+		e->view[id] = (struct engine_view){
+			.off = g->file_offset + (uint64_t)rows.r0 * g->row_bytes,
+			.row_bytes = rb, .row0 = rows.r0, .rows = plan_len(rows),
+			.col0 = cols.r0, .k = plan_len(cols)};
+	}
+}
+
 /* every chip's rc: the first non-zero one (0 with one chip: rc) */
 static int chips_rc(struct engine *e, int rc, char *err, size_t errlen)
 {
@@ -342,6 +400,7 @@ static int units_init(struct engine *e, char *err, size_t errlen)
 	if ((rc = plan_init(&e->plan, hp, &pc, err, errlen)))
 		return rc;
 	chips_bounds(e);
+	views_init(e);
 	e->units = xcalloc((size_t)n, sizeof(*e->units));
 	for (int i = 0; i < n; i++) {
 		struct engine_unit *eu = &e->units[i];
@@ -486,6 +545,8 @@ void engine_destroy(struct engine *e)
 	free(s->x); free(s->att); free(s->tmp); free(s->hb); free(s->up);
 	free(e->cols_att); free(e->cols_embd); free(e->cols_ff);
 	free(e->cols_vocab); free(e->tok_owner); free(e->chip_logits);
+	free(e->view);
+	e->view = NULL;
 	e->cols_att = e->cols_embd = e->cols_ff = e->cols_vocab = NULL;
 	e->tok_owner = NULL;
 	e->chip_logits = NULL;

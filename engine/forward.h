@@ -72,6 +72,17 @@ struct engine_stats {
 
 struct engine_unit;
 
+/* A chip's view of a tensor: the rows (and columns) of it the chip holds
+ * and where they are in the file its memtier instances read (the GGUF,
+ * or with --tp allreduce the chip's packed image). One chip: the whole
+ * tensor. */
+struct engine_view {
+	uint64_t off;       /* file offset of row row0 */
+	uint64_t row_bytes; /* bytes of a row of k columns */
+	int64_t row0, rows; /* rows [row0, row0 + rows) */
+	int64_t col0, k;    /* columns [col0, col0 + k) of each row */
+};
+
 struct engine {
 	struct engine_config cfg;
 	int n_threads;  /* units */
@@ -87,6 +98,9 @@ struct engine {
 	const void *sw[2][LT_COUNT]; /* shared mode: acquired pointers */
 	struct engine_state st;
 	uint32_t id_tok_embd, id_output_norm, id_output; /* memtier ids */
+	struct engine_view *view;  /* [memtier id]: this chip's */
+	int image_fd;              /* --tp allreduce: the packed image, or -1 */
+	char image_path[64];       /* /proc/self/fd/N of it */
 	/* chips: this one and every chip's slice bounds, [n_chips + 1] */
 	struct fabric *fab;
 	int chip, n_chips;

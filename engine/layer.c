@@ -67,13 +67,16 @@ static int64_t share_row0(const struct engine_unit *eu, int which)
 	}
 }
 
-/* address of row `row0` of a tensor whose acquired pointer is p: in owner
- * mode the unit's memtier holds only its share, starting at its first
- * row; in shared mode p is the whole tensor */
-static const void *share_ptr(const struct engine_unit *eu, const void *p,
-			     size_t row_bytes, int64_t row0)
+/* address of row `row0` of tensor id whose acquired pointer is p: in
+ * owner mode the unit's memtier holds only its share, starting at its
+ * first row; in shared mode p is the chip's view of the tensor */
+static const void *share_ptr(const struct engine_unit *eu, uint32_t id,
+			     const void *p, int64_t row0)
 {
-	return eu->e->shared ? (const char *)p + row0 * row_bytes : p;
+	const struct engine_view *v = &eu->e->view[id];
+
+	return eu->e->shared ? (const char *)p + (row0 - v->row0) * v->row_bytes
+			     : p;
 }
 
 /* ---- inputs and projections ------------------------------------------- */
@@ -174,14 +177,15 @@ static void project(struct engine_unit *eu, uint32_t type, const void *w,
  * lie outside the file range this unit's memtier instance holds of it,
  * counted in foreign_rows (the plan the layer computes with and the one
  * the memory was placed with must agree; a test asserts 0). */
-static void check_share(struct engine_unit *eu, uint32_t id,
-			const struct gguf_tensor *g, int64_t row0, int64_t n_rows)
+static void check_share(struct engine_unit *eu, uint32_t id, int64_t row0,
+			int64_t n_rows)
 {
 	if (eu->e->shared || n_rows <= 0)
 		return; /* shared mode: no ownership, any unit reads any row */
 	const struct memtier_tensor *mt = &eu->mt.tensors[id];
-	int64_t have0 = (int64_t)((mt->file_offset - g->file_offset) / g->row_bytes);
-	int64_t have1 = have0 + (int64_t)(mt->n_bytes / g->row_bytes);
+	const struct engine_view *v = &eu->e->view[id];
+	int64_t have0 = v->row0 + (int64_t)((mt->file_offset - v->off) / v->row_bytes);
+	int64_t have1 = have0 + (int64_t)(mt->n_bytes / v->row_bytes);
 	int64_t in0 = row0 > have0 ? row0 : have0;
 	int64_t in1 = row0 + n_rows < have1 ? row0 + n_rows : have1;
 	eu->c.foreign_rows += (uint64_t)(n_rows - (in1 > in0 ? in1 - in0 : 0));
@@ -192,13 +196,13 @@ static void project_layer(struct engine_unit *eu, int32_t l, int which,
 			  int64_t n_rows, int32_t nb, float *y, int64_t ldy)
 {
 	const struct gguf_tensor *t = TENSOR(eu->e, l, which);
-	const void *w = share_ptr(eu, eu->w[l & 1][which], t->row_bytes,
+	const uint32_t id = (uint32_t)l * LT_COUNT + (uint32_t)which;
+	const struct engine_view *v = &eu->e->view[id];
+	const void *w = share_ptr(eu, id, eu->w[l & 1][which],
 				  share_row0(eu, which));
 
-	check_share(eu, (uint32_t)l * LT_COUNT + (uint32_t)which, t,
-		    share_row0(eu, which), n_rows);
-	project(eu, t->type, w, t->row_bytes, n_rows, t->ne[0], nb, y, ldy,
-		false);
+	check_share(eu, id, share_row0(eu, which), n_rows);
+	project(eu, t->type, w, v->row_bytes, n_rows, v->k, nb, y, ldy, false);
 }
 
 /* activation bytes of n floats of which `own` are this unit's: what other
@@ -296,9 +300,10 @@ int layer_embed(struct engine_unit *eu, const int32_t *tokens, int32_t nb)
 	struct engine *e = eu->e;
 	const struct gguf_tensor *te = e->model.global[GT_TOK_EMBD];
 	const int64_t d = e->model.hp.n_embd;
-	/* shared mode: unit 0 embeds every token */
-	const int64_t v0 = e->shared ? 0 : eu->pu->vocab.r0;
-	const int64_t v1 = e->shared ? e->model.hp.n_vocab : eu->pu->vocab.r1;
+	/* shared mode: unit 0 embeds every token of the chip's vocabulary */
+	const struct engine_view *ve = &e->view[e->id_tok_embd];
+	const int64_t v0 = e->shared ? ve->row0 : eu->pu->vocab.r0;
+	const int64_t v1 = e->shared ? ve->row0 + ve->rows : eu->pu->vocab.r1;
 	int rc = 0;
 
 	if (eu->mem_owner && (rc = unit_acquire(eu, 0)))
@@ -478,10 +483,10 @@ int layer_head(struct engine_unit *eu, int32_t nb, int32_t first, float *out,
 	int32_t n_out = nb - first;
 
 	if (out) {
-		check_share(eu, e->id_output, to, vr.r0, plan_len(vr));
+		check_share(eu, e->id_output, vr.r0, plan_len(vr));
 		unit_input(eu, e->st.x + (int64_t)first * d, d, wo[0], d, n_out);
 		count_in(eu, d, plan_len(eu->pu->embd), n_out);
-		project(eu, to->type, share_ptr(eu, wo[1], to->row_bytes, vr.r0),
+		project(eu, to->type, share_ptr(eu, e->id_output, wo[1], vr.r0),
 			to->row_bytes, plan_len(vr), d, n_out, out + vr.r0, ldo,
 			all_float);
 		count_out(eu, plan_len(vr), n_out);

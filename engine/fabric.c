@@ -471,13 +471,16 @@ int fabric_allreduce(struct fabric *f, float *buf, int64_t n_el)
 				bytes += (uint64_t)m * sizeof(float);
 			}
 		}
-		if (!rc) /* every chip adds the same slots in the same order */
-			for (int64_t j = 0; j < m; j++) {
-				float s = src[0][j];
-				for (int p = 1; p < f->n_chips; p++)
-					s += src[p][j];
-				buf[j0 + j] = s;
+		if (!rc) { /* every chip adds the same slots in the same order:
+			    * ((s0 + s1) + s2) ..., element by element */
+			float *y = buf + j0;
+			memcpy(y, src[0], (size_t)m * sizeof(float));
+			for (int p = 1; p < f->n_chips; p++) {
+				const float *x = src[p];
+				for (int64_t j = 0; j < m; j++)
+					y[j] += x[j];
 			}
+		}
 		chunk_done(f, n);
 		if (m == 0)
 			break;

@@ -6,6 +6,7 @@
 #include "engine/forward.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,7 +134,8 @@ static int place_weights(struct engine *e, struct engine_unit *eu,
 
 	mc.dram_budget_bytes = budget;
 	describe(e, eu, &tl);
-	int rc = memtier_open(mt, &mc, e->gguf.path, tl.t, tl.n, tl.segs,
+	int rc = memtier_open(mt, &mc, e->image_fd >= 0 ? e->image_path
+							: e->gguf.path, tl.t, tl.n, tl.segs,
 			      tl.n_segs, err, errlen);
 	tensor_list_free(&tl);
 	return rc;
@@ -320,6 +322,115 @@ static void views_init(struct engine *e)
 	}
 }
 
+/* the packed image's file: no name (O_TMPFILE, or a name unlinked at
+ * once), so it is gone when the chip ends, however it ends */
+static int image_create(const char *dir, char *err, size_t errlen)
+{
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/strata-image-XXXXXX", dir);
+		fd = mkostemp(path, O_CLOEXEC);
+		if (fd >= 0)
+			unlink(path);
+	}
+	if (fd < 0) {
+		int rc = -errno;
+		snprintf(err, errlen, "--tp allreduce: cannot create the chip's "
+			 "packed weights in %s (--flash-dir): %s", dir, strerror(-rc));
+		return rc;
+	}
+	return fd;
+}
+
+/*
+ * --tp allreduce: the chip's columns of Wo and ffn_down are strided in the
+ * GGUF (a piece of every row), so the chip writes every tensor of its
+ * slice, packed (rows of its columns back to back), into one image in
+ * --flash-dir, once at start, and its memtier instances read that file
+ * on every tier. The views then point into the image.
+ */
+static int views_pack(struct engine *e, char *err, size_t errlen)
+{
+	const int32_t L = e->model.hp.n_layer;
+	const uint32_t n = (uint32_t)L * LT_COUNT + GT_COUNT;
+	uint64_t *src_off = xcalloc(n, sizeof(*src_off));
+	uint64_t at = 0;
+	char *buf = NULL, *out = NULL;
+	size_t cap = 0;
+	int rc = 0, fd;
+
+	int src = open(e->gguf.path, O_RDONLY | O_CLOEXEC);
+	if (src < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", e->gguf.path, strerror(-rc));
+		free(src_off);
+		return rc;
+	}
+	if ((fd = image_create(e->cfg.kv_dir, err, errlen)) < 0) {
+		close(src);
+		free(src_off);
+		return fd;
+	}
+	e->image_fd = fd;
+	for (uint32_t id = 0; id < n && !rc; id++) {
+		const struct gguf_tensor *g = id < (uint32_t)L * LT_COUNT
+			? e->model.layer[id] : e->model.global[id - (uint32_t)L * LT_COUNT];
+		struct engine_view *v = &e->view[id];
+		src_off[id] = v->off;
+		uint32_t dup = 0; /* a tied output: stored once, as memtier does */
+		while (dup < id && !(src_off[dup] == v->off &&
+				     e->view[dup].rows == v->rows &&
+				     e->view[dup].row_bytes == v->row_bytes))
+			dup++;
+		if (dup < id) {
+			v->off = e->view[dup].off;
+			continue;
+		}
+		const struct kern_type_info *ti = kern_type_info(g->type);
+		const uint64_t c0 = (uint64_t)(v->col0 / ti->blck) * ti->type_size;
+		const int64_t chunk_rows = 1 + (int64_t)((8u << 20) / g->row_bytes);
+		at = (at + 4095) / 4096 * 4096;
+		for (int64_t r = 0; r < v->rows && !rc; r += chunk_rows) {
+			int64_t nr = v->rows - r < chunk_rows ? v->rows - r : chunk_rows;
+			size_t in = (size_t)nr * g->row_bytes;
+			if (in > cap) {
+				cap = in;
+				buf = xrealloc(buf, cap);
+				out = xrealloc(out, cap);
+			}
+			if (pread(src, buf, in, (off_t)(v->off + (uint64_t)r * g->row_bytes)) !=
+			    (ssize_t)in) {
+				rc = -EIO;
+				snprintf(err, errlen, "%s: reading %s for the packed "
+					 "image: %s", e->gguf.path, g->name.s,
+					 strerror(errno ? errno : EIO));
+				break;
+			}
+			for (int64_t i = 0; i < nr; i++)
+				memcpy(out + (size_t)i * v->row_bytes,
+				       buf + (size_t)i * g->row_bytes + c0, v->row_bytes);
+			size_t nout = (size_t)nr * v->row_bytes;
+			if (pwrite(fd, out, nout, (off_t)(at + (uint64_t)r * v->row_bytes)) !=
+			    (ssize_t)nout) {
+				rc = errno ? -errno : -ENOSPC;
+				snprintf(err, errlen, "--tp allreduce: writing the chip's "
+					 "packed weights in %s: %s", e->cfg.kv_dir,
+					 strerror(-rc));
+			}
+		}
+		v->off = at;
+		at += (uint64_t)v->rows * v->row_bytes;
+	}
+	close(src);
+	free(buf);
+	free(out);
+	free(src_off);
+	snprintf(e->image_path, sizeof(e->image_path), "/proc/self/fd/%d", fd);
+	return rc;
+}
+
 /* every chip's rc: the first non-zero one (0 with one chip: rc) */
 static int chips_rc(struct engine *e, int rc, char *err, size_t errlen)
 {
@@ -401,6 +512,9 @@ static int units_init(struct engine *e, char *err, size_t errlen)
 		return rc;
 	chips_bounds(e);
 	views_init(e);
+	if (e->n_chips > 1 && e->plan.tp == PLAN_TP_ALLREDUCE &&
+	    (rc = views_pack(e, err, errlen)))
+		return rc;
 	e->units = xcalloc((size_t)n, sizeof(*e->units));
 	for (int i = 0; i < n; i++) {
 		struct engine_unit *eu = &e->units[i];
@@ -473,17 +587,12 @@ int engine_init(struct engine *e, const char *path,
 
 	memset(e, 0, sizeof(*e));
 	e->mt.fd = -1; /* destroy must not close(0) after an early failure */
+	e->image_fd = -1;
 	e->cfg = *cfg;
 	e->fab = cfg->fab;
 	e->chip = fabric_chip(cfg->fab);
 	e->n_chips = fabric_chips(cfg->fab);
 	e->shared = cfg->nmu_off;
-	if (e->n_chips > 1 && cfg->tp == PLAN_TP_ALLREDUCE) {
-		snprintf(err, errlen, "--tp allreduce is not built yet (--tp rows "
-			 "is)");
-		chips_rc(e, -ENOTSUP, err, errlen);
-		return -ENOTSUP;
-	}
 	e->n_batch = cfg->n_batch > 0 ? cfg->n_batch : 128;
 	if ((rc = gguf_open(&e->gguf, path, err, errlen))) {
 		if (e->n_chips > 1)
@@ -547,6 +656,9 @@ void engine_destroy(struct engine *e)
 	free(e->cols_vocab); free(e->tok_owner); free(e->chip_logits);
 	free(e->view);
 	e->view = NULL;
+	if (e->image_fd >= 0)
+		close(e->image_fd);
+	e->image_fd = -1;
 	e->cols_att = e->cols_embd = e->cols_ff = e->cols_vocab = NULL;
 	e->tok_owner = NULL;
 	e->chip_logits = NULL;

@@ -253,7 +253,7 @@ static int sync_begin(struct engine_unit *eu, float *buf, int32_t nb,
 {
 	int rc;
 
-	if (eu->e->n_chips == 1)
+	if (eu->e->n_chips == 1 || !cols)
 		return 0;
 	if ((rc = nmu_barrier(eu->nu)))
 		return rc;
@@ -269,6 +269,28 @@ static int sync_rows(struct engine_unit *eu, float *buf, int32_t nb,
 	int rc = sync_begin(eu, buf, nb, ld, cols, what);
 
 	return rc ? rc : nmu_barrier(eu->nu);
+}
+
+/* --tp allreduce: every unit's rows of the partial sums in tmp written,
+ * unit 0 all-reduces them over the chips (summed in chip order: every
+ * chip gets the same bits) and adds them to the residual stream */
+static int reduce_begin(struct engine_unit *eu, int32_t nb, const char *what)
+{
+	struct engine *e = eu->e;
+	const int64_t d = e->model.hp.n_embd;
+	int64_t t0 = now_ns();
+	int rc;
+
+	if ((rc = nmu_barrier(eu->nu)))
+		return rc;
+	if (eu->nu->id != 0)
+		return 0;
+	if ((rc = fabric_allreduce(e->fab, e->st.tmp, (int64_t)nb * d)))
+		return unit_fail(eu, rc);
+	trace_span(e->cfg.mt.trace, TRACE_FABRIC, what, -1, t0, now_ns());
+	for (int32_t i = 0; i < nb; i++)
+		ops_add(e->st.x + i * d, e->st.tmp + i * d, 0, d);
+	return 0;
 }
 
 /* ---- steps -------------------------------------------------------------- */
@@ -389,6 +411,9 @@ int layer_forward(struct engine_unit *eu, int32_t l, int32_t pos0, int32_t nb)
 	const int64_t nq = plan_len(eu->qh) * hd, nkv = plan_len(eu->kvh) * hd;
 	const struct plan_range er = eu->pu->embd, fr = eu->pu->ff;
 	const void *const *wl = eu->w[l & 1];
+	const struct engine_view *vo = &e->view[(uint32_t)l * LT_COUNT + LT_WO];
+	const struct engine_view *vd = &e->view[(uint32_t)l * LT_COUNT + LT_W_DOWN];
+	const bool ar = e->n_chips > 1 && e->plan.tp == PLAN_TP_ALLREDUCE;
 	int64_t t0 = now_ns();
 	float *kc, *vc;
 	int rc;
@@ -421,7 +446,8 @@ int layer_forward(struct engine_unit *eu, int32_t l, int32_t pos0, int32_t nb)
 		if (rc)
 			goto fail;
 	}
-	if ((rc = sync_rows(eu, s->att, nb, d, e->cols_att, "attention")))
+	if ((rc = sync_rows(eu, s->att, nb, d, ar ? NULL : e->cols_att,
+			    "attention")))
 		return rc;
 	if (eu->mem_owner && e->shared) {
 		rc = kvcache_commit(eu->kvp, l, pos0, pos0 + nb);
@@ -430,15 +456,22 @@ int layer_forward(struct engine_unit *eu, int32_t l, int32_t pos0, int32_t nb)
 		if (rc)
 			goto fail;
 	}
-	/* output projection and residual, own rows */
-	unit_input(eu, s->att, d, NULL, d, nb);
-	count_in(eu, d, nq, nb);
+	/* output projection and residual, own rows (allreduce: of the
+	 * chip's columns, the partial sums all-reduced) */
+	unit_input(eu, s->att + vo->col0, d, NULL, vo->k, nb);
+	count_in(eu, vo->k, nq, nb);
 	project_layer(eu, l, LT_WO, plan_len(er), nb, s->tmp + er.r0, d);
-	for (int32_t i = 0; i < nb; i++)
-		ops_add(s->x + i * d, s->tmp + i * d, er.r0, er.r1);
 	count_out(eu, plan_len(er), nb);
-	if ((rc = sync_rows(eu, s->x, nb, d, e->cols_embd, "attn_output")))
-		return rc;
+	if (ar) {
+		if ((rc = reduce_begin(eu, nb, "attn_output allreduce")) ||
+		    (rc = nmu_barrier(eu->nu)))
+			return rc;
+	} else {
+		for (int32_t i = 0; i < nb; i++)
+			ops_add(s->x + i * d, s->tmp + i * d, er.r0, er.r1);
+		if ((rc = sync_rows(eu, s->x, nb, d, e->cols_embd, "attn_output")))
+			return rc;
+	}
 	/* FFN: own gate and up rows, silu * up on them */
 	unit_input(eu, s->x, d, wl[LT_FFN_NORM], d, nb);
 	count_in(eu, d, plan_len(er), nb);
@@ -448,19 +481,21 @@ int layer_forward(struct engine_unit *eu, int32_t l, int32_t pos0, int32_t nb)
 		ops_silu_mul(s->hb + i * ff, s->hb + i * ff, s->up + i * ff, fr.r0,
 			     fr.r1);
 	count_out(eu, plan_len(fr), nb);
-	if ((rc = sync_rows(eu, s->hb, nb, ff, e->cols_ff, "ffn_up")))
+	if ((rc = sync_rows(eu, s->hb, nb, ff, ar ? NULL : e->cols_ff, "ffn_up")))
 		return rc;
-	unit_input(eu, s->hb, ff, NULL, ff, nb);
-	count_in(eu, ff, plan_len(fr), nb);
+	unit_input(eu, s->hb + vd->col0, ff, NULL, vd->k, nb);
+	count_in(eu, vd->k, plan_len(fr), nb);
 	project_layer(eu, l, LT_W_DOWN, plan_len(er), nb, s->tmp + er.r0, d);
-	for (int32_t i = 0; i < nb; i++)
-		ops_add(s->x + i * d, s->tmp + i * d, er.r0, er.r1);
+	if (!ar)
+		for (int32_t i = 0; i < nb; i++)
+			ops_add(s->x + i * d, s->tmp + i * d, er.r0, er.r1);
 	count_out(eu, plan_len(er), nb);
 	if (eu->nu->id == 0)
 		trace_span(e->cfg.mt.trace, TRACE_COMPUTE,
 			   nb == 1 ? "layer" : "prefill layer", l, t0, now_ns());
 	/* the other chips get this chip's rows before it waits for l+1 */
-	if ((rc = sync_begin(eu, s->x, nb, d, e->cols_embd, "ffn_down")))
+	if ((rc = ar ? reduce_begin(eu, nb, "ffn_down allreduce")
+		     : sync_begin(eu, s->x, nb, d, e->cols_embd, "ffn_down")))
 		return rc;
 	if ((rc = layer_next(eu, l)))
 		goto fail;

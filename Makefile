@@ -101,7 +101,7 @@ FUZZ_SECONDS ?= 60
 ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
 	$(FUZZ_NAMES:%=$(BUILD)/fuzz/%.o) $(BUILD)/fuzz/replay.o \
 	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o \
-	$(BUILD)/bench/probe_sys.o $(SIM_OBJS)
+	$(BUILD)/bench/probe_sys.o $(BUILD)/bench/probe_fabric.o $(SIM_OBJS)
 
 .PHONY: all deps demo test test-c test-py asan tsan fuzz fuzz-corpus help \
 	clean models vocab bench
@@ -161,7 +161,8 @@ bench/kbench: $(BUILD)/bench/kbench.o $(BENCH_OBJS) $(LIB)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 bench/probe: $(BUILD)/bench/probe.o $(BUILD)/bench/probe_kern.o \
-		$(BUILD)/bench/probe_sys.o $(BENCH_OBJS) $(LIB)
+		$(BUILD)/bench/probe_sys.o $(BUILD)/bench/probe_fabric.o \
+		$(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -16,6 +16,11 @@
  *          barrier of the engine's unit pool by unit count, and the
  *          sampler per vocabulary entry: bench/probe_sys.c (the
  *          simulator's inputs, bench/sim.h).
+ *   fabric the chip fabric (engine/fabric.h) between two processes pinned
+ *          to two CPUs: a hand-written shared-memory handoff (the floor)
+ *          and the fabric's allgather, allreduce and bcast, median and
+ *          p99 by message size 64 B .. 4 MiB: bench/probe_fabric.c. It
+ *          forks, so it runs first, before any OpenMP thread exists.
  *   flash  io_uring + O_DIRECT reads of a test file in --flash-dir, into
  *          one registered huge-page-backed buffer through a registered
  *          file: sequential GB/s by block size (64 KiB .. 4 MiB) and queue
@@ -868,6 +873,7 @@ struct probe_results {
 	const struct probe_sys *sys;
 	const struct flash_result *flash;
 	const struct kv_result *kv;
+	const struct probe_fabric *fabric;
 };
 
 struct cpu_id {
@@ -961,6 +967,8 @@ static void print_table(const struct probe_opts *o,
 		fprintf(stderr, "  4 KiB random: p50 %.1f us, p99 %.1f us at QD1; "
 			"%.0f IOPS at QD64\n", fl->p50_us, fl->p99_us, fl->iops_qd64);
 	}
+	if (pr->fabric)
+		probe_fabric_print(pr->fabric);
 	if (kv && kv->skipped[0])
 		fprintf(stderr, "\nKV-cache writes: skipped: %s\n", kv->skipped);
 	else if (kv)
@@ -1078,6 +1086,7 @@ static int write_json(FILE *f, const struct probe_opts *o,
 		fprintf(f, "  \"flash\": null,\n");
 	}
 	json_kv(f, o, pr->kv);
+	probe_fabric_json(f, pr->fabric);
 	fprintf(f, "  \"quick\": %s,\n  \"date\": \"%s\"\n}\n",
 		o->quick ? "true" : "false", date);
 	return fflush(f) || ferror(f) ? -EIO : 0;
@@ -1102,6 +1111,10 @@ static void usage(FILE *f)
 		"  --no-dram         skip the DRAM measurements\n"
 		"  --no-kern         skip the kernel measurements\n"
 		"  --no-sys          skip prefill matmul, barrier and sampler\n"
+		"  --no-fabric       skip the fabric (floor and collectives)\n"
+		"  --fabric-only     only the fabric (machine identity and it)\n"
+		"  --fabric-cpus A,B the fabric's two CPUs (default: the first\n"
+		"                    two this process may run on)\n"
 		"  -h, --help        this text\n"
 		"  STRATA_KERNELS=ref|avx2 caps the ISA of the kernels and of the\n"
 		"  DRAM sum; STRATA_FAULT (nodirect:1, eio:N ...) breaks the KV\n"
@@ -1136,6 +1149,9 @@ int main(int argc, char **argv)
 		{ "no-kern", no_argument, NULL, 'K' },
 		{ "no-kv", no_argument, NULL, 'V' },
 		{ "no-sys", no_argument, NULL, 'S' },
+		{ "no-fabric", no_argument, NULL, 'N' },
+		{ "fabric-only", no_argument, NULL, 'O' },
+		{ "fabric-cpus", required_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct probe_opts o = { 0 };
@@ -1144,12 +1160,15 @@ int main(int argc, char **argv)
 	struct probe_sys sys = { 0 };
 	struct flash_result flash = { 0 };
 	struct kv_result kv = { 0 };
+	struct probe_fabric fab = { 0 };
 	struct probe_results pr = { 0 };
 	const char *file_size = NULL;
 	char default_dir[4096], msg[512] = "";
 	FILE *out = stdout;
 	int c, err, rc = 1;
+	char tail;
 
+	o.fabric_cpu[0] = o.fabric_cpu[1] = -1;
 	while ((c = getopt_long(argc, argv, "ho:", longs, NULL)) != -1) {
 		switch (c) {
 		case 'h': usage(stdout); return 0;
@@ -1162,6 +1181,21 @@ int main(int argc, char **argv)
 		case 'K': o.no_kern = 1; break;
 		case 'V': o.no_kv = 1; break;
 		case 'S': o.no_sys = 1; break;
+		case 'N': o.no_fabric = 1; break;
+		case 'O':
+			o.no_dram = o.no_kern = o.no_sys = o.no_flash = o.no_kv = 1;
+			break;
+		case 'C':
+			if (sscanf(optarg, "%d,%d%c", &o.fabric_cpu[0], &o.fabric_cpu[1],
+				   &tail) != 2 || o.fabric_cpu[0] < 0 ||
+			    o.fabric_cpu[1] < 0 || o.fabric_cpu[0] == o.fabric_cpu[1] ||
+			    o.fabric_cpu[0] >= CPU_SETSIZE ||
+			    o.fabric_cpu[1] >= CPU_SETSIZE) {
+				fprintf(stderr, "probe: --fabric-cpus %s: want two "
+					"different CPU numbers, A,B\n", optarg);
+				return 2;
+			}
+			break;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -1204,6 +1238,15 @@ int main(int argc, char **argv)
 	if ((!o.no_flash || !o.no_kv) && check_dir(o.flash_dir))
 		return 1;
 
+	/* first: it forks, and no thread may exist yet */
+	if (!o.no_fabric) {
+		err = probe_fabric(&o, &fab, msg, sizeof(msg));
+		if (err) {
+			fprintf(stderr, "probe: %s\n", msg);
+			return 1;
+		}
+		pr.fabric = &fab;
+	}
 	if (!o.no_dram) {
 		fprintf(stderr, "dram: touching a %llu MiB buffer ...\n",
 			(unsigned long long)(o.dram_bytes / MIB));

@@ -26,7 +26,8 @@ struct probe_opts {
 	int passes;            /* median of this many (DRAM and flash) */
 	int lat_ops;           /* QD1 4 KiB reads for p50/p99 ... */
 	double rand_max_s;     /* ... and the time cap of each random phase */
-	int quick, no_flash, no_dram, no_kern, no_kv, no_sys;
+	int quick, no_flash, no_dram, no_kern, no_kv, no_sys, no_fabric;
+	int fabric_cpu[2];     /* --fabric-cpus A,B; -1: the first two allowed */
 };
 
 /*
@@ -103,5 +104,40 @@ void probe_sys_print(const struct probe_sys *r);
 /* the profile's "matmul", "barrier" and "sampler" members, each with a
  * trailing ",\n"; null for NULL */
 void probe_sys_json(FILE *f, const struct probe_sys *r);
+
+/* ---- probe_fabric.c: the chip fabric between two processes ---------- */
+
+#include "engine/fabric.h"
+
+#define PROBE_FAB_MIN ((size_t)64)
+#define PROBE_FAB_MAX ((size_t)4 << 20)
+#define PROBE_FAB_SIZES 17 /* 64 B .. 4 MiB, powers of 2 */
+
+/* one message size of one series */
+struct probe_fab_point {
+	uint64_t bytes;   /* S: the message (the allgather's whole row) */
+	int iters;        /* timed samples */
+	double p50_us, p99_us;
+	double gbps;      /* bytes one process publishes / median */
+};
+
+struct probe_fabric {
+	int cpu[2];       /* the two processes' CPUs */
+	int n;            /* sizes */
+	struct probe_fab_point floor[PROBE_FAB_SIZES]; /* one handoff */
+	struct probe_fab_point coll[FABRIC_OP_COUNT][PROBE_FAB_SIZES];
+	char skipped[160]; /* why not measured (one CPU), or "" */
+};
+
+/* Measure into *r (zeroed by the caller): forks, so call it before any
+ * thread exists. Returns 0 (r->skipped says when there was nothing to
+ * measure on) or -errno with a message in msg. Restores the affinity. */
+int probe_fabric(const struct probe_opts *o, struct probe_fabric *r, char *msg,
+		 size_t msglen);
+/* op's median at 8 KiB / the floor's; 0 when either is missing */
+double probe_fabric_ratio(const struct probe_fabric *r, enum fabric_op op);
+void probe_fabric_print(const struct probe_fabric *r);
+/* the profile's "fabric" member and its trailing ",\n"; null for NULL */
+void probe_fabric_json(FILE *f, const struct probe_fabric *r);
 
 #endif

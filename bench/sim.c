@@ -21,6 +21,8 @@
 #define SIM_KV_BLOCK 64
 #define SIM_BATCH 128
 #define SIM_PHASES 4
+#define SIM_CMD_BYTES 88  /* engine/forward.c's struct chip_cmd */
+#define SIM_CMD_TOKENS 16 /* tokens it carries; more: a second bcast */
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -89,6 +91,33 @@ static void bracket(const double *v, int n, double x, int *i, double *w)
 		k++;
 	*i = k;
 	*w = (log2(x) - log2(v[k])) / (log2(v[k + 1]) - log2(v[k]));
+}
+
+double sim_fabric_us(const struct sim_profile *p, enum fabric_op op,
+		     double msg_bytes, double link_bytes)
+{
+	const struct sim_fab_curve *cv = op < FABRIC_OP_COUNT ? &p->fab[op] : NULL;
+
+	if (!p->have_fabric)
+		return 0;
+	if (!cv || cv->n == 0) /* two numbers: a hop and a link */
+		return p->fabric_lat_us + link_bytes / (p->fabric_gbps * 1e3);
+	int n = cv->n, k = 0;
+	if (msg_bytes <= cv->bytes[0]) /* never below the smallest */
+		return cv->us[0];
+	if (n == 1)
+		return cv->us[0] * msg_bytes / cv->bytes[0];
+	if (msg_bytes >= cv->bytes[n - 1]) { /* the last slope onwards */
+		double sl = (cv->us[n - 1] - cv->us[n - 2]) /
+			    (cv->bytes[n - 1] - cv->bytes[n - 2]);
+		if (!(sl > 0))
+			sl = cv->us[n - 1] / cv->bytes[n - 1];
+		return cv->us[n - 1] + (msg_bytes - cv->bytes[n - 1]) * sl;
+	}
+	while (msg_bytes > cv->bytes[k + 1])
+		k++;
+	double w = (msg_bytes - cv->bytes[k]) / (cv->bytes[k + 1] - cv->bytes[k]);
+	return cv->us[k] + (cv->us[k + 1] - cv->us[k]) * w;
 }
 
 double sim_flash_gbps(const struct sim_profile *p, double bs, double qd)
@@ -164,13 +193,20 @@ void sim_tensors_from_model(const struct llama_model *m, struct sim_tensor *t)
 
 /* ---- the state of one prediction -------------------------------------- */
 
-/* one unit's rows (floating: a chip holds 1/chips of them) */
+/* one unit's rows, of one chip */
 struct share {
 	double rows[LT_COUNT]; /* of each layer matrix */
-	int64_t row0[LT_COUNT]; /* the first of them (one chip) */
+	double colfrac[LT_COUNT]; /* of its columns (--tp allreduce: Wo, down) */
+	int64_t row0[LT_COUNT]; /* the first of them */
 	double vocab;
 	int64_t vocab0;
 	double q_heads, kv_heads;
+};
+
+/* collectives: their time, count and the bytes chip 0 copies */
+struct fab_sum {
+	double s, bytes;
+	int n;
 };
 
 struct disk {
@@ -182,26 +218,32 @@ struct disk {
 struct ctx {
 	const struct sim_input *in;
 	const struct sim_profile *p;
-	struct plan plan;
-	int n;            /* units */
-	int rings;        /* flash rings: n (owner), 1 (shared) */
+	struct plan_config pc;
+	struct plan plan; /* chip 0's */
+	struct plan_chip chip[PLAN_MAX_CHIPS]; /* every chip's slice */
+	int n;            /* units a chip */
+	int N;            /* chips */
+	int nu;           /* every chip's units: N x n; unit j is chip j / n's
+			   * unit j % n */
+	int rings;        /* flash rings a chip: n (owner), 1 (shared) */
 	int L, n_segs, P; /* layers, segments (L + head), effective prefetch */
 	double bar_s;
 	int bars_layer;
-	struct share u[SIM_MAX_UNITS];
+	struct share *u;  /* [nu] */
 	uint8_t *pinned;  /* [n_segs] */
 	/* per segment: flash bytes (all rings), requests, rate */
 	double *seg_bytes, *seg_gbps;
 	/* per layer: the unit-max time of phases 1-3 and the weight part of
 	 * phase 0, per unit */
 	double *w_phase;  /* [L][SIM_PHASES] slowest unit */
-	double *w0;       /* [L][n] phase 0 weights, per unit */
-	double head_s, embed_s, sample_s, fabric_layer_s, fabric_head_s;
-	int n_coll_layer;
-	double fabric_bytes_layer;
+	double *w0;       /* [L][nu] phase 0 weights, per unit */
+	double head_s, embed_s, sample_s;
+	/* a decode token's collectives: before the layers, each layer, the
+	 * head's */
+	struct fab_sum fab_pre, fab_layer, fab_head;
 	/* KV */
-	int32_t kv_B[SIM_MAX_UNITS];
-	double kv_row_bytes[SIM_MAX_UNITS]; /* one position, K or V */
+	int32_t *kv_B;        /* [nu] */
+	double *kv_row_bytes; /* [nu] one position, K or V */
 	/* replay */
 	struct disk disk;
 	int64_t *seg_tok;  /* [n_segs] token (cycle) each was issued for */
@@ -209,9 +251,18 @@ struct ctx {
 	int64_t *kv_tok;   /* [L] */
 	double *kv_done;
 	double stall_s;
-	double pinned_share_bytes; /* the units' shares of pinned segments */
+	double pinned_share_bytes; /* every unit's shares of pinned segments */
 	double streamed_share_bytes; /* ... of streamed ones (not widened) */
 };
+
+/* unit j's bytes of tensor t, layer matrix k */
+static double unit_bytes(const struct ctx *c, int j, const struct sim_tensor *t,
+			 int k)
+{
+	double rb = t->rows > 0 ? (double)t->bytes / (double)t->rows : 0;
+
+	return c->u[j].rows[k] * rb * c->u[j].colfrac[k];
+}
 
 static double rate_bps(const struct ctx *c, uint32_t type, bool dram)
 {
@@ -234,31 +285,68 @@ static const struct sim_tensor *gt(const struct ctx *c, int i)
 	return &c->in->t[c->L * LT_COUNT + i];
 }
 
-/* the units' rows, from the plan */
-static void shares(struct ctx *c)
+/* every chip's units' rows, from the plan each chip makes; 0 or -EINVAL */
+static int shares(struct ctx *c, char *err, size_t errlen)
 {
 	const struct llama_hparams *hp = &c->in->hp;
-	const double hd = hp->head_dim, ch = c->in->chips;
+	const double hd = hp->head_dim;
+	struct plan *pl = xcalloc(1, sizeof(*pl));
+	int rc = 0;
 
-	for (int i = 0; i < c->n; i++) {
-		const struct plan_unit *pu = &c->plan.unit[i];
-		struct plan_range q = c->in->nmu_on ? pu->q_heads : pu->q_part;
-		struct plan_range kv = c->in->nmu_on ? pu->kv_heads : pu->kv_part;
-		struct share *s = &c->u[i];
+	for (int k = 0; k < c->N && !rc; k++) {
+		struct plan_config pc = c->pc;
+		pc.chip = k;
+		if ((rc = plan_init(pl, hp, &pc, err, errlen)))
+			break;
+		if (k == 0)
+			c->plan = *pl;
+		const struct plan_chip *ch = &pl->chips[k];
+		c->chip[k] = *ch;
+		for (int i = 0; i < c->n; i++) {
+			const struct plan_unit *pu = &pl->unit[i];
+			struct plan_range q = c->in->nmu_on ? pu->q_heads : pu->q_part;
+			struct plan_range kv = c->in->nmu_on ? pu->kv_heads : pu->kv_part;
+			struct share *s = &c->u[k * c->n + i];
 
-		memset(s, 0, sizeof(*s));
-		s->q_heads = (double)plan_len(q) / ch;
-		s->kv_heads = (double)plan_len(kv) / ch;
-		s->rows[LT_WQ] = s->q_heads * hd;
-		s->rows[LT_WK] = s->rows[LT_WV] = s->kv_heads * hd;
-		s->rows[LT_WO] = s->rows[LT_W_DOWN] = (double)plan_len(pu->embd) / ch;
-		s->rows[LT_W_GATE] = s->rows[LT_W_UP] = (double)plan_len(pu->ff) / ch;
-		s->vocab = (double)plan_len(pu->vocab) / ch;
-		s->row0[LT_WQ] = q.r0 * (int64_t)hd;
-		s->row0[LT_WK] = s->row0[LT_WV] = kv.r0 * (int64_t)hd;
-		s->row0[LT_WO] = s->row0[LT_W_DOWN] = pu->embd.r0;
-		s->row0[LT_W_GATE] = s->row0[LT_W_UP] = pu->ff.r0;
-		s->vocab0 = pu->vocab.r0;
+			memset(s, 0, sizeof(*s));
+			for (int t = 0; t < LT_COUNT; t++)
+				s->colfrac[t] = 1;
+			s->q_heads = (double)plan_len(q);
+			s->kv_heads = (double)plan_len(kv);
+			s->rows[LT_WQ] = s->q_heads * hd;
+			s->rows[LT_WK] = s->rows[LT_WV] = s->kv_heads * hd;
+			s->rows[LT_WO] = s->rows[LT_W_DOWN] = (double)plan_len(pu->embd);
+			s->rows[LT_W_GATE] = s->rows[LT_W_UP] = (double)plan_len(pu->ff);
+			s->vocab = (double)plan_len(pu->vocab);
+			s->row0[LT_WQ] = q.r0 * (int64_t)hd;
+			s->row0[LT_WK] = s->row0[LT_WV] = kv.r0 * (int64_t)hd;
+			s->row0[LT_WO] = s->row0[LT_W_DOWN] = pu->embd.r0;
+			s->row0[LT_W_GATE] = s->row0[LT_W_UP] = pu->ff.r0;
+			s->vocab0 = pu->vocab.r0;
+			if (pl->tp == PLAN_TP_ALLREDUCE) { /* the chip's input columns */
+				s->colfrac[LT_WO] = (double)plan_len(ch->q_heads) * hd /
+						    hp->n_embd;
+				s->colfrac[LT_W_DOWN] = (double)plan_len(ch->ff) / hp->n_ff;
+			}
+		}
+	}
+	free(pl);
+	return rc;
+}
+
+/* chip k's slice of layer matrix t's rows (t == LT_COUNT: the head) */
+static double chip_rows(const struct ctx *c, int k, int t)
+{
+	const struct plan_chip *ch = &c->chip[k];
+	const double hd = c->in->hp.head_dim;
+
+	switch (t) {
+	case LT_WQ: return (double)plan_len(ch->q_heads) * hd;
+	case LT_WK: case LT_WV: return (double)plan_len(ch->kv_heads) * hd;
+	case LT_WO: case LT_W_DOWN: return (double)plan_len(ch->embd);
+	case LT_W_GATE: case LT_W_UP: return (double)plan_len(ch->ff);
+	case LT_COUNT: return (double)plan_len(ch->vocab);
+	default: return 1; /* norms */
 	}
 }
 
@@ -269,8 +357,10 @@ static void pin(struct ctx *c, struct sim_result *r)
 	struct memtier_tensor *t = xcalloc(nt, sizeof(*t));
 	struct memtier_segment *segs = xcalloc((size_t)c->n_segs, sizeof(*segs));
 
+	/* decided on the whole model, as share_budget (engine/forward.c)
+	 * does on every chip: each pins the same first segments */
 	for (uint32_t i = 0; i < nt; i++) {
-		t[i].n_bytes = (uint64_t)((double)c->in->t[i].bytes / c->in->chips);
+		t[i].n_bytes = c->in->t[i].bytes;
 		ids[i] = i;
 	}
 	for (int l = 0; l < c->L; l++)
@@ -288,47 +378,67 @@ static void pin(struct ctx *c, struct sim_result *r)
 	free(ids);
 }
 
-/* flash bytes, requests and the grid rate of every streamed segment */
+/* chip k's flash bytes of segment s (its rings' widened ranges) and
+ * their requests; the units' shares into *share */
+static double seg_chip(const struct ctx *c, int s, int k, double *reqs,
+		       double *share)
+{
+	double bytes = 0;
+	int nt = s < c->L ? LT_COUNT : 2;
+
+	*reqs = *share = 0;
+	for (int kk = 0; kk < nt; kk++) {
+		int id = s < c->L ? s * LT_COUNT + kk
+				  : c->L * LT_COUNT + GT_OUTPUT_NORM + kk;
+		const struct sim_tensor *t = &c->in->t[id];
+		bool norm = s < c->L ? kk == LT_ATTN_NORM || kk == LT_FFN_NORM
+				     : kk == 0;
+		int mat = s < c->L ? kk : LT_COUNT;
+		double rb = row_bytes(t);
+		for (int ring = 0; ring < c->rings; ring++) {
+			const struct share *u = &c->u[k * c->n + ring];
+			double rows, frac = norm || mat == LT_COUNT ? 1 : u->colfrac[mat];
+			int64_t r0 = 0;
+			if (norm)
+				rows = 1;
+			else if (!c->in->nmu_on) /* one ring reads the chip's slice */
+				rows = chip_rows(c, k, mat);
+			else if (s < c->L)
+				rows = u->rows[kk], r0 = u->row0[kk];
+			else
+				rows = u->vocab, r0 = u->vocab0;
+			/* the range widened to 4 KiB: exact for a file's tensor on
+			 * one chip, + 4 KiB on average else */
+			double b = rows * rb * frac + SIM_FLASH_ALIGN;
+			if (t->file_offset && c->N == 1) {
+				double a = (double)t->file_offset + (double)r0 * rb;
+				b = ceil((a + rows * rb) / SIM_FLASH_ALIGN) * SIM_FLASH_ALIGN -
+				    floor(a / SIM_FLASH_ALIGN) * SIM_FLASH_ALIGN;
+			}
+			bytes += b;
+			*share += rows * rb * frac;
+			*reqs += ceil(b / SIM_FLASH_REQ);
+		}
+	}
+	return bytes;
+}
+
+/* flash bytes, requests and the grid rate of every streamed segment: each
+ * chip has its own disk, and the chip with the most bytes sets the pace */
 static void segments(struct ctx *c, struct sim_result *r)
 {
 	int streamed = 0;
 
 	for (int s = 0; s < c->n_segs; s++) {
-		double bytes = 0, reqs = 0;
-		int nt = s < c->L ? LT_COUNT : 2;
-
-		for (int k = 0; k < nt; k++) {
-			int id = s < c->L ? s * LT_COUNT + k
-					  : c->L * LT_COUNT + GT_OUTPUT_NORM + k;
-			const struct sim_tensor *t = &c->in->t[id];
-			double rb = row_bytes(t);
-			for (int ring = 0; ring < c->rings; ring++) {
-				double rows;
-				int64_t r0 = 0;
-				bool norm = s < c->L ? k == LT_ATTN_NORM || k == LT_FFN_NORM
-						     : k == 0;
-				if (!c->in->nmu_on || norm)
-					rows = norm ? 1 : (double)t->rows / c->in->chips;
-				else if (s < c->L)
-					rows = c->u[ring].rows[k], r0 = c->u[ring].row0[k];
-				else
-					rows = c->u[ring].vocab, r0 = c->u[ring].vocab0;
-				/* the range widened to 4 KiB: exact for a file's
-				 * tensor on one chip, + 4 KiB on average else */
-				double b = rows * rb + SIM_FLASH_ALIGN;
-				if (t->file_offset && c->in->chips == 1) {
-					double a = (double)t->file_offset + (double)r0 * rb;
-					b = ceil((a + rows * rb) / SIM_FLASH_ALIGN) *
-						    SIM_FLASH_ALIGN -
-					    floor(a / SIM_FLASH_ALIGN) * SIM_FLASH_ALIGN;
-				}
-				bytes += b;
-				if (c->pinned[s] && c->in->tier == MEMTIER_FLASH)
-					c->pinned_share_bytes += rows * rb;
-				else if (c->in->tier == MEMTIER_FLASH)
-					c->streamed_share_bytes += rows * rb;
-				reqs += ceil(b / SIM_FLASH_REQ);
-			}
+		double bytes = -1, reqs = 0;
+		for (int k = 0; k < c->N; k++) {
+			double rq, share, b = seg_chip(c, s, k, &rq, &share);
+			if (c->in->tier == MEMTIER_FLASH && c->pinned[s])
+				c->pinned_share_bytes += share;
+			else if (c->in->tier == MEMTIER_FLASH)
+				c->streamed_share_bytes += share;
+			if (b > bytes)
+				bytes = b, reqs = rq;
 		}
 		c->seg_bytes[s] = c->pinned[s] ? 0 : bytes;
 		if (!c->pinned[s]) {
@@ -347,8 +457,8 @@ static void segments(struct ctx *c, struct sim_result *r)
 		c->P = streamed > 1 ? streamed - 1 : 0;
 }
 
-/* decode weights of layer l: per-unit phase 0 and the slowest unit of
- * phases 1-3; the per-type attribution into the breakdown */
+/* decode weights of layer l: per-unit phase 0 and the slowest unit (of
+ * any chip) of phases 1-3; the per-type attribution into the breakdown */
 static void layer_weights(struct ctx *c, struct sim_breakdown *b,
 			  uint64_t *bytes_u)
 {
@@ -358,16 +468,17 @@ static void layer_weights(struct ctx *c, struct sim_breakdown *b,
 		[LT_ATTN_NORM] = -1, [LT_FFN_NORM] = -1 };
 	const double dram_bps = dram_gbps(c->p, c->n) * 1e9 / c->n;
 
+	double (*ph)[SIM_PHASES] = xcalloc((size_t)c->nu, sizeof(*ph));
+
 	for (int l = 0; l < c->L; l++) {
-		double ph[SIM_MAX_UNITS][SIM_PHASES];
-		memset(ph, 0, sizeof(ph[0]) * (size_t)c->n);
+		memset(ph, 0, sizeof(*ph) * (size_t)c->nu);
 		for (int k = 0; k < LT_COUNT; k++) {
 			const struct sim_tensor *t = lt(c, l, k);
 			double slowest = 0;
 			if (phase_of[k] < 0)
 				continue;
-			for (int i = 0; i < c->n; i++) {
-				double by = c->u[i].rows[k] * row_bytes(t);
+			for (int i = 0; i < c->nu; i++) {
+				double by = unit_bytes(c, i, t, k);
 				double s = by / rate_bps(c, t->type, true);
 				ph[i][phase_of[k]] += s;
 				bytes_u[i] += (uint64_t)by;
@@ -384,13 +495,14 @@ static void layer_weights(struct ctx *c, struct sim_breakdown *b,
 		}
 		for (int q = 1; q < SIM_PHASES; q++) {
 			double m = 0;
-			for (int i = 0; i < c->n; i++)
+			for (int i = 0; i < c->nu; i++)
 				m = fmax(m, ph[i][q]);
 			c->w_phase[l * SIM_PHASES + q] = m;
 		}
-		for (int i = 0; i < c->n; i++)
-			c->w0[l * c->n + i] = ph[i][0];
+		for (int i = 0; i < c->nu; i++)
+			c->w0[l * c->nu + i] = ph[i][0];
 	}
+	free(ph);
 }
 
 /* attention of unit i over pos + 1 positions, one token */
@@ -403,7 +515,7 @@ static double attention_s(const struct ctx *c, int i, int32_t pos)
 	return bytes / rate_bps(c, KT_F32, uniq > (double)c->p->l2_bytes);
 }
 
-/* the head, the embedding, the sampler, the fabric: per token */
+/* the head, the embedding, the sampler: per token */
 static void token_parts(struct ctx *c, struct sim_breakdown *b,
 			uint64_t *bytes_u)
 {
@@ -411,7 +523,7 @@ static void token_parts(struct ctx *c, struct sim_breakdown *b,
 	const struct llama_hparams *hp = &c->in->hp;
 	double m = 0;
 
-	for (int i = 0; i < c->n; i++) {
+	for (int i = 0; i < c->nu; i++) {
 		double by = c->u[i].vocab * row_bytes(out);
 		m = fmax(m, by / rate_bps(c, out->type, true));
 		bytes_u[i] += (uint64_t)by;
@@ -431,28 +543,77 @@ static void token_parts(struct ctx *c, struct sim_breakdown *b,
 	bytes_u[0] += (uint64_t)rb;
 	c->sample_s = hp->n_vocab * (c->in->greedy ? c->p->greedy_ns
 						   : c->p->sampler_ns) * 1e-9;
-	/* collectives between chips: ring all-gather / all-reduce */
-	c->fabric_layer_s = c->fabric_head_s = 0;
-	c->n_coll_layer = 0;
-	c->fabric_bytes_layer = 0;
-	if (c->in->chips > 1) {
-		const double N = c->in->chips;
-		double lat = (c->p->have_fabric ? c->p->fabric_lat_us : 0) * 1e-6 +
-			     c->in->fabric_latency_us * 1e-6;
-		double bw = (c->in->fabric_gbps > 0 ? c->in->fabric_gbps
-						    : c->p->fabric_gbps) * 1e9;
-		double sizes[4] = { hp->n_embd, hp->n_embd, hp->n_ff, hp->n_embd };
-		int ncoll = c->in->tp == SIM_TP_ROWS ? 4 : 2;
-		double mult = c->in->tp == SIM_TP_ROWS ? 1 : 2;
-		for (int k = 0; k < ncoll; k++) {
-			double S = sizes[c->in->tp == SIM_TP_ROWS ? k : 0] * 4;
-			c->fabric_layer_s += mult * (N - 1) * (lat + S / N / bw);
-			c->fabric_bytes_layer += mult * (N - 1) / N * S * N;
-		}
-		c->n_coll_layer = ncoll;
-		double S = (double)hp->n_vocab * 4;
-		c->fabric_head_s = (N - 1) * (lat + S / N / bw);
+}
+
+/* ---- the fabric ------------------------------------------------------- */
+
+/* one collective, one hop: the profile's figure for `like` at the 2-chip
+ * message msg, the emulated hop and link; bytes0: what chip 0 copies */
+static void coll(const struct ctx *c, struct fab_sum *f, enum fabric_op like,
+		 double msg, double link, double bytes0)
+{
+	double s = sim_fabric_us(c->p, like, msg, link) * 1e-6 +
+		   c->in->fabric_latency_us * 1e-6;
+
+	if (c->in->fabric_gbps > 0) /* each chip's outbound link */
+		s += link / (c->in->fabric_gbps * 1e9);
+	f->s += s;
+	f->bytes += bytes0;
+	f->n++;
+}
+
+/* an all-gather (or gather) of nb rows, chip k holding part[k] bytes of
+ * each: a 2-chip message of N x the largest part; chip 0 copies its part
+ * in and the others' out (the root of a gather: the same) */
+static void allgather(const struct ctx *c, struct fab_sum *f,
+		      const double *part, int32_t nb)
+{
+	double m = 0, S = 0;
+
+	for (int k = 0; k < c->N; k++) {
+		m = fmax(m, part[k]);
+		S += part[k];
 	}
+	coll(c, f, FABRIC_ALLGATHER, c->N * m * nb, m * nb, S * nb);
+}
+
+/* a pass of nb tokens: the collectives before the layers, in each layer,
+ * and the head's (the logits of one token) */
+static void fabric_costs(const struct ctx *c, int32_t nb, struct fab_sum *pre,
+			 struct fab_sum *layer, struct fab_sum *head)
+{
+	const struct llama_hparams *hp = &c->in->hp;
+	const double hd = hp->head_dim, S = (double)hp->n_embd * 4 * nb;
+	double att[PLAN_MAX_CHIPS], embd[PLAN_MAX_CHIPS], ff[PLAN_MAX_CHIPS],
+		voc[PLAN_MAX_CHIPS];
+
+	memset(pre, 0, sizeof(*pre));
+	memset(layer, 0, sizeof(*layer));
+	memset(head, 0, sizeof(*head));
+	if (c->N == 1)
+		return;
+	for (int k = 0; k < c->N; k++) {
+		att[k] = (double)plan_len(c->chip[k].q_heads) * hd * 4;
+		embd[k] = (double)plan_len(c->chip[k].embd) * 4;
+		ff[k] = (double)plan_len(c->chip[k].ff) * 4;
+		voc[k] = (double)plan_len(c->chip[k].vocab) * 4;
+	}
+	/* the command (and its tokens past 16), the embedding rows: one
+	 * sender each, so the bcast's figure */
+	coll(c, pre, FABRIC_BCAST, SIM_CMD_BYTES, SIM_CMD_BYTES, SIM_CMD_BYTES);
+	if (nb > SIM_CMD_TOKENS)
+		coll(c, pre, FABRIC_BCAST, nb * 4.0, nb * 4.0, nb * 4.0);
+	coll(c, pre, FABRIC_BCAST, S, S, S);
+	if (c->in->tp == SIM_TP_ROWS) {
+		allgather(c, layer, att, nb);  /* attention, by query heads */
+		allgather(c, layer, embd, nb); /* x after Wo */
+		allgather(c, layer, ff, nb);   /* hb */
+		allgather(c, layer, embd, nb); /* x after ffn_down */
+	} else { /* after Wo and after ffn_down; chip 0 reads every slot */
+		for (int i = 0; i < 2; i++)
+			coll(c, layer, FABRIC_ALLREDUCE, S * (c->N + 1) / 3, S, S * c->N);
+	}
+	allgather(c, head, voc, 1); /* the logits to chip 0 */
 }
 
 /* ---- the flash replay ------------------------------------------------- */
@@ -492,21 +653,27 @@ static double acquire(struct ctx *c, int s, int64_t tok, double t)
 }
 
 /* K/V from flash for layer l of a token whose cached positions are
- * [0, pos): the full blocks, all units */
+ * [0, pos): the full blocks of a chip's units; *bytes and *gbps for the
+ * chip with the most (its disk sets the pace), *total for every chip */
 static void kv_flash(const struct ctx *c, int32_t pos, double *bytes,
-		     double *gbps)
+		     double *gbps, double *total)
 {
-	double by = 0, blocks = 0, bb = 0;
-
-	for (int i = 0; i < c->n; i++) {
-		double full = floor((double)pos / c->kv_B[i]);
-		bb = c->kv_B[i] * c->kv_row_bytes[i];
-		by += 2 * full * bb;
-		blocks += 2 * full;
+	*bytes = *gbps = *total = 0;
+	for (int k = 0; k < c->N; k++) {
+		double by = 0, blocks = 0, bb = 0;
+		for (int i = k * c->n; i < (k + 1) * c->n; i++) {
+			double full = floor((double)pos / c->kv_B[i]);
+			bb = c->kv_B[i] * c->kv_row_bytes[i];
+			by += 2 * full * bb;
+			blocks += 2 * full;
+		}
+		*total += by;
+		if (by > *bytes) {
+			*bytes = by;
+			*gbps = sim_flash_gbps(c->p, bb, fmin(SIM_RING_QD * c->rings,
+					       blocks * (c->P > 1 ? c->P : 1)));
+		}
 	}
-	*bytes = by;
-	*gbps = by > 0 ? sim_flash_gbps(c->p, bb, fmin(SIM_RING_QD * c->rings,
-				blocks * (c->P > 1 ? c->P : 1))) : 0;
 }
 
 static void issue_kv(struct ctx *c, int l, int64_t tok, int32_t pos, double t)
@@ -516,21 +683,26 @@ static void issue_kv(struct ctx *c, int l, int64_t tok, int32_t pos, double t)
 	for (int j = l; j < c->L && j <= l + c->in->prefetch; j++) {
 		if (c->kv_tok[j] >= tok)
 			continue;
-		double by, g;
-		kv_flash(c, pos, &by, &g);
+		double by, g, all;
+		kv_flash(c, pos, &by, &g, &all);
 		c->kv_tok[j] = tok;
 		c->kv_done[j] = disk_read(&c->disk, t, by, g);
 	}
 }
 
-/* the K/V blocks written per token and layer (all units), on the disk */
+/* the K/V blocks written per token and layer (a chip's units, the chip
+ * that writes most), on its disk */
 static double kv_write_bytes_layer(const struct ctx *c)
 {
-	double by = 0;
+	double most = 0;
 
-	for (int i = 0; i < c->n; i++)
-		by += 2 * c->kv_row_bytes[i]; /* B rows a block, every B tokens */
-	return by;
+	for (int k = 0; k < c->N; k++) {
+		double by = 0;
+		for (int i = k * c->n; i < (k + 1) * c->n; i++)
+			by += 2 * c->kv_row_bytes[i]; /* B rows a block, every B tokens */
+		most = fmax(most, by);
+	}
+	return most;
 }
 
 /* one pass (a decode token or a prefill batch) through the layers:
@@ -566,16 +738,16 @@ static void decode_compute(struct ctx *c, int32_t pos, double *comp,
 {
 	for (int l = 0; l < c->L; l++) {
 		double p0 = 0, att_max = 0;
-		for (int i = 0; i < c->n; i++) {
+		for (int i = 0; i < c->nu; i++) {
 			double a = attention_s(c, i, pos);
-			double w = c->w0[l * c->n + i] + a;
+			double w = c->w0[l * c->nu + i] + a;
 			p0 = fmax(p0, w);
 			att_max = fmax(att_max, a);
 		}
 		double rest = 0;
 		for (int q = 1; q < SIM_PHASES; q++)
 			rest += c->w_phase[l * SIM_PHASES + q];
-		comp[l] = p0 + rest + c->bars_layer * c->bar_s + c->fabric_layer_s;
+		comp[l] = p0 + rest + c->bars_layer * c->bar_s + c->fab_layer.s;
 		if (b) {
 			b->attention_s += att_max;
 			b->compute_s += p0 + rest;
@@ -583,9 +755,10 @@ static void decode_compute(struct ctx *c, int32_t pos, double *comp,
 	}
 }
 
-/* prefill compute of every layer for a batch of nb tokens from p0 */
+/* prefill compute of every layer for a batch of nb tokens from p0, each
+ * layer's collectives fab_s */
 static double prefill_compute(struct ctx *c, int32_t p0, int32_t nb,
-			      double *comp)
+			      double fab_s, double *comp)
 {
 	const double hd = c->in->hp.head_dim;
 	double f32_macs = sim_kern_gbps(c->p, KT_F32, c->n, false) * 1e9 / 4 / c->n;
@@ -598,14 +771,15 @@ static double prefill_compute(struct ctx *c, int32_t p0, int32_t nb,
 			[LT_W_GATE] = 2, [LT_W_UP] = 2, [LT_W_DOWN] = 3,
 			[LT_ATTN_NORM] = -1, [LT_FFN_NORM] = -1 };
 		double ph[SIM_PHASES] = { 0 };
-		for (int i = 0; i < c->n; i++) {
+		for (int i = 0; i < c->nu; i++) {
 			double u[SIM_PHASES] = { 0 };
 			for (int k = 0; k < LT_COUNT; k++) {
 				const struct sim_tensor *t = lt(c, l, k);
 				const struct sim_kern_rate *kr = &c->p->kern[t->type];
 				if (phase_of[k] < 0)
 					continue;
-				double macs = c->u[i].rows[k] * (double)t->cols * nb;
+				double macs = c->u[i].rows[k] * c->u[i].colfrac[k] *
+					      (double)t->cols * nb;
 				double rate = kr->have_mm
 					? at_threads(kr->mm_gmacs, c->p->n_threads, c->n) * 1e9 / c->n
 					: f32_macs;
@@ -616,7 +790,7 @@ static double prefill_compute(struct ctx *c, int32_t p0, int32_t nb,
 				ph[q] = fmax(ph[q], u[q]);
 		}
 		comp[l] = ph[0] + ph[1] + ph[2] + ph[3] + c->bars_layer * c->bar_s +
-			  c->fabric_layer_s;
+			  fab_s;
 		total += comp[l];
 	}
 	return total;
@@ -673,9 +847,10 @@ static void kv_blocks(struct ctx *c)
 	const double hd = c->in->hp.head_dim;
 	int32_t B = c->in->kv_block > 0 ? c->in->kv_block : SIM_KV_BLOCK;
 
-	for (int i = 0; i < c->n; i++) {
+	for (int i = 0; i < c->nu; i++) {
+		int k = i / c->n;
 		double rb = (c->in->nmu_on ? c->u[i].kv_heads
-					   : (double)c->in->hp.n_head_kv / c->in->chips) * hd * 4;
+					   : (double)plan_len(c->chip[k].kv_heads)) * hd * 4;
 		int64_t row = (int64_t)rb, g = 4096;
 		for (int64_t a = row, b = 4096; b; ) { /* gcd */
 			int64_t tmp = a % b;
@@ -686,19 +861,21 @@ static void kv_blocks(struct ctx *c)
 		int64_t step = row > 0 ? 4096 / g : 1;
 		c->kv_B[i] = (int32_t)((B + step - 1) / step * step);
 		c->kv_row_bytes[i] = rb;
-		if (!c->in->nmu_on) { /* one cache for all units: unit 0's */
-			c->kv_row_bytes[i] = i == 0 ? rb : 0;
-		}
+		if (!c->in->nmu_on) /* one cache a chip: its unit 0's */
+			c->kv_row_bytes[i] = i % c->n == 0 ? rb : 0;
 	}
 }
 
 static void ctx_free(struct ctx *c)
 {
+	free(c->u);
 	free(c->pinned);
 	free(c->seg_bytes);
 	free(c->seg_gbps);
 	free(c->w_phase);
 	free(c->w0);
+	free(c->kv_B);
+	free(c->kv_row_bytes);
 	free(c->seg_tok);
 	free(c->seg_done);
 	free(c->kv_tok);
@@ -715,7 +892,7 @@ static int cmp_d(const void *a, const void *b)
 static void fill_static(struct ctx *c, struct sim_result *r)
 {
 	const struct llama_hparams *hp = &c->in->hp;
-	uint64_t bytes_u[SIM_MAX_UNITS] = { 0 };
+	uint64_t *bytes_u = xcalloc((size_t)c->nu, sizeof(*bytes_u));
 	struct sim_breakdown *b = &r->tok;
 
 	pin(c, r);
@@ -723,67 +900,83 @@ static void fill_static(struct ctx *c, struct sim_result *r)
 	segments(c, r);
 	layer_weights(c, b, bytes_u);
 	token_parts(c, b, bytes_u);
+	fabric_costs(c, 1, &c->fab_pre, &c->fab_layer, &c->fab_head);
 	kv_blocks(c);
 	r->n_units = c->n;
 	r->kv_replicated = c->in->nmu_on ? c->plan.kv_replicated : 0;
 	r->weight_bytes_per_token = 0;
-	for (int i = 0; i < c->n; i++) {
-		r->unit[i].weight_bytes = bytes_u[i];
-		r->unit[i].q_heads = (int64_t)c->u[i].q_heads;
-		r->unit[i].kv_heads = (int64_t)c->u[i].kv_heads;
-		r->weight_bytes_per_token += bytes_u[i] * (uint64_t)c->in->chips;
+	for (int i = 0; i < c->nu; i++) {
+		if (i < c->n) { /* chip 0's units */
+			r->unit[i].weight_bytes = bytes_u[i];
+			r->unit[i].q_heads = (int64_t)c->u[i].q_heads;
+			r->unit[i].kv_heads = (int64_t)c->u[i].kv_heads;
+		}
+		r->weight_bytes_per_token += bytes_u[i];
 	}
+	free(bytes_u);
 	/* flash bytes as memtier counts them: the tensors' bytes asked for
 	 * (the disk's time above is for the widened copies) */
-	b->flash_weight_bytes = (uint64_t)(c->streamed_share_bytes * c->in->chips);
+	b->flash_weight_bytes = (uint64_t)c->streamed_share_bytes;
 	b->dram_weight_bytes = c->in->tier == MEMTIER_FLASH
-		? (uint64_t)(c->pinned_share_bytes * c->in->chips)
-		: r->weight_bytes_per_token;
+		? (uint64_t)c->pinned_share_bytes : r->weight_bytes_per_token;
 	r->tier_bytes_per_token[c->in->tier] = c->in->tier == MEMTIER_FLASH
 		? b->flash_weight_bytes : r->weight_bytes_per_token;
 	if (c->in->tier == MEMTIER_FLASH)
 		r->tier_bytes_per_token[MEMTIER_DRAM] = b->dram_weight_bytes;
 	r->kv_block_tokens = c->kv_B[0];
 	r->kv_position_bytes = 0;
-	for (int i = 0; i < c->n; i++)
+	for (int i = 0; i < c->nu; i++)
 		r->kv_position_bytes += (uint64_t)(2 * c->kv_row_bytes[i] * hp->n_layer);
-	r->kv_bytes_written_per_token = (double)r->kv_position_bytes * c->in->chips;
+	r->kv_bytes_written_per_token = (double)r->kv_position_bytes;
 	uint64_t total = 0;
 	for (uint32_t i = 0; i < n_tensors(hp); i++)
 		total += c->in->t[i].bytes;
 	r->weights_gb = (double)total / 1e9;
-	r->kv_gb = (double)r->kv_position_bytes * c->in->chips *
+	r->kv_gb = (double)r->kv_position_bytes *
 		   (c->in->n_ctx > 0 ? c->in->n_ctx : c->in->n_prompt + c->in->n_predict) / 1e9;
 }
 
-int sim_predict(const struct sim_input *in, const struct sim_profile *prof,
-		struct sim_result *out, char *err, size_t errlen)
+/* the plan's configuration: chips, TP, the column blocks allreduce needs */
+static struct plan_config plan_cfg(const struct sim_input *in)
 {
-	struct plan_config pc;
-	struct ctx *c;
-	struct sim_result *r;
-	int rc;
+	struct plan_config pc = { .n_chips = in->chips, .n_units = in->n_units,
+				  .tp = in->chips > 1 && in->tp == SIM_TP_ALLREDUCE
+					? PLAN_TP_ALLREDUCE : PLAN_TP_ROWS };
 
-	if ((rc = check(in, prof, err, errlen)))
-		return rc;
-	c = xcalloc(1, sizeof(*c));
-	r = xcalloc(1, sizeof(*r));
+	for (int32_t l = 0; l < in->hp.n_layer; l++) {
+		const struct kern_type_info *o = kern_type_info(in->t[l * LT_COUNT + LT_WO].type);
+		const struct kern_type_info *d = kern_type_info(in->t[l * LT_COUNT + LT_W_DOWN].type);
+		if (o && o->blck > pc.wo_block)
+			pc.wo_block = o->blck;
+		if (d && d->blck > pc.down_block)
+			pc.down_block = d->blck;
+	}
+	return pc;
+}
+
+/* the state of one prediction; 0 or -EINVAL (the plan refuses) */
+static int ctx_init(struct ctx *c, const struct sim_input *in,
+		    const struct sim_profile *prof, char *err, size_t errlen)
+{
 	c->in = in;
 	c->p = prof;
 	c->n = in->n_units;
-	pc = (struct plan_config){ .n_units = c->n };
-	if ((rc = plan_init(&c->plan, &in->hp, &pc, err, errlen)))
-		goto out;
+	c->N = in->chips;
+	c->nu = c->N * c->n;
+	c->pc = plan_cfg(in);
 	c->L = in->hp.n_layer;
 	c->n_segs = c->L + 1;
 	c->rings = in->nmu_on ? c->n : 1;
 	c->bar_s = c->n > 1 ? sim_barrier_us(prof, c->n) * 1e-6 : 0;
 	c->bars_layer = 4 + (in->nmu_on ? 0 : 1);
+	c->u = xcalloc((size_t)c->nu, sizeof(*c->u));
 	c->pinned = xcalloc((size_t)c->n_segs, 1);
 	c->seg_bytes = xcalloc((size_t)c->n_segs, sizeof(double));
 	c->seg_gbps = xcalloc((size_t)c->n_segs, sizeof(double));
 	c->w_phase = xcalloc((size_t)c->L * SIM_PHASES, sizeof(double));
-	c->w0 = xcalloc((size_t)c->L * c->n, sizeof(double));
+	c->w0 = xcalloc((size_t)c->L * c->nu, sizeof(double));
+	c->kv_B = xcalloc((size_t)c->nu, sizeof(*c->kv_B));
+	c->kv_row_bytes = xcalloc((size_t)c->nu, sizeof(double));
 	c->seg_tok = xcalloc((size_t)c->n_segs, sizeof(int64_t));
 	c->seg_done = xcalloc((size_t)c->n_segs, sizeof(double));
 	c->kv_tok = xcalloc((size_t)c->L, sizeof(int64_t));
@@ -793,7 +986,80 @@ int sim_predict(const struct sim_input *in, const struct sim_profile *prof,
 	for (int l = 0; l < c->L; l++)
 		c->kv_tok[l] = -1;
 	c->disk.lat_s = prof->have_flash ? prof->flash_lat_us * 1e-6 : 0;
-	shares(c);
+	return shares(c, err, errlen);
+}
+
+/* unit i's (of any chip) compute of a decode token at pos */
+static double unit_compute_s(const struct ctx *c, int i, int32_t pos)
+{
+	double s = 0;
+
+	for (int l = 0; l < c->L; l++) {
+		s += c->w0[l * c->nu + i] + attention_s(c, i, pos);
+		for (int k = LT_WO; k < LT_COUNT; k++) {
+			const struct sim_tensor *tt = lt(c, l, k);
+			if (k != LT_FFN_NORM)
+				s += unit_bytes(c, i, tt, k) / rate_bps(c, tt->type, true);
+		}
+	}
+	return s;
+}
+
+/* the median token's breakdown beside what the replay gave */
+static void breakdown(struct ctx *c, struct sim_result *r, int32_t pos_med,
+		      double *comp)
+{
+	struct sim_breakdown *b = &r->tok;
+	int n_bar_tok = c->bars_layer * c->L + 1;
+
+	b->pos = pos_med;
+	decode_compute(c, pos_med, comp, b);
+	b->embed_s = c->embed_s;
+	b->head_s = c->head_s;
+	b->sample_s = c->sample_s;
+	b->n_barriers = n_bar_tok;
+	b->barrier_s = n_bar_tok * c->bar_s;
+	b->n_collectives = c->fab_pre.n + c->fab_layer.n * c->L + c->fab_head.n;
+	b->fabric_s = c->fab_pre.s + c->fab_layer.s * c->L + c->fab_head.s;
+	b->fabric_bytes = c->fab_pre.bytes + c->fab_layer.bytes * c->L +
+			  c->fab_head.bytes;
+	b->flash_overlap_s = fmax(0, b->flash_busy_s - b->flash_stall_s);
+	b->flash_gbps = b->flash_req_bytes > 0
+		? sim_flash_gbps(c->p, b->flash_req_bytes, b->flash_qd) : 0;
+	for (int i = 0; i < c->nu; i++)
+		b->kv_read_bytes += (uint64_t)(2 * c->kv_row_bytes[i] *
+					       (pos_med + 1) * c->L);
+	double fb, g, all;
+	kv_flash(c, pos_med, &fb, &g, &all);
+	if (c->in->kv_tier == MEMTIER_FLASH)
+		b->kv_flash_read_bytes = (uint64_t)(all * c->L);
+	b->kv_write_bytes = r->kv_bytes_written_per_token;
+	r->kv_bytes_per_token_read = b->kv_read_bytes;
+	/* imbalance over every unit of every chip; chip 0's units reported */
+	double mx = 0, mean = 0;
+	for (int i = 0; i < c->nu; i++) {
+		double s = unit_compute_s(c, i, pos_med);
+		if (i < c->n)
+			r->unit[i].compute_s = s;
+		mx = fmax(mx, s);
+		mean += s / c->nu;
+	}
+	b->imbalance = mean > 0 ? mx / mean : 1;
+}
+
+int sim_predict(const struct sim_input *in, const struct sim_profile *prof,
+		struct sim_result *out, char *err, size_t errlen)
+{
+	struct ctx *c;
+	struct sim_result *r;
+	int rc;
+
+	if ((rc = check(in, prof, err, errlen)))
+		return rc;
+	c = xcalloc(1, sizeof(*c));
+	r = xcalloc(1, sizeof(*r));
+	if ((rc = ctx_init(c, in, prof, err, errlen)))
+		goto out;
 	fill_static(c, r);
 
 	/* prefill: batches through the same replay, cycles 0 .. */
@@ -804,9 +1070,11 @@ int sim_predict(const struct sim_input *in, const struct sim_profile *prof,
 	int n_bar_tok = c->bars_layer * c->L + 1;
 	for (int32_t p0 = 0; p0 < in->n_prompt; p0 += nb_max, tok++) {
 		int32_t nb = in->n_prompt - p0 < nb_max ? in->n_prompt - p0 : nb_max;
-		pre_comp += prefill_compute(c, p0, nb, comp);
-		t = replay(c, tok, p0, t, comp, c->embed_s * nb + c->bar_s,
-			   c->head_s + c->fabric_head_s + c->sample_s);
+		struct fab_sum fp, fl, fh;
+		fabric_costs(c, nb, &fp, &fl, &fh);
+		pre_comp += prefill_compute(c, p0, nb, fl.s, comp);
+		t = replay(c, tok, p0, t, comp, c->embed_s * nb + c->bar_s + fp.s,
+			   c->head_s + fh.s + c->sample_s);
 	}
 	r->prefill_s = t;
 	r->prefill_tok_per_s = in->n_prompt / t;
@@ -817,86 +1085,28 @@ int sim_predict(const struct sim_input *in, const struct sim_profile *prof,
 	/* decode: tokens at positions n_prompt .. n_prompt + n_predict - 2 */
 	int32_t nd = in->n_predict - 1, pos_med = in->n_prompt + (nd > 0 ? nd / 2 : 0);
 	double *steps = xcalloc((size_t)(nd > 0 ? nd : 1), sizeof(double));
-	double busy0 = c->disk.busy_s, stall0 = c->stall_s;
-	double med_busy = 0, med_stall = 0;
 	for (int32_t k = 0; k < nd; k++, tok++) {
 		int32_t pos = in->n_prompt + k;
 		double b0 = c->disk.busy_s, s0 = c->stall_s, t0 = t;
 		decode_compute(c, pos, comp, NULL);
-		t = replay(c, tok, pos, t, comp, c->embed_s + c->bar_s,
-			   c->head_s + c->fabric_head_s + c->sample_s);
+		t = replay(c, tok, pos, t, comp, c->embed_s + c->bar_s + c->fab_pre.s,
+			   c->head_s + c->fab_head.s + c->sample_s);
 		steps[k] = t - t0;
 		if (pos == pos_med) {
-			med_busy = c->disk.busy_s - b0;
-			med_stall = c->stall_s - s0;
+			r->tok.flash_busy_s = c->disk.busy_s - b0;
+			r->tok.flash_stall_s = c->stall_s - s0;
 		}
 	}
 	r->decode_tokens = nd;
 	r->decode_s = t - r->prefill_s;
 	r->decode_tok_per_s = nd > 0 ? nd / r->decode_s : 0;
-	(void)busy0;
-	(void)stall0;
-
-	/* the breakdown of the median token */
-	struct sim_breakdown *b = &r->tok;
-	b->pos = pos_med;
-	decode_compute(c, pos_med, comp, b);
-	b->embed_s = c->embed_s;
-	b->head_s = c->head_s;
-	b->sample_s = c->sample_s;
-	b->n_barriers = n_bar_tok;
-	b->barrier_s = n_bar_tok * c->bar_s;
-	b->n_collectives = in->chips > 1 ? c->n_coll_layer * c->L + 1 : 0;
-	b->fabric_s = c->fabric_layer_s * c->L + c->fabric_head_s;
-	b->fabric_bytes = in->chips > 1 ? c->fabric_bytes_layer * c->L +
-		(double)in->hp.n_vocab * 4 * (in->chips - 1) : 0;
-	b->flash_busy_s = med_busy;
-	b->flash_stall_s = med_stall;
-	b->flash_overlap_s = fmax(0, med_busy - med_stall);
-	b->flash_gbps = b->flash_req_bytes > 0
-		? sim_flash_gbps(prof, b->flash_req_bytes, b->flash_qd) : 0;
-	for (int i = 0; i < c->n; i++) {
-		b->kv_read_bytes += (uint64_t)(2 * c->kv_row_bytes[i] *
-					       (pos_med + 1) * c->L);
-		double fb, g;
-		kv_flash(c, pos_med, &fb, &g);
-		(void)g;
-		if (i == 0 && in->kv_tier == MEMTIER_FLASH)
-			b->kv_flash_read_bytes = (uint64_t)(fb * c->L);
-	}
-	b->kv_read_bytes *= (uint64_t)in->chips;
-	b->kv_write_bytes = r->kv_bytes_written_per_token;
-	r->kv_bytes_per_token_read = b->kv_read_bytes;
 	if (nd > 0) {
 		qsort(steps, (size_t)nd, sizeof(double), cmp_d);
 		r->median_step_ms = (nd % 2 ? steps[nd / 2]
 				     : 0.5 * (steps[nd / 2 - 1] + steps[nd / 2])) * 1e3;
-		b->total_s = r->median_step_ms * 1e-3;
+		r->tok.total_s = r->median_step_ms * 1e-3;
 	}
-	for (int i = 0; i < c->n; i++) {
-		double s = 0;
-		for (int l = 0; l < c->L; l++)
-			s += c->w0[l * c->n + i] + attention_s(c, i, pos_med);
-		r->unit[i].compute_s = s; /* phase 0; phases 1-3 below */
-	}
-	for (int i = 0; i < c->n; i++) {
-		double s = 0;
-		for (int l = 0; l < c->L; l++)
-			for (int k = LT_WO; k < LT_COUNT; k++) {
-				const struct sim_tensor *tt = lt(c, l, k);
-				if (k == LT_FFN_NORM)
-					continue;
-				s += c->u[i].rows[k] * row_bytes(tt) /
-				     rate_bps(c, tt->type, true);
-			}
-		r->unit[i].compute_s += s;
-	}
-	double mx = 0, mean = 0;
-	for (int i = 0; i < c->n; i++) {
-		mx = fmax(mx, r->unit[i].compute_s);
-		mean += r->unit[i].compute_s / c->n;
-	}
-	b->imbalance = mean > 0 ? mx / mean : 1;
+	breakdown(c, r, pos_med, comp);
 	*out = *r;
 	free(steps);
 	free(comp);

@@ -69,13 +69,34 @@
  * batch's positions, four barriers a layer, weights streamed once per
  * batch through the same flash replay.
  *
- * Chips (--chips N, predicted only: the engine has no fabric yet): each
- * chip holds 1/N of every unit's rows; per layer --tp rows all-gathers
- * four vectors (n_embd, n_embd, n_ff, n_embd floats), --tp allreduce
- * all-reduces two of n_embd; the head all-gathers the logits. A ring
- * all-gather of S bytes costs (N-1) (hop latency + S/N / link GB/s), an
- * all-reduce twice that; hop latency = profile fabric.latency_us +
- * --fabric-latency-us, link = --fabric-gbps or fabric.gbps.
+ * Chips (--chips N, engine/fabric.h): engine/plan.h splits the model over
+ * the chips first (whole KV heads and their query heads; n_embd, n_ff and
+ * vocab rows on 16-row boundaries, so slices can differ: SmolLM2's 3 KV
+ * heads on 2 chips give 6 and 3 query heads), then each chip's slice over
+ * its units as above. Every phase ends in a collective, so a phase takes
+ * the slowest unit of any chip. --tp allreduce: Wo and ffn_down split by
+ * input columns (the chip's heads, its n_ff slice), all n_embd rows.
+ * Per decode token, in the engine's order (chip 0's view): a bcast of the
+ * token's command (88 bytes), an all-gather of the embedding row (n_embd
+ * floats, all from the chip that owns the token's vocabulary row), per
+ * layer four all-gathers (--tp rows: the attention output by query heads,
+ * x after Wo by n_embd slice, hb by n_ff slice, x after ffn_down) or two
+ * all-reduces of n_embd floats (--tp allreduce), and the gather of the
+ * logits to chip 0: 4 L + 3 (2 L + 3) collectives. The fabric is a full
+ * mesh, so each is one hop:
+ *   t = measured(op, x) + --fabric-latency-us + link / --fabric-gbps
+ * link = the most bytes one chip publishes (the largest part; the whole
+ * vector for an all-reduce or a bcast). measured(op, x) is the profile's
+ * curve of op (fabric.allgather|allreduce|bcast: median us by bytes,
+ * taken at 2 chips; linear between points, flat below the first, the
+ * last slope beyond the last) at the 2-chip message that copies as many
+ * bytes: x = N x the largest part for an all-gather (or gather), (N + 1)
+ * S / 3 for an all-reduce of S bytes, S for a bcast; the embedding row,
+ * one sender, reads the bcast curve. A profile without curves (what-if
+ * profiles, older probes): latency_us + link / gbps. A prefill batch of
+ * nb tokens moves nb rows (logits: one), and a second bcast of its tokens
+ * past 16. Fabric bytes are what chip 0 copies in and out (decode
+ * --stats-json's fabric.ops.*.bytes).
  *
  * Not modelled: rmsnorm/RoPE/SiLU (O(n_embd) per layer), the page
  * cache's faults (mmap is taken as warm DRAM), NUMA distance, the host's
@@ -88,6 +109,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/fabric.h"
 #include "kernels/kern.h"
 #include "memtier/memtier.h"
 #include "models/llama_model.h"
@@ -95,6 +117,14 @@
 
 #define SIM_MAX_UNITS 256
 #define SIM_MAX_GRID 8
+#define SIM_MAX_FAB 32 /* points of a fabric curve */
+
+/* one collective's median by message size (probe's fabric curves) */
+struct sim_fab_curve {
+	int n;                     /* 0: the profile has none */
+	double bytes[SIM_MAX_FAB]; /* ascending */
+	double us[SIM_MAX_FAB];
+};
 
 /* ---- the hardware profile (bench/probe's JSON) ---------------------- */
 
@@ -126,7 +156,8 @@ struct sim_profile {
 	bool have_kv_write;
 	double kv_write_gbps;
 	bool have_fabric;
-	double fabric_lat_us, fabric_gbps;
+	double fabric_lat_us, fabric_gbps; /* a hop; a link's GB/s */
+	struct sim_fab_curve fab[FABRIC_OP_COUNT]; /* by enum fabric_op */
 	double watts;                      /* 0: the profile gives no power */
 };
 
@@ -135,7 +166,8 @@ struct sim_profile {
  * q4_0.dram.gbps.1: missing") in err. Members the model needs: machine,
  * dram, kernels, barrier, sampler; flash (for --tier/--kv-tier flash),
  * kv_write (--kv-tier flash), matmul (prefill: missing types fall back
- * to the L2 matvec rate), fabric (--chips > 1) are checked when used. A
+ * to the L2 matvec rate), fabric (--chips > 1; "skipped": none; the curves
+ * are optional) are checked when used. A
  * kernel type missing from kernels.types takes kernels.default if the
  * profile has one (what-if profiles). */
 int sim_profile_load(struct sim_profile *p, const char *path, char *err,
@@ -175,8 +207,8 @@ struct sim_input {
 	bool greedy;          /* --temp 0 */
 	int chips;            /* >= 1 */
 	enum sim_tp tp;
-	double fabric_latency_us; /* added to the profile's hop latency */
-	double fabric_gbps;       /* > 0: instead of the profile's */
+	double fabric_latency_us; /* emulated: added to every collective */
+	double fabric_gbps;       /* > 0: emulated links, added */
 };
 
 /* the tensors of a named shape under a type mix, into t[n_layer * LT_COUNT
@@ -193,7 +225,7 @@ void sim_tensors_from_model(const struct llama_model *m, struct sim_tensor *t);
 struct sim_breakdown {
 	int32_t pos;                       /* the position it is for */
 	double matvec_s[KT_COUNT];         /* slowest unit, per weight type */
-	uint64_t matvec_bytes[KT_COUNT];   /* every unit's weight bytes */
+	uint64_t matvec_bytes[KT_COUNT];   /* every unit of every chip */
 	double matvec_compute_s[KT_COUNT]; /* roofline sides: bytes / L2 rate */
 	double matvec_memory_s[KT_COUNT];  /* bytes / DRAM read GB/s */
 	double attention_s;
@@ -213,7 +245,7 @@ struct sim_breakdown {
 	double kv_write_bytes;             /* K/V written, per token */
 	double fabric_s;
 	int n_collectives;
-	double fabric_bytes;
+	double fabric_bytes;               /* chip 0 copies in and out */
 	double imbalance;                  /* slowest / mean unit compute */
 	double total_s;
 };
@@ -237,8 +269,9 @@ struct sim_result {
 	int32_t kv_block_tokens;
 	uint64_t kv_bytes_per_token_read;  /* median token */
 	double kv_bytes_written_per_token;
-	uint64_t kv_position_bytes;        /* K and V of a position, all layers */
-	int n_units;
+	uint64_t kv_position_bytes;        /* K and V of a position, all layers,
+					    * every chip */
+	int n_units;                       /* a chip's; unit[]: chip 0's */
 	int kv_replicated;
 	struct sim_unit unit[SIM_MAX_UNITS];
 	double weights_gb, kv_gb;          /* capacity: weights, KV at n_ctx */
@@ -259,5 +292,10 @@ double sim_kern_gbps(const struct sim_profile *p, uint32_t type, int n,
 		     bool dram);
 /* barrier microseconds for n units */
 double sim_barrier_us(const struct sim_profile *p, int n);
+/* the profile's microseconds for one collective op: its curve at msg
+ * bytes (a 2-chip message), else latency_us + link_bytes / gbps; 0 when
+ * the profile has no fabric */
+double sim_fabric_us(const struct sim_profile *p, enum fabric_op op,
+		     double msg_bytes, double link_bytes);
 
 #endif

@@ -269,9 +269,63 @@ static int load_flash(struct ld *c, json_t *root, struct sim_profile *p)
 	return 0;
 }
 
+/* fabric.<op>: optional [{"bytes": B, "us": T, ...}], bytes ascending */
+static int load_curve(struct ld *c, json_t *fab, enum fabric_op op,
+		      struct sim_fab_curve *cv)
+{
+	const char *name = fabric_op_name(op);
+	json_t *a = json_object_get(fab, name), *pt;
+	char at[64];
+	size_t i;
+	int rc;
+
+	cv->n = 0;
+	if (!a || json_is_null(a))
+		return 0;
+	if (!json_is_array(a) || json_array_size(a) < 1)
+		return bad(c, "fabric.%s: not an array of points", name);
+	if (json_array_size(a) > SIM_MAX_FAB)
+		return bad(c, "fabric.%s: more than %d points", name, SIM_MAX_FAB);
+	json_array_foreach(a, i, pt) {
+		snprintf(at, sizeof(at), "fabric.%s[%zu]", name, i);
+		if (!json_is_object(pt))
+			return bad(c, "%s: not an object", at);
+		if ((rc = num(c, pt, at, "bytes", NAN, &cv->bytes[i])) ||
+		    (rc = num(c, pt, at, "us", NAN, &cv->us[i])))
+			return rc;
+		if (i > 0 && cv->bytes[i] <= cv->bytes[i - 1])
+			return bad(c, "%s.bytes: not ascending", at);
+	}
+	cv->n = (int)json_array_size(a);
+	return 0;
+}
+
+/* fabric: latency_us and gbps, and the curves where probe measured them;
+ * "skipped" (probe had one CPU): no fabric */
+static int load_fabric(struct ld *c, json_t *root, struct sim_profile *p)
+{
+	json_t *fab = json_object_get(root, "fabric");
+	int rc;
+
+	if (!fab || json_is_null(fab))
+		return 0;
+	if (!json_is_object(fab))
+		return bad(c, "fabric: not an object");
+	if (json_object_get(fab, "skipped"))
+		return 0;
+	if ((rc = num(c, fab, "fabric", "latency_us", 0, &p->fabric_lat_us)) ||
+	    (rc = num(c, fab, "fabric", "gbps", NAN, &p->fabric_gbps)))
+		return rc;
+	for (int op = 0; op < FABRIC_OP_COUNT; op++)
+		if ((rc = load_curve(c, fab, (enum fabric_op)op, &p->fab[op])))
+			return rc;
+	p->have_fabric = true;
+	return 0;
+}
+
 static int load_rest(struct ld *c, json_t *root, struct sim_profile *p)
 {
-	json_t *m, *d, *g, *b, *s, *kv, *fab, *pw;
+	json_t *m, *d, *g, *b, *s, *kv, *pw;
 	int rc;
 
 	if ((rc = obj(c, root, "", "machine", &m)))
@@ -303,15 +357,8 @@ static int load_rest(struct ld *c, json_t *root, struct sim_profile *p)
 			return rc;
 		p->have_kv_write = true;
 	}
-	fab = json_object_get(root, "fabric");
-	if (fab && !json_is_null(fab)) {
-		if (!json_is_object(fab))
-			return bad(c, "fabric: not an object");
-		if ((rc = num(c, fab, "fabric", "latency_us", 0, &p->fabric_lat_us)) ||
-		    (rc = num(c, fab, "fabric", "gbps", NAN, &p->fabric_gbps)))
-			return rc;
-		p->have_fabric = true;
-	}
+	if ((rc = load_fabric(c, root, p)))
+		return rc;
 	pw = json_object_get(root, "power");
 	if (pw && !json_is_null(pw)) {
 		if (!json_is_object(pw))

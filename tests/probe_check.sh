@@ -2,7 +2,8 @@
 # probe_check.sh - bench/probe end to end: a quick profile into a scratch
 # directory is valid JSON with every figure present and plausible (machine
 # identity, DRAM, kernels of every weight type, prefill matmul, barrier
-# latency by unit count, sampler, flash, KV-cache writes),
+# latency by unit count, sampler, flash, KV-cache writes, the fabric's
+# floor and collectives by message size),
 # the test file and the KV file are gone afterwards, a refused O_DIRECT
 # skips the KV writes with the reason in the profile, and bad input gets
 # exit status 2 or 1.
@@ -75,6 +76,25 @@ assert set(bar) == {str(n) for n in range(1, m["cores"] + 1)}, bar
 assert all(0 <= v < 10000 for v in bar.values()), bar
 s = p["sampler"]
 assert s["vocab"] > 0 and 0 < s["ns_per_vocab"] < 1e4 and 0 < s["greedy_ns_per_vocab"] < 1e4, s
+# the fabric: the simulator's two numbers, then the curves 64 B .. 4 MiB
+fab = p["fabric"]
+if "skipped" in fab:
+    assert m["cores"] < 2 and fab["skipped"].strip(), fab
+else:
+    assert fab["chips"] == 2 and len(set(fab["cpus"])) == 2, fab
+    assert 0 < fab["latency_us"] < 1e4 and 0 < fab["gbps"] < 1e4, fab
+    sizes = [64 << k for k in range(17)]
+    for name in ("floor", "allgather", "allreduce", "bcast"):
+        c = fab[name]
+        assert [q["bytes"] for q in c] == sizes, (name, c)
+        for q in c:
+            assert 0 < q["us"] <= q["p99_us"] < 1e6 and q["gbps"] > 0, (name, q)
+            assert q["iters"] >= 8, (name, q)
+    assert fab["latency_us"] == fab["allgather"][0]["us"], fab
+    for name in ("allgather", "allreduce", "bcast"):
+        r = fab["ratio_8k"][name]
+        want = fab[name][7]["us"] / fab["floor"][7]["us"]
+        assert fab[name][7]["bytes"] == 8192 and abs(r - want) < 0.01 * want + 1e-3, (name, r, want)
 PY
 	then ok "quick profile: every figure present and plausible"
 	else bad "quick profile: bad JSON"; fi
@@ -90,25 +110,37 @@ else bad "left in --flash-dir: $(ls -A "$tmp/dir")"; fi
 # O_DIRECT refused (memtier's fault hook): the KV writes are skipped, and
 # the profile says why
 if STRATA_FAULT=nodirect:1 timeout 60 "$probe" --quick --no-dram --no-kern \
-	--no-flash --flash-dir "$tmp/dir" -o "$tmp/nd.json" 2>"$tmp/err" &&
+	--no-flash --no-fabric --flash-dir "$tmp/dir" -o "$tmp/nd.json" 2>"$tmp/err" &&
 	python3 -c '
 import json, sys
 p = json.load(open(sys.argv[1]))
 assert "direct I/O" in p["kv_write"]["skipped"], p["kv_write"]
 assert p["dram"] is None and p["kernels"] is None and p["flash"] is None, p
+assert p["fabric"] is None, p
 ' "$tmp/nd.json" && [ -z "$(ls -A "$tmp/dir")" ]
 then ok "O_DIRECT refused: KV writes skipped with the reason"
 else bad "O_DIRECT refused: $(tail -n 2 "$tmp/err")"; fi
 # nothing measured: no directory needed
-if timeout 60 "$probe" --no-dram --no-kern --no-flash --no-kv \
+if timeout 60 "$probe" --no-dram --no-kern --no-flash --no-kv --no-fabric \
 	--flash-dir "$tmp/none" -o "$tmp/none.json" 2>"$tmp/err" &&
 	python3 -c '
 import json, sys
 p = json.load(open(sys.argv[1]))
-assert p["machine"]["cpu"] and p["kv_write"] is None, p
+assert p["machine"]["cpu"] and p["kv_write"] is None and p["fabric"] is None, p
 ' "$tmp/none.json"
 then ok "everything skipped: machine identity only"
 else bad "everything skipped: $(tail -n 2 "$tmp/err")"; fi
+# --fabric-only: the fabric and nothing else, no directory needed
+if timeout 60 "$probe" --quick --fabric-only --flash-dir "$tmp/none" \
+	-o "$tmp/fab.json" 2>"$tmp/err" &&
+	python3 -c '
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["dram"] is None and p["flash"] is None and p["kv_write"] is None, p
+assert "skipped" in p["fabric"] or p["fabric"]["allreduce"][0]["us"] > 0, p["fabric"]
+' "$tmp/fab.json"
+then ok "--fabric-only: the fabric alone"
+else bad "--fabric-only: $(tail -n 2 "$tmp/err")"; fi
 
 expect() { # expect STATUS TEXT ARGS...
 	local want=$1 text=$2 st
@@ -123,6 +155,10 @@ expect() { # expect STATUS TEXT ARGS...
 }
 expect 2 "usage" --bogus
 expect 2 "--file-size" --file-size 1K --no-dram
+expect 2 "--fabric-cpus" --fabric-cpus 1 --fabric-only
+expect 2 "--fabric-cpus" --fabric-cpus 0,0 --fabric-only
+expect 1 "cannot run on CPU" --fabric-cpus 1000,1 --fabric-only
+expect 1 "CPU 1000" --fabric-cpus 0,1000 --fabric-only
 expect 1 "No such file" --no-dram --flash-dir "$tmp/none"
 expect 1 "not a directory" --no-dram --flash-dir "$tmp/file"
 expect 1 "not a directory" --no-dram --no-kern --no-flash --flash-dir "$tmp/file"

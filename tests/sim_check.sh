@@ -84,7 +84,7 @@ PY
 then ok "flash + budget + KV on flash: a labelled table and the JSON keys"
 else bad "prediction: $(cat "$tmp/err")"; fi
 
-# predicted only: chips; what-if flags
+# chips; what-if flags
 if "$sim" --profile $prof "${S[@]}" --chips 4 --tp allreduce --fabric-gbps 50 \
 	--fabric-latency-us 2 --json "$tmp/c.json" >"$tmp/out" 2>&1 &&
 	python3 -c '
@@ -92,7 +92,8 @@ import json, sys
 p = json.load(open(sys.argv[1]))
 f = p["fabric"]
 assert f["chips"] == 4 and f["tp"] == "allreduce" and f["seconds_per_token"] > 0, f
-assert f["collectives_per_token"] == 2 * 22 + 1, f' "$tmp/c.json"
+# per layer 2 all-reduces; the command, the embedding row, the logits
+assert f["collectives_per_token"] == 2 * 22 + 3, f' "$tmp/c.json"
 then ok "--chips 4 --tp allreduce: fabric predicted"
 else bad "chips: $(cat "$tmp/out")"; fi
 
@@ -114,6 +115,25 @@ assert m["decode"]["tokens"] == s["decode"]["tokens"]
 PY
 	then ok "SmolLM2 flash + budget, 2 units: predicted bytes per token = measured"
 	else bad "bytes vs decode: $(tail -n 3 "$tmp/err")"; fi
+	# two chips (SmolLM2: 3 KV heads split 1 / 2): the collectives a token
+	# and the bytes chip 0 copies are decode's own
+	args=(-m "$model" -t 1 --chips 2 --prompt-tokens 8 -n 5 --temp 0)
+	if "$dec" "${args[@]}" --stats-json "$tmp/m2.json" >/dev/null 2>"$tmp/err" &&
+		"$sim" --profile $prof "${args[@]}" --fabric-latency-us 1 \
+			--fabric-gbps 10 --json "$tmp/s2.json" >/dev/null 2>>"$tmp/err" &&
+		python3 - "$tmp/m2.json" "$tmp/s2.json" <<'PY'
+import json, sys
+m, s = (json.load(open(f)) for f in sys.argv[1:])
+n = m["decode"]["tokens"]
+ops = m["fabric"]["ops"].values()
+count = sum(o["count"] for o in ops) / n
+nbytes = sum(o["bytes"] for o in ops) / n
+f = s["fabric"]
+assert f["chips"] == 2 and f["collectives_per_token"] == count, (f, count)
+assert f["bytes_per_token"] == nbytes, (f, nbytes)
+PY
+	then ok "SmolLM2 on 2 chips: predicted collectives and fabric bytes a token = measured"
+	else bad "chips vs decode: $(tail -n 3 "$tmp/err")"; fi
 else
 	echo "# skipping the decode comparison: no STRATA_MODEL"
 fi

@@ -316,8 +316,31 @@ static void test_replicated_kv(void **state)
 	assert_int_equal(r.weight_bytes_per_token, file + 16 * 144 * 4 * 2 * L);
 }
 
-/* chips: 2, rows mode, hop 1 us + 1 GB/s: per layer all-gathers of 64,
- * 64, 128, 64 floats, each (N-1)(1 us + S/N / 1 GB/s); the head 256 */
+/* the profile with its "fabric" member replaced by fab (JSON) */
+static void profile_fab(struct sim_profile *p, const char *fab)
+{
+	char text[4096], out[4096], err[256];
+	const char *from = "\"fabric\": {\"latency_us\": 1, \"gbps\": 1}";
+
+	snprintf(text, sizeof(text), PROFILE_FMT, 1.0, 2.0, 1.0, 0.0);
+	char *at = strstr(text, from);
+	assert_non_null(at);
+	snprintf(out, sizeof(out), "%.*s\"fabric\": %s%s", (int)(at - text), text,
+		 fab, at + strlen(from));
+	if (sim_profile_parse(p, out, "f.json", err, sizeof(err)))
+		fail_msg("%s", err);
+}
+
+/*
+ * chips: 2, rows mode, the profile's two numbers (1 us a hop, links of 1
+ * GB/s): every collective is one hop, 1 us + the most bytes one chip
+ * publishes / 1 GB/s. 2 KV heads: a head, 2 query heads, 32 of 64 n_embd
+ * rows, 64 of 128 n_ff rows, 128 of 256 vocabulary rows each. A token:
+ *   the command (88 B) and the embedding row (256 B, one sender): 2 hops
+ *   per layer: attention 128 B, x 128 B, hb 256 B, x 128 B a chip: 4 hops
+ *   the logits to chip 0: 512 B a chip
+ * = 3 + 4 L = 11 hops, 11 us + (88 + 256 + 2 x 640 + 512) ns.
+ */
 static void test_chips(void **state)
 {
 	struct sim_input in;
@@ -329,19 +352,90 @@ static void test_chips(void **state)
 	profile(&p, 1, 1, 0);
 	in.chips = 2;
 	predict(&in, &p, &r);
-	double layer = 4e-6 + (256 + 256 + 512 + 256) / 2 / 1e9;
-	double head = 1e-6 + 1024 / 2 / 1e9;
-	NEAR(r.tok.fabric_s, L * layer + head);
-	assert_int_equal(r.tok.n_collectives, 4 * L + 1);
+	const double fab = 11e-6 + 2136e-9;
+	NEAR(r.tok.fabric_s, fab);
+	assert_int_equal(r.tok.n_collectives, 4 * L + 3);
+	/* chip 0 copies in its part and out the others': every whole row */
+	NEAR(r.tok.fabric_bytes, 88 + 256 + L * (256 + 256 + 512 + 256) + 1024);
 	/* half the rows each chip */
 	NEAR(r.tok.matvec_s[KT_F32], 180.224e-6);
-	in.fabric_latency_us = 9; /* 10 us a hop */
+	/* the step: weights, attention of 2 heads (1024 B at 10 GB/s), the
+	 * embedding row, the fabric */
+	NEAR(r.median_step_ms, (180.224 + 0.1024 + 0.256) * 1e-3 + fab * 1e3);
+	/* emulated: 9 us more a collective, links of 2 GB/s besides */
+	in.fabric_latency_us = 9;
+	in.fabric_gbps = 2;
 	predict(&in, &p, &r);
-	NEAR(r.tok.fabric_s, L * (layer + 36e-6) + head + 9e-6);
-	in.tp = SIM_TP_ALLREDUCE; /* 2 all-reduces of 64 floats */
+	NEAR(r.tok.fabric_s, fab + 11 * 9e-6 + 2136e-9 / 2);
+	/* allreduce: 2 a layer of 64 floats, chip 0 reads both slots: 1 us
+	 * + 256 B a hop; the command, the embedding, the logits as above */
+	in.tp = SIM_TP_ALLREDUCE;
 	in.fabric_latency_us = 0;
+	in.fabric_gbps = 0;
 	predict(&in, &p, &r);
-	NEAR(r.tok.fabric_s, L * 2 * 2 * (1e-6 + 256 / 2 / 1e9) + head);
+	assert_int_equal(r.tok.n_collectives, 2 * L + 3);
+	NEAR(r.tok.fabric_s, 3e-6 + (88 + 256 + 512) * 1e-9 + L * 2 * (1e-6 + 256e-9));
+	NEAR(r.tok.fabric_bytes, 88 + 256 + L * 2 * 512 + 1024);
+	/* one chip: no fabric */
+	in.chips = 1;
+	predict(&in, &p, &r);
+	assert_int_equal(r.tok.n_collectives, 0);
+	NEAR(r.tok.fabric_s, 0);
+}
+
+/* the probe's curves (median us by bytes, taken at 2 chips), linear
+ * between points, flat below, the last slope beyond */
+static const char *CURVES =
+	"{\"latency_us\": 1, \"gbps\": 1,"
+	" \"allgather\": [{\"bytes\": 256, \"us\": 2}, {\"bytes\": 1024, \"us\": 4}],"
+	" \"allreduce\": [{\"bytes\": 256, \"us\": 5}, {\"bytes\": 1024, \"us\": 8}],"
+	" \"bcast\": [{\"bytes\": 64, \"us\": 1}, {\"bytes\": 1024, \"us\": 3}]}";
+
+static void test_fabric_curve(void **state)
+{
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result r;
+
+	(void)state;
+	profile_fab(&p, CURVES);
+	NEAR(sim_fabric_us(&p, FABRIC_ALLGATHER, 640, 1e9), 3);
+	NEAR(sim_fabric_us(&p, FABRIC_ALLGATHER, 100, 0), 2);
+	NEAR(sim_fabric_us(&p, FABRIC_ALLGATHER, 2048, 0), 4 + 1024 * 2.0 / 768);
+	NEAR(sim_fabric_us(&p, FABRIC_BCAST, 88, 0), 1.05);
+	/*
+	 * 9 query heads over 3 KV heads on 2 chips: chip 0 KV head 0 (query
+	 * heads 0-2), chip 1 KV heads 1-2 (3-8), so the slices differ; n_embd
+	 * 144 splits 80 / 64 on 16-row boundaries, n_ff 64 / 64, vocab 128 /
+	 * 128. Each collective reads its curve at the 2-chip message that
+	 * copies as many bytes, 2 x the largest part:
+	 *   command 88 B, bcast: 1.05 us; embedding 576 B, bcast: 1 + 2 x
+	 *   512 / 960 us; attention 2 x 384 B: 2 + 2 x 512 / 768; x 2 x 320:
+	 *   3; hb 2 x 256: 2 + 2 x 256 / 768; x 3; logits 2 x 512: 4
+	 */
+	tiny(&in, 9, 3);
+	in.chips = 2;
+	predict(&in, &p, &r);
+	const double pre = 1.05 + 1 + 1024.0 / 960, layer = 12.0;
+	NEAR(r.tok.fabric_s, (pre + L * layer + 4) * 1e-6);
+	assert_int_equal(r.tok.n_collectives, 4 * L + 3);
+	/* the slowest chip sets every phase's pace: Wq 96 rows (chip 1), Wk
+	 * and Wv 32 rows each (chip 1), Wo 80 rows (chip 0) of 576 B; gate
+	 * and up 64 rows each; down 80 rows of 512 B (chip 0); the head 128
+	 * rows of 576 B: 2 x 252928 + 73728 B at 1 GB/s */
+	NEAR(r.tok.matvec_s[KT_F32], 579.584e-6);
+	/* every chip's bytes: the file's matrices once, an embedding row */
+	assert_int_equal(r.weight_bytes_per_token, 2 * 442368 + 147456 + 576);
+	/* over both chips' units: chip 0 reads 206848 B a layer, chip 1
+	 * 235520, each beside attention of 3 or 6 heads (256 B a head at 10
+	 * GB/s) */
+	NEAR(r.tok.imbalance, (471.04 + 0.3072) / ((413.696 + 0.1536 + 471.04 +
+						     0.3072) / 2));
+	/* allreduce of 576 B: 5 + 3 x 320 / 768 us, twice a layer */
+	in.tp = SIM_TP_ALLREDUCE;
+	predict(&in, &p, &r);
+	NEAR(r.tok.fabric_s, (pre + L * 2 * 6.25 + 4) * 1e-6);
+	assert_int_equal(r.tok.n_collectives, 2 * L + 3);
 }
 
 /* the flash grid: log2 interpolation, clamped at the edges */
@@ -408,6 +502,12 @@ static void test_bad_profiles(void **state)
 	refused("\"l2_bytes\": 1048576", "\"l2_bytes\": 0",
 		"bad.json: kernels.l2_bytes: 0 is out of range");
 	refused("{\"machine\"", "[{\"machine\"", "bad.json: line 1");
+	refused("\"gbps\": 1}}", "\"gbps\": 1, \"bcast\": [{\"bytes\": 64, \"us\": 1},"
+		" {\"bytes\": 64, \"us\": 2}]}}", "bad.json: fabric.bcast[1].bytes: not ascending");
+	refused("\"gbps\": 1}}", "\"gbps\": 1, \"allreduce\": [{\"bytes\": 64}]}}",
+		"bad.json: fabric.allreduce[0].us: missing");
+	refused("\"gbps\": 1}}", "\"gbps\": 1, \"allgather\": 3}}",
+		"bad.json: fabric.allgather: not an array");
 	assert_int_equal(sim_profile_load(&p, "/nonexistent/p.json", err,
 					  sizeof(err)), -ENOENT);
 	assert_non_null(strstr(err, "/nonexistent/p.json: "));
@@ -429,6 +529,15 @@ static void test_bad_profiles(void **state)
 	in.chips = 2;
 	assert_int_equal(sim_predict(&in, &p, &r, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "has no fabric"));
+	profile_fab(&p, "{\"skipped\": \"one CPU\"}"); /* probe could not */
+	assert_int_equal(sim_predict(&in, &p, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "has no fabric"));
+	assert_int_equal(sim_profile_parse(&p, nof, "nof.json", err, sizeof(err)), 0);
+	in.chips = 3; /* more chips than KV heads: the plan says no */
+	in.fabric_gbps = 1;
+	assert_int_equal(sim_predict(&in, &p, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "KV heads"));
+	in.fabric_gbps = 0;
 	in.chips = 1;
 	T[0 * LT_COUNT + LT_WQ].type = KT_Q4_0;
 	assert_int_equal(sim_predict(&in, &p, &r, err, sizeof(err)), -EINVAL);
@@ -455,6 +564,7 @@ int main(void)
 		cmocka_unit_test(test_budget),
 		cmocka_unit_test(test_replicated_kv),
 		cmocka_unit_test(test_chips),
+		cmocka_unit_test(test_fabric_curve),
 		cmocka_unit_test(test_grid),
 		cmocka_unit_test(test_bad_profiles),
 	};

@@ -465,7 +465,10 @@ int fabric_allreduce(struct fabric *f, float *buf, int64_t n_el)
 		chunk_publish(f, n, (size_t)m * sizeof(float));
 		bytes += (uint64_t)m * sizeof(float);
 		for (int p = 0; p < f->n_chips && !rc; p++) {
-			src[p] = (const float *)slot(f, p, n);
+			/* own part from buf (its bits are the slot's) where
+			 * only the first pass reads it, before it is written */
+			src[p] = p == f->chip && p < 2 ? buf + j0
+						       : (const float *)slot(f, p, n);
 			if (p != f->chip) {
 				rc = chunk_wait(f, p, n, false, &wait);
 				bytes += (uint64_t)m * sizeof(float);
@@ -474,8 +477,10 @@ int fabric_allreduce(struct fabric *f, float *buf, int64_t n_el)
 		if (!rc) { /* every chip adds the same slots in the same order:
 			    * ((s0 + s1) + s2) ..., element by element */
 			float *y = buf + j0;
-			memcpy(y, src[0], (size_t)m * sizeof(float));
-			for (int p = 1; p < f->n_chips; p++) {
+			const float *a = src[0], *b = src[1];
+			for (int64_t j = 0; j < m; j++)
+				y[j] = a[j] + b[j];
+			for (int p = 2; p < f->n_chips; p++) {
 				const float *x = src[p];
 				for (int64_t j = 0; j < m; j++)
 					y[j] += x[j];

@@ -42,8 +42,8 @@ struct fab_chip {
 struct fab_shm {
 	uint32_t magic, n_chips;
 	uint64_t slot_bytes, slots_off;
-	_Alignas(64) atomic_uint bell;  /* futex word: bumped on every change */
-	atomic_int sleepers;
+	_Alignas(64) atomic_uint bell;  /* futex word: bumped when one sleeps */
+	_Alignas(64) atomic_int sleepers;
 	_Alignas(64) atomic_int abort_rc;
 	atomic_int abort_chip;
 	char abort_msg[256];
@@ -102,11 +102,18 @@ static long futex(atomic_uint *w, int op, unsigned val,
 	return syscall(SYS_futex, (unsigned *)w, op, val, ts, NULL, 0);
 }
 
+/* After a change a waiter may sleep on: ring the bell only when someone
+ * may sleep. The fence orders the change before the load of sleepers; a
+ * waiter bumps sleepers (seq_cst) before it looks at the change again,
+ * so either it sees the change or this sees it (and a missed wake would
+ * still end at the FABRIC_CHECK_MS timeout). */
 static void ring(struct fab_shm *s)
 {
-	atomic_fetch_add(&s->bell, 1);
-	if (atomic_load(&s->sleepers))
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load(&s->sleepers)) {
+		atomic_fetch_add(&s->bell, 1);
 		futex(&s->bell, FUTEX_WAKE, INT_MAX, NULL);
+	}
 }
 
 static int seq_ge(unsigned a, unsigned b)
@@ -478,10 +485,13 @@ int fabric_allreduce(struct fabric *f, float *buf, int64_t n_el)
 			    * ((s0 + s1) + s2) ..., element by element */
 			float *y = buf + j0;
 			const float *a = src[0], *b = src[1];
+			/* simd: y may be a (element-wise, no carried dependence) */
+#pragma omp simd
 			for (int64_t j = 0; j < m; j++)
 				y[j] = a[j] + b[j];
 			for (int p = 2; p < f->n_chips; p++) {
 				const float *x = src[p];
+#pragma omp simd
 				for (int64_t j = 0; j < m; j++)
 					y[j] += x[j];
 			}

@@ -458,7 +458,7 @@ static void test_refusals(void **state)
 
 /* ---- chips ---------------------------------------------------------------- */
 
-#define R(a, b) ((struct plan_range){(a), (b)})
+#define RR(a, b) ((struct plan_range){(a), (b)})
 
 static void expect_range(const char *what, struct plan_range got,
 			 struct plan_range want)
@@ -495,35 +495,35 @@ static void test_chips_rows(void **state)
 
 	/* TinyLlama, 2 chips: 4 KV heads -> 2 each, 16 query heads each */
 	struct plan *p = chip_plan(&tinyllama, 2, 1, 2, PLAN_TP_ROWS, 0, 0, 0, err);
-	expect_range("chip 0 kv", p->chips[0].kv_heads, R(0, 2));
-	expect_range("chip 1 q", p->chips[1].q_heads, R(16, 32));
-	expect_range("chip 0 embd", p->chips[0].embd, R(0, 1024));
-	expect_range("chip 1 ff", p->chips[1].ff, R(2816, 5632));
-	expect_range("chip 1 vocab", p->chips[1].vocab, R(16000, 32000));
+	expect_range("chip 0 kv", p->chips[0].kv_heads, RR(0, 2));
+	expect_range("chip 1 q", p->chips[1].q_heads, RR(16, 32));
+	expect_range("chip 0 embd", p->chips[0].embd, RR(0, 1024));
+	expect_range("chip 1 ff", p->chips[1].ff, RR(2816, 5632));
+	expect_range("chip 1 vocab", p->chips[1].vocab, RR(16000, 32000));
 	/* chip 1's two units */
-	expect_range("unit 0 q", p->unit[0].q_heads, R(16, 24));
-	expect_range("unit 1 q", p->unit[1].q_heads, R(24, 32));
-	expect_range("unit 0 kv", p->unit[0].kv_heads, R(2, 3));
-	expect_range("unit 1 embd", p->unit[1].embd, R(1536, 2048));
-	expect_range("unit 0 ff", p->unit[0].ff, R(2816, 4224));
-	expect_range("unit 1 vocab", p->unit[1].vocab, R(24000, 32000));
+	expect_range("unit 0 q", p->unit[0].q_heads, RR(16, 24));
+	expect_range("unit 1 q", p->unit[1].q_heads, RR(24, 32));
+	expect_range("unit 0 kv", p->unit[0].kv_heads, RR(2, 3));
+	expect_range("unit 1 embd", p->unit[1].embd, RR(1536, 2048));
+	expect_range("unit 0 ff", p->unit[0].ff, RR(2816, 4224));
+	expect_range("unit 1 vocab", p->unit[1].vocab, RR(24000, 32000));
 	assert_int_equal(p->kv_replicated, 0);
 	free(p);
 
 	/* SmolLM2, 2 chips: 3 KV heads split 1 / 2, so 3 and 6 query heads;
 	 * chip 1's 2 units: 3 + 3 heads, KV heads 1 and 2 */
 	p = chip_plan(&smollm2, 2, 1, 2, PLAN_TP_ROWS, 0, 0, 0, err);
-	expect_range("smol chip 0 q", p->chips[0].q_heads, R(0, 3));
-	expect_range("smol chip 1 kv", p->chips[1].kv_heads, R(1, 3));
-	expect_range("smol chip 0 embd", p->chips[0].embd, R(0, 288));
-	expect_range("smol unit 1 kv", p->unit[1].kv_heads, R(2, 3));
-	expect_range("smol unit 0 embd", p->unit[0].embd, R(288, 432));
+	expect_range("smol chip 0 q", p->chips[0].q_heads, RR(0, 3));
+	expect_range("smol chip 1 kv", p->chips[1].kv_heads, RR(1, 3));
+	expect_range("smol chip 0 embd", p->chips[0].embd, RR(0, 288));
+	expect_range("smol unit 1 kv", p->unit[1].kv_heads, RR(2, 3));
+	expect_range("smol unit 0 embd", p->unit[0].embd, RR(288, 432));
 	free(p);
 
 	/* 3 chips of SmolLM2: one KV head each */
 	p = chip_plan(&smollm2, 3, 2, 1, PLAN_TP_ROWS, 0, 0, 0, err);
-	expect_range("smol3 chip 2 q", p->chips[2].q_heads, R(6, 9));
-	expect_range("smol3 chip 1 embd", p->chips[1].embd, R(192, 384));
+	expect_range("smol3 chip 2 q", p->chips[2].q_heads, RR(6, 9));
+	expect_range("smol3 chip 1 embd", p->chips[1].embd, RR(192, 384));
 	free(p);
 
 	/* refusals: more chips than KV heads; more units than the chip's
@@ -546,15 +546,15 @@ static void test_chips_allreduce(void **state)
 
 	struct plan *p = chip_plan(&tinyllama, 2, 0, 2, PLAN_TP_ALLREDUCE, 256,
 				   256, 0, err);
-	expect_range("ar chip 1 embd", p->chips[1].embd, R(0, 2048));
+	expect_range("ar chip 1 embd", p->chips[1].embd, RR(0, 2048));
 	/* 5632 = 22 blocks of 256: 2816 is 11 blocks */
-	expect_range("ar chip 0 ff", p->chips[0].ff, R(0, 2816));
-	expect_range("ar unit 1 embd", p->unit[1].embd, R(1024, 2048));
+	expect_range("ar chip 0 ff", p->chips[0].ff, RR(0, 2816));
+	expect_range("ar unit 1 embd", p->unit[1].embd, RR(1024, 2048));
 	free(p);
 	/* 3 chips, Q4_K blocks: ff 5632 / 3 = 1877 rounds to 1792 (7 blocks) */
 	p = chip_plan(&tinyllama, 3, 1, 1, PLAN_TP_ALLREDUCE, 256, 256, 0, err);
-	expect_range("ar3 chip 0 ff", p->chips[0].ff, R(0, 1792));
-	expect_range("ar3 chip 1 ff", p->chips[1].ff, R(1792, 3840));
+	expect_range("ar3 chip 0 ff", p->chips[0].ff, RR(0, 1792));
+	expect_range("ar3 chip 1 ff", p->chips[1].ff, RR(1792, 3840));
 	free(p);
 	/* SmolLM2's 3-head chip 0 has Wo columns 0..192: fine for 32-blocks,
 	 * off a 256-block */

@@ -44,7 +44,8 @@ struct fab_shm {
 	uint64_t slot_bytes, slots_off;
 	_Alignas(64) atomic_uint bell;  /* futex word: bumped when one sleeps */
 	_Alignas(64) atomic_int sleepers;
-	_Alignas(64) atomic_int abort_rc;
+	_Alignas(64) atomic_int abort_rc;  /* published last (seq_cst) */
+	atomic_int abort_claim;           /* the chip writing the message */
 	atomic_int abort_chip;
 	char abort_msg[256];
 	_Alignas(64) atomic_int stop_sig;
@@ -545,11 +546,18 @@ void fabric_abort(struct fabric *f, int rc, const char *msg)
 
 	if (!f || !f->shm)
 		return;
-	if (atomic_compare_exchange_strong(&f->shm->abort_rc, &zero,
-					   rc ? rc : -ECONNABORTED)) {
+	/* the first chip claims the abort, writes who and why, then
+	 * publishes abort_rc: whoever sees abort_rc sees the message (a
+	 * chip that aborts and exits at once is named for its reason, not
+	 * for its exit) */
+	if (atomic_compare_exchange_strong(&f->shm->abort_claim, &zero, 1)) {
 		atomic_store(&f->shm->abort_chip, f->chip);
 		snprintf(f->shm->abort_msg, sizeof(f->shm->abort_msg), "%s",
 			 msg && msg[0] ? msg : strerror(rc < 0 ? -rc : rc));
+		atomic_store(&f->shm->abort_rc, rc ? rc : -ECONNABORTED);
+	} else {
+		while (!atomic_load(&f->shm->abort_rc)) /* the winner is writing */
+			cpu_relax();
 	}
 	ring(f->shm);
 }

@@ -91,7 +91,7 @@ else
 fi
 
 # the same prompt through perplexity's all-logits prefill: same figure
-head -c 200000 /dev/urandom | base64 -w 76 | head -c 20000 >"$tmp/ppl.txt"
+head -c 20000 /dev/urandom | base64 -w 76 | head -c 3000 >"$tmp/ppl.txt"
 "$bin" "${m[@]}" --perplexity "$tmp/ppl.txt" -c 64 >"$tmp/p1" 2>/dev/null
 "$bin" "${m[@]}" --perplexity "$tmp/ppl.txt" -c 64 --chips 3 >"$tmp/p3" 2>"$tmp/err"
 if grep -q perplexity "$tmp/p1" && cmp -s "$tmp/p1" "$tmp/p3"; then
@@ -172,6 +172,22 @@ then
 	ok "--stats-json fabric: counts per token, percentiles, per chip"
 else
 	not_ok "--stats-json fabric figures"
+fi
+
+# --trace: chip 0's collectives on the fabric track (tid 4), one span per
+# all-gather (30 layers x 4 + embedding + logits a token, prefill included)
+if "$bin" "${m[@]}" -p hi -n 3 --temp 0 --chips 2 --trace "$tmp/t.json" \
+	>/dev/null 2>"$tmp/err" && python3 - "$tmp/t.json" <<'PY'
+import json, sys
+ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e.get("ph") == "X"]
+fab = [e for e in ev if e["tid"] == 4]
+assert len(fab) == 3 * 122, len(fab)  # prefill of 1 token + 2 decode steps
+assert any(e["name"].startswith("attention") for e in fab)
+PY
+then
+	ok "--trace: the fabric track has every collective"
+else
+	not_ok "--trace fabric track"
 fi
 
 # --tp allreduce's collectives: two all-reduces of n_embd a layer

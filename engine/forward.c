@@ -724,6 +724,15 @@ static int send_cmd(struct engine *e, struct chip_cmd *c, const int32_t *tokens)
 	return rc;
 }
 
+/* the first unit's message after a failed job, or NULL */
+static const char *unit_error(const struct engine *e)
+{
+	for (int i = 0; i < e->pool.n_units; i++)
+		if (e->units[i].err[0])
+			return e->units[i].err;
+	return NULL;
+}
+
 /* a unit's failure ends the job on every chip */
 static int run_tokens(struct engine *e, const struct tokens_job *j)
 {
@@ -737,13 +746,8 @@ static int run_tokens(struct engine *e, const struct tokens_job *j)
 	if (rc) {
 		for (int i = 0; i < e->pool.n_units; i++)
 			layer_release_all(&e->units[i]);
-		if (e->n_chips > 1) {
-			const char *msg = NULL;
-			for (int i = 0; i < e->pool.n_units && !msg; i++)
-				if (e->units[i].err[0])
-					msg = e->units[i].err;
-			fabric_abort(e->fab, rc, msg);
-		}
+		if (e->n_chips > 1)
+			fabric_abort(e->fab, rc, unit_error(e));
 	}
 	return rc;
 }
@@ -886,10 +890,7 @@ int engine_serve(struct engine *e, char *err, size_t errlen)
 			rc = -EPROTO;
 		}
 	}
-	const char *msg = NULL;
-	for (int i = 0; i < e->pool.n_units && !msg; i++)
-		if (e->units[i].err[0])
-			msg = e->units[i].err;
+	const char *msg = unit_error(e);
 	if (!msg)
 		msg = fabric_error(e->fab)[0] ? fabric_error(e->fab) : strerror(-rc);
 	snprintf(err, errlen, "%s", msg);

@@ -42,9 +42,9 @@ shift $((OPTIND - 1))
 [[ $runs =~ ^[1-9][0-9]*$ ]] || bad "-r $runs: want a count"
 [[ $ntok =~ ^[1-9][0-9]*$ ]] || bad "-n $ntok: want a count"
 [[ -x ./decode && -x bench/probe ]] || die "./decode and bench/probe are not built (run make)"
+model=$(bench_model "${1:-}")
 command -v mpirun >/dev/null || die "no mpirun: install Open MPI (make deps)"
 [[ $(id -u) == 0 ]] || die "network namespaces need root"
-model=$(bench_model "${1:-}")
 out=$(bench_out "$BENCH")
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 source tests/netns.sh

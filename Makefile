@@ -91,7 +91,8 @@ TEST_NAMES = \
 	test_shapes \
 	test_sim \
 	test_plan \
-	test_nmu
+	test_nmu \
+	test_fabric
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 

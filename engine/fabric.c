@@ -887,6 +887,11 @@ int fabric_start(struct fabric **out, const struct fabric_config *cfg, int *chip
 	f->shm->n_chips = (uint32_t)f->n_chips;
 	f->shm->slot_bytes = S;
 	f->shm->slots_off = off;
+	f->seq = cfg->first_chunk;
+	for (int c = 0; c < f->n_chips; c++) { /* none published or read */
+		atomic_store(&f->shm->chip[c].pub, cfg->first_chunk);
+		atomic_store(&f->shm->chip[c].consumed, cfg->first_chunk);
+	}
 	atomic_store(&f->shm->chip[0].pid, (int)getpid());
 	fflush(NULL); /* no buffered output is written twice */
 	for (int c = 1; c < f->n_chips; c++) {

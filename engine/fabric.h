@@ -69,6 +69,9 @@ struct fabric_config {
 	 * before its stall_op-th collective (counted from 1); 0: none */
 	int stall_chip, stall_op;
 	double stall_s;
+	/* tests: the 32-bit chunk counters start here, to reach their wrap;
+	 * 0: from 0 */
+	uint32_t first_chunk;
 };
 
 /* What a chip measured per op kind. */

@@ -22,6 +22,11 @@
  * consumed. Waits spin (--fabric-spin-us) and then sleep on a futex in
  * the segment. This is a full mesh: every collective is one hop.
  *
+ * Large all-gathers (fabric_config.cma_min) are single-copy: a chip
+ * publishes its buffer's address, every reader copies the owner's part
+ * out of the owner's memory (process_vm_readv), and the owner returns
+ * once every reader is done with it.
+ *
  * Emulated links (--fabric-latency-us X, --fabric-gbps Y): a chunk of n
  * bytes a chip publishes at t becomes visible to its peers at
  * max(t, its link's previous chunk done) + n / Y + X; readers spin (never
@@ -72,6 +77,15 @@ struct fabric_config {
 	/* tests: the 32-bit chunk counters start here, to reach their wrap;
 	 * 0: from 0 */
 	uint32_t first_chunk;
+	/* an all-gather whose largest part has at least this many bytes is
+	 * single-copy: each reader copies the owner's part straight from the
+	 * owner's buffer (process_vm_readv), not through the slots; 0: 8 KiB
+	 * (bench/probe on a Xeon model 167: from parts of 8 KiB on, one copy
+	 * and a syscall beat two copies);
+	 * SIZE_MAX (or STRATA_FABRIC_CMA=0): never; STRATA_FABRIC_CMA=N: N. Used only where every
+	 * chip could read another's memory at start (same user, no ptrace
+	 * restriction beyond Yama's scope 1). */
+	size_t cma_min;
 };
 
 /* What a chip measured per op kind. */

@@ -10,6 +10,7 @@
  *     and to the last chip: the other chips' buffers unchanged;
  *   - chunks: 256-byte slots, ~100 KiB allgathers (elements cut by chunk
  *     boundaries), a 10000-float allreduce and a 100 KiB bcast, exact;
+ *   - the same with every allgather single-copy (cfg.cma_min 1);
  *   - the same across the wrap of the 32-bit chunk counters (started
  *     just below it by cfg.first_chunk);
  *   - allreduce: values whose float sum depends on the order (1e8, 1,
@@ -743,8 +744,24 @@ static void test_chunks(void **state)
 		for (int n = 2; n <= 3; n++) {
 			struct fabric_config cfg = config(n);
 			cfg.slot_bytes = slots[s];
+			cfg.cma_min = SIZE_MAX; /* every byte through the slots */
 			run_chips(*state, &cfg, chunks_fn, NULL);
 		}
+	}
+}
+
+/* every all-gather single-copy (each reader copies the owners' parts out
+ * of their memory): the same layouts, roots and results as through the
+ * slots, spinning or sleeping; the other collectives still chunked */
+static void test_single_copy(void **state)
+{
+	for (int n = 2; n <= 3; n++) {
+		struct fabric_config cfg = config(n);
+		cfg.slot_bytes = 256;
+		cfg.cma_min = 1;
+		run_chips(*state, &cfg, chunks_fn, NULL);
+		cfg.spin_us = 0;
+		run_chips(*state, &cfg, chunks_fn, NULL);
 	}
 }
 
@@ -774,6 +791,7 @@ static void test_wrap(void **state)
 			const bool s = small;
 			cfg.first_chunk = firsts[k] - (small ? 2000 : 0);
 			cfg.slot_bytes = small ? 256 : 0;
+			cfg.cma_min = SIZE_MAX;
 			run_chips(*state, &cfg, wrap_fn, &s);
 		}
 	}
@@ -1497,6 +1515,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_allgather_owner_root,
 						fab_setup, fab_teardown),
 		cmocka_unit_test_setup_teardown(test_chunks, fab_setup,
+						fab_teardown),
+		cmocka_unit_test_setup_teardown(test_single_copy, fab_setup,
 						fab_teardown),
 		cmocka_unit_test_setup_teardown(test_allreduce, fab_setup,
 						fab_teardown),

@@ -118,6 +118,7 @@
 #define SIM_MAX_UNITS 256
 #define SIM_MAX_GRID 8
 #define SIM_MAX_FAB 32 /* points of a fabric curve */
+#define SIM_MAX_WS 8   /* working-set points of a kernel rate */
 
 /* one collective's median by message size (probe's fabric curves) */
 struct sim_fab_curve {
@@ -134,6 +135,21 @@ struct sim_kern_rate {
 	double l2_gbps[2];   /* matvec, weights in L2 */
 	bool have_mm;
 	double mm_gmacs[2];  /* prefill matmul: 1 thread, all */
+	int n_ws;            /* the dram class by working set, ascending */
+	double ws_bytes[SIM_MAX_WS];
+	double ws_gbps[SIM_MAX_WS][2];
+};
+
+/* the per-layer float ops and attention (probe's "ops"), one thread */
+enum sim_op { SIM_OP_RMSNORM, SIM_OP_ROPE, SIM_OP_SILU, SIM_OP_ADD,
+	      SIM_OP_COPY, SIM_OP_Q8A, SIM_OP_Q8K, SIM_OP_COUNT };
+#define SIM_MAX_ATT 8
+struct sim_ops {
+	bool have;
+	double ns_per_elem[SIM_OP_COUNT];
+	int n_pos, n_hd;
+	double pos[SIM_MAX_ATT], hd[SIM_MAX_ATT];
+	double att_ns[SIM_MAX_ATT][SIM_MAX_ATT]; /* [hd][pos]: one head */
 };
 
 struct sim_profile {
@@ -145,6 +161,7 @@ struct sim_profile {
 	double dram_gbps[SIM_MAX_UNITS];   /* read GB/s by threads 1..n_dram */
 	uint64_t l2_bytes;
 	struct sim_kern_rate kern[KT_COUNT];
+	struct sim_ops ops;
 	int n_bar;
 	double barrier_us[SIM_MAX_UNITS];  /* by units 1..n_bar */
 	double sampler_ns, greedy_ns;      /* per vocabulary entry */
@@ -229,8 +246,13 @@ struct sim_breakdown {
 	double matvec_compute_s[KT_COUNT]; /* roofline sides: bytes / L2 rate */
 	double matvec_memory_s[KT_COUNT];  /* bytes / DRAM read GB/s */
 	double attention_s;
+	double ops_s;                      /* norms, RoPE, SiLU, adds, copies,
+					    * activation quantizing */
+	double ws_bytes;                   /* working set the rates are at */
 	double compute_s;                  /* every phase's slowest unit */
-	double embed_s, head_s, sample_s;
+	double embed_s, head_s;
+	double sample_s;                   /* not in the step: decode times
+					    * engine_decode, not the sampler */
 	double barrier_s;
 	int n_barriers;
 	uint64_t dram_weight_bytes;        /* weights read from DRAM */
@@ -290,6 +312,13 @@ double sim_flash_gbps(const struct sim_profile *p, double bs, double qd);
 /* aggregate kernel GB/s of type from DRAM (dram = true) or L2 at n threads */
 double sim_kern_gbps(const struct sim_profile *p, uint32_t type, int n,
 		     bool dram);
+/* the same from memory with a working set of ws bytes (the probe's "ws"
+ * points, linear in log2 of ws, flat beyond; none: the dram class) */
+double sim_kern_ws_gbps(const struct sim_profile *p, uint32_t type, int n,
+			double ws);
+/* ns of one query head's attention over n_pos positions (probe's "ops";
+ * 0 without) */
+double sim_attn_ns(const struct sim_profile *p, int head_dim, double n_pos);
 /* barrier microseconds for n units */
 double sim_barrier_us(const struct sim_profile *p, int n);
 /* the profile's microseconds for one collective op: its curve at msg

@@ -103,7 +103,9 @@ struct probe_ops {
 	double ns_per_elem[PROBE_OP_COUNT]; /* at PROBE_OPS_N elements */
 	int att_hd[PROBE_ATT_HD];
 	int att_pos[PROBE_ATT_POS];
-	double att_ns[PROBE_ATT_HD][PROBE_ATT_POS]; /* one ops_attn_head call */
+	double att_ns[PROBE_ATT_HD][PROBE_ATT_POS]; /* one ops_attn_head call,
+						     * K/V in cache */
+	double att_cold_ns[PROBE_ATT_HD][PROBE_ATT_POS]; /* K/V from memory */
 };
 #define PROBE_OPS_N 4096
 

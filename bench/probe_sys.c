@@ -19,9 +19,10 @@
  *            copy of an input, the activation quantizers of kern.h) on
  *            PROBE_OPS_N elements, and one query head's attention
  *            (ops_attn_head) over 16 .. 4096 positions for head_dim 64
- *            and 128, one thread, data in cache (decode has just written
- *            it, or the heads of a GQA group share it): nanoseconds per
- *            element and per call.
+ *            and 128, one thread: with K/V in cache (the later heads of
+ *            a GQA group) and from memory (the first: copies rotating
+ *            through 256 MiB, rows 2 KV heads apart as a unit's cache
+ *            has them): nanoseconds per element and per call.
  */
 #include <errno.h>
 #include <omp.h>
@@ -213,7 +214,16 @@ struct probe_ops_buf {
 	float *x, *y, *w, *k, *v, *scores;
 	void *q8;
 	int hd;
+	/* cold attention: copies of [K | V] (positions x stride floats each)
+	 * rotating through an arena far larger than the caches */
+	float *arena;
+	size_t arena_floats;
+	int64_t copy;
 };
+
+/* K/V rows of a unit's cache are 2 KV heads apart (engine/layer.c's
+ * kv_stride for the usual 2+ heads a unit) */
+#define ATT_STRIDE_HEADS 2
 
 /* one call of op (PROBE_OP_COUNT: attention over arg positions) */
 static void op_call(struct probe_ops_buf *b, int op, int64_t arg)
@@ -226,9 +236,18 @@ static void op_call(struct probe_ops_buf *b, int op, int64_t arg)
 	case PROBE_OP_COPY: memcpy(b->y, b->x, sizeof(float) * (size_t)b->n); break;
 	case PROBE_OP_Q8A: kern_quantize_act(KT_Q8_A)(b->x, b->q8, b->n); break;
 	case PROBE_OP_Q8K: kern_quantize_act(KT_Q8_K)(b->x, b->q8, b->n); break;
-	default:
-		ops_attn_head(b->y, b->x, b->k, b->v, b->hd, arg, b->hd,
-			      0.125f, b->scores);
+	default: {
+		const float *k = b->k, *v = b->v;
+		int64_t st = b->hd;
+		if (b->arena) {
+			size_t one = (size_t)arg * ATT_STRIDE_HEADS * (size_t)b->hd;
+			size_t n = b->arena_floats / (2 * one);
+			k = b->arena + (size_t)(b->copy++ % (int64_t)n) * 2 * one;
+			v = k + one;
+			st = ATT_STRIDE_HEADS * b->hd;
+		}
+		ops_attn_head(b->y, b->x, k, v, st, arg, b->hd, 0.125f, b->scores);
+	}
 	}
 	__asm__ volatile("" ::: "memory");
 }
@@ -270,7 +289,8 @@ static int probe_ops_run(struct probe_ops *r, int quick)
 	b.x = aligned_alloc(64, sizeof(float) * PROBE_OPS_N);
 	b.y = aligned_alloc(64, sizeof(float) * PROBE_OPS_N);
 	b.w = aligned_alloc(64, sizeof(float) * PROBE_OPS_N);
-	b.q8 = aligned_alloc(64, kern_act_bytes(KT_Q8_K, PROBE_OPS_N) + 64);
+	size_t qa = kern_act_bytes(KT_Q8_A, PROBE_OPS_N), qk = kern_act_bytes(KT_Q8_K, PROBE_OPS_N);
+	b.q8 = aligned_alloc(64, ((qa > qk ? qa : qk) + 63) / 64 * 64);
 	b.k = aligned_alloc(64, sizeof(float) * 4096 * 128);
 	b.v = aligned_alloc(64, sizeof(float) * 4096 * 128);
 	b.scores = aligned_alloc(64, sizeof(float) * 4096);
@@ -298,6 +318,23 @@ static int probe_ops_run(struct probe_ops *r, int quick)
 			r->att_ns[h][p] = op_ns(&b, PROBE_OP_COUNT, pos[p], quick);
 		}
 	}
+	/* cold: 256 MiB of K/V copies, written once */
+	b.arena_floats = (256 * MIB) / sizeof(float);
+	struct arena mem = { 0 };
+	if (probe_huge_alloc(&mem, b.arena_floats * sizeof(float), 1)) {
+		err = -ENOMEM;
+		goto out;
+	}
+	b.arena = mem.base;
+	for (size_t i = 0; i < b.arena_floats; i++)
+		b.arena[i] = (float)(i % 97) * 0.01f - 0.5f;
+	for (int h = 0; h < PROBE_ATT_HD; h++)
+		for (int p = 0; p < PROBE_ATT_POS; p++) {
+			b.hd = hd[h];
+			r->att_cold_ns[h][p] = op_ns(&b, PROBE_OP_COUNT, pos[p], quick);
+		}
+	arena_unmap(&mem);
+	b.arena = NULL;
 out:
 	free(b.x); free(b.y); free(b.w); free(b.q8);
 	free(b.k); free(b.v); free(b.scores);
@@ -385,6 +422,9 @@ void probe_sys_print(const struct probe_sys *r)
 		fprintf(stderr, "\n  head_dim %3d                    ", r->ops.att_hd[h]);
 		for (int p = 0; p < PROBE_ATT_POS; p++)
 			fprintf(stderr, " %6.2f", r->ops.att_ns[h][p] * 1e-3);
+		fprintf(stderr, "\n  head_dim %3d, K/V from memory ", r->ops.att_hd[h]);
+		for (int p = 0; p < PROBE_ATT_POS; p++)
+			fprintf(stderr, " %6.2f", r->ops.att_cold_ns[h][p] * 1e-3);
 	}
 	fputc('\n', stderr);
 }
@@ -423,6 +463,14 @@ void probe_sys_json(FILE *f, const struct probe_sys *r)
 		fprintf(f, "%s\"%d\": [", h ? ", " : "", r->ops.att_hd[h]);
 		for (int p = 0; p < PROBE_ATT_POS; p++)
 			fprintf(f, "%s%.1f", p ? ", " : "", r->ops.att_ns[h][p]);
+		fputc(']', f);
+	}
+	fprintf(f, "}, \"cold_stride_heads\": %d, \"cold_ns_by_head_dim\": {",
+		ATT_STRIDE_HEADS);
+	for (int h = 0; h < PROBE_ATT_HD; h++) {
+		fprintf(f, "%s\"%d\": [", h ? ", " : "", r->ops.att_hd[h]);
+		for (int p = 0; p < PROBE_ATT_POS; p++)
+			fprintf(f, "%s%.1f", p ? ", " : "", r->ops.att_cold_ns[h][p]);
 		fputc(']', f);
 	}
 	fprintf(f, "}}},\n");

@@ -85,25 +85,38 @@ double sim_kern_ws_gbps(const struct sim_profile *p, uint32_t type, int n,
 	return at_threads(g, p->n_threads, n);
 }
 
-double sim_attn_ns(const struct sim_profile *p, int head_dim, double n_pos)
+/* one head's time at n_pos from a row of the probe's [hd][pos] table */
+static double attn_table(const struct sim_ops *o, const double (*tab)[SIM_MAX_ATT],
+			 int head_dim, double n_pos)
 {
-	const struct sim_ops *o = &p->ops;
 	int h = 0, i;
 
-	if (!o->have || n_pos <= 0)
+	if (n_pos <= 0)
 		return 0;
 	for (int k = 1; k < o->n_hd; k++) /* the nearest measured head_dim */
 		if (fabs(o->hd[k] - head_dim) < fabs(o->hd[h] - head_dim))
 			h = k;
-	const double *v = o->att_ns[h];
+	const double *v = tab[h];
 	for (i = 0; i + 2 < o->n_pos && n_pos > o->pos[i + 1]; i++)
 		;
-	/* linear between points, the first or last segment's line beyond */
+	/* linear between points, the last segment's line beyond, in
+	 * proportion to positions below the first */
 	double slope = (v[i + 1] - v[i]) / (o->pos[i + 1] - o->pos[i]);
 	double ns = v[i] + slope * (n_pos - o->pos[i]);
 	if (n_pos < o->pos[0])
 		ns = v[0] * n_pos / o->pos[0];
 	return fmax(ns, 0) * head_dim / o->hd[h];
+}
+
+double sim_attn_ns(const struct sim_profile *p, int head_dim, double n_pos)
+{
+	return p->ops.have ? attn_table(&p->ops, p->ops.att_ns, head_dim, n_pos) : 0;
+}
+
+double sim_attn_cold_ns(const struct sim_profile *p, int head_dim, double n_pos)
+{
+	return p->ops.have_cold
+		? attn_table(&p->ops, p->ops.att_cold_ns, head_dim, n_pos) : 0;
 }
 
 static double dram_gbps(const struct sim_profile *p, int n)
@@ -193,7 +206,11 @@ double sim_flash_gbps(const struct sim_profile *p, double bs, double qd)
 	int b1 = p->n_bs > 1 ? b + 1 : b, q1 = p->n_qd > 1 ? q + 1 : q;
 	double g0 = p->flash_gbps[b][q] * (1 - wq) + p->flash_gbps[b][q1] * wq;
 	double g1 = p->flash_gbps[b1][q] * (1 - wq) + p->flash_gbps[b1][q1] * wq;
-	return g0 * (1 - wb) + g1 * wb;
+	double g = g0 * (1 - wb) + g1 * wb;
+
+	/* decode streams every token without a pause: the grid's short
+	 * bursts above what the disk sustains for seconds do not last */
+	return p->flash_sustained_gbps > 0 ? fmin(g, p->flash_sustained_gbps) : g;
 }
 
 /* ---- the tensors ------------------------------------------------------ */
@@ -575,17 +592,24 @@ static void layer_weights(struct ctx *c, struct sim_breakdown *b,
 	free(ph);
 }
 
-/* attention of unit i over pos + 1 positions, one token: the probe's
- * time of one head's ops_attn_head (data in cache) for each query head,
- * plus the unit's unique K/V bytes at the f32 kernel's memory rate when
- * they do not fit L2; a profile without "ops": the bytes of every head at
- * the f32 kernel rate */
+/* attention of unit i over pos + 1 positions, one token: per KV head of
+ * the unit the probe's time of one head's ops_attn_head with K/V from
+ * memory, per other query head (of the same group) with them in cache;
+ * a profile without the cold figures: every query head in cache plus the
+ * unit's unique K/V bytes at the f32 kernel's memory rate beyond L2;
+ * without "ops": the bytes of every head at the f32 kernel rate */
 static double attention_s(const struct ctx *c, int i, int32_t pos)
 {
 	const double hd = c->in->hp.head_dim, np = (double)pos + 1;
 	double uniq = c->u[i].kv_heads * 2 * np * hd * 4;
 	double bytes = c->u[i].q_heads * 2 * np * hd * 4;
 
+	if (c->p->ops.have_cold) { /* a group's first head reads K/V from
+				    * memory, the others find them cached */
+		double kv = fmin(c->u[i].kv_heads, c->u[i].q_heads);
+		return (kv * sim_attn_cold_ns(c->p, (int)hd, np) +
+			(c->u[i].q_heads - kv) * sim_attn_ns(c->p, (int)hd, np)) * 1e-9;
+	}
 	if (c->p->ops.have) {
 		double s = c->u[i].q_heads * sim_attn_ns(c->p, (int)hd, np) * 1e-9;
 		if (uniq > (double)c->p->l2_bytes)

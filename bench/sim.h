@@ -39,7 +39,8 @@
  * share of a tensor is read as its range widened to 4 KiB (+4 KiB on
  * average) in requests of at most 1 MiB. The disk is one FIFO server
  * whose rate is the probe's burst grid read_gbps[request size][queue
- * depth] (interpolated in log2 of both), queue depth = the rings'
+ * depth] (interpolated in log2 of both; at most the probe's sustained
+ * read rate, which a token-after-token stream gets), queue depth = the rings'
  * requests of max(1, --prefetch) segments (64 at most per ring); a read
  * issued to an idle disk waits rand4k_p50_us first. The engine's schedule
  * is replayed exactly: at the start of layer l it acquires segment l + 1
@@ -150,6 +151,8 @@ struct sim_ops {
 	int n_pos, n_hd;
 	double pos[SIM_MAX_ATT], hd[SIM_MAX_ATT];
 	double att_ns[SIM_MAX_ATT][SIM_MAX_ATT]; /* [hd][pos]: one head */
+	bool have_cold;
+	double att_cold_ns[SIM_MAX_ATT][SIM_MAX_ATT]; /* K/V from memory */
 };
 
 struct sim_profile {
@@ -170,6 +173,7 @@ struct sim_profile {
 	double bs[SIM_MAX_GRID], qd[SIM_MAX_GRID];
 	double flash_gbps[SIM_MAX_GRID][SIM_MAX_GRID]; /* [bs][qd] */
 	double flash_lat_us;               /* rand4k_p50_us */
+	double flash_sustained_gbps;       /* sustained_read_gbps; 0: none */
 	bool have_kv_write;
 	double kv_write_gbps;
 	bool have_fabric;
@@ -319,6 +323,8 @@ double sim_kern_ws_gbps(const struct sim_profile *p, uint32_t type, int n,
 /* ns of one query head's attention over n_pos positions (probe's "ops";
  * 0 without) */
 double sim_attn_ns(const struct sim_profile *p, int head_dim, double n_pos);
+/* the same with K/V from memory (the probe's cold figures; 0 without) */
+double sim_attn_cold_ns(const struct sim_profile *p, int head_dim, double n_pos);
 /* barrier microseconds for n units */
 double sim_barrier_us(const struct sim_profile *p, int n);
 /* the profile's microseconds for one collective op: its curve at msg

@@ -197,6 +197,26 @@ static int load_ops(struct ld *c, json_t *root, struct sim_profile *p)
 	}
 	if (s->n_hd < 1)
 		return bad(c, "ops.attention.ns_by_head_dim: empty");
+	/* optional: the same head_dims with K/V from memory */
+	by = json_object_get(a, "cold_ns_by_head_dim");
+	if (by && !json_is_null(by)) {
+		for (int h = 0; h < s->n_hd; h++) {
+			snprintf(at, sizeof(at), "%g", s->hd[h]);
+			row = json_is_object(by) ? json_object_get(by, at) : NULL;
+			if (!json_is_array(row) || (int)json_array_size(row) != s->n_pos)
+				return bad(c, "ops.attention.cold_ns_by_head_dim.%s: want "
+					   "%d numbers", at, s->n_pos);
+			for (int j = 0; j < s->n_pos; j++) {
+				json_t *v = json_array_get(row, (size_t)j);
+				double d = json_is_number(v) ? json_number_value(v) : -1;
+				if (!(d > 0) || !isfinite(d))
+					return bad(c, "ops.attention.cold_ns_by_head_dim.%s[%d]: "
+						   "not a time > 0", at, j);
+				s->att_cold_ns[h][j] = d;
+			}
+		}
+		s->have_cold = true;
+	}
 	s->have = true;
 	return 0;
 }
@@ -316,6 +336,10 @@ static int load_flash(struct ld *c, json_t *root, struct sim_profile *p)
 	if ((rc = obj(c, root, "", "flash", &f)) ||
 	    (rc = obj(c, f, "flash", "read_gbps", &grid)) ||
 	    (rc = num(c, f, "flash", "rand4k_p50_us", 0, &p->flash_lat_us)))
+		return rc;
+	if (json_object_get(f, "sustained_read_gbps") &&
+	    (rc = num(c, f, "flash", "sustained_read_gbps", NAN,
+		      &p->flash_sustained_gbps)))
 		return rc;
 	json_object_foreach(grid, bk, row) {
 		char *end;

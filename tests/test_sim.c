@@ -528,6 +528,13 @@ static void test_grid(void **state)
 	NEAR(sim_flash_gbps(&p, 65536, 2), 1.5);
 	NEAR(sim_flash_gbps(&p, 1 << 30, 64), 4); /* clamped */
 	NEAR(sim_flash_gbps(&p, 512, 1), 1);
+	/* the sustained rate caps the grid: 2.5 GB/s */
+	char txt2[1024];
+	snprintf(txt2, sizeof(txt2), "%.*s\"sustained_read_gbps\": 2.5, %s",
+		 (int)(strstr(txt, "\"rand4k") - txt), txt, strstr(txt, "\"rand4k"));
+	assert_int_equal(sim_profile_parse(&p, txt2, "g.json", err, sizeof(err)), 0);
+	NEAR(sim_flash_gbps(&p, 262144, 4), 2.5);
+	NEAR(sim_flash_gbps(&p, 131072, 1), 2);
 }
 
 /* a profile with field f replaced by v must be refused naming want */

@@ -16,24 +16,41 @@
  * flash ring) for all units.
  *
  * Compute of unit u (decode, one token): for each weight matrix,
- *   t = bytes_u / (G_dram(type, n) / n)
- * where G_dram is the probe's matvec throughput with the weights streamed
- * from DRAM (kernels.types.T.dram.gbps), for n threads together
- * (interpolated between 1 and all CPUs; flat beyond). That figure is
- * already max(compute, bytes / DRAM bandwidth) as this CPU does it; the
- * breakdown also shows both sides of the roofline, bytes / G_l2 (the
- * kernel on cached data: compute) and bytes / DRAM read GB/s at n
+ *   t = bytes_u / (G_mem(type, n, W) / n)
+ * where G_mem is the probe's matvec throughput with the weights streamed
+ * from memory (kernels.types.T.ws: the dram class with its copies
+ * spanning 16 MiB .. the arena), for n threads together (interpolated
+ * between 1 and all CPUs; flat beyond), at the token's working set W =
+ * the weights it reads from DRAM (on flash: the pinned segments and the
+ * ring's --prefetch + 2 buffers) + the K/V of the median position, every
+ * chip together, linear in log2 W between the probe's points. A model
+ * that fits the last-level cache (SmolLM2, 97 MB) so gets the cached
+ * rate the probe measured at that size, a larger one the DRAM class.
+ * That figure is already max(compute, bytes / bandwidth) as this CPU does
+ * it; the breakdown also shows both sides of the roofline, bytes / G_l2
+ * (the kernel on cached data: compute) and bytes / DRAM read GB/s at n
  * threads, and names the bound. Attention of the unit's query heads over
- * p + 1 positions reads 2 (p + 1) head_dim 4 bytes of K/V per query head,
- * at the f32 kernel rate (L2 class while the unit's K/V of a layer fit in
- * L2, DRAM class beyond).
+ * p + 1 positions: per KV head the unit holds, the probe's time of one
+ * ops_attn_head call with K/V from memory (ops.attention.cold_ns_by_
+ * head_dim, linear in positions, scaled by head_dim from the nearest
+ * measured one), per other query head of its group the time with K/V in
+ * cache (ns_by_head_dim). The float ops of every phase, at the probe's
+ * ns per element (ops.ns_per_elem), as engine/layer.c runs them per
+ * unit: phase 0 rmsnorm (n_embd) + quantize (n_embd, the weight type's
+ * activation format) + RoPE ((q + kv heads) head_dim) + K/V copy; Wo:
+ * copy and quantize n_embd, add own rows; gate/up: rmsnorm, quantize,
+ * SiLU x up of own rows; down: copy and quantize n_ff, add own rows;
+ * the head: rmsnorm and quantize n_embd. A profile without "ops" (what-if
+ * profiles): no float ops, attention bytes at the f32 kernel rate.
  *
  * A layer is four phases, each ended by a barrier: {Wq, Wk, Wv, RoPE, KV
  * append, attention}, {Wo}, {gate, up}, {down}. A phase takes the slowest
  * unit's time (imbalance), plus barrier.us_by_units[n]. The token adds
  * the embedding (one row; a 4 KiB read at rand4k_p50_us from flash) and
- * a barrier, the output head (vocab rows, a phase), and the sampler
- * (n_vocab x sampler ns per entry, greedy or not, on one unit).
+ * a barrier and the output head (vocab rows, a phase). The sampler
+ * (n_vocab x sampler ns per entry, greedy or not) is shown but not in the
+ * step: decode's tok/s and steps time engine_decode, not the sampling
+ * between calls.
  *
  * Flash (--tier flash): segments are the L layers and the head. A unit's
  * share of a tensor is read as its range widened to 4 KiB (+4 KiB on
@@ -99,9 +116,10 @@
  * past 16. Fabric bytes are what chip 0 copies in and out (decode
  * --stats-json's fabric.ops.*.bytes).
  *
- * Not modelled: rmsnorm/RoPE/SiLU (O(n_embd) per layer), the page
- * cache's faults (mmap is taken as warm DRAM), NUMA distance, the host's
- * stalls (MACHINE.md).
+ * Not modelled: the page cache's faults (mmap is taken as warm DRAM),
+ * NUMA distance, the host's stalls (MACHINE.md), prefill's float ops
+ * and its matmul at other shapes than the probe's (2048 x 2048, 64
+ * tokens).
  */
 #ifndef STRATA_SIM_H
 #define STRATA_SIM_H

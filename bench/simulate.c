@@ -361,8 +361,8 @@ static int write_json(const char *path, const struct sim_input *in,
 					  b->matvec_memory_s[t], "bound",
 					  b->matvec_memory_s[t] >= b->matvec_compute_s[t]
 						  ? "memory" : "compute"));
-	json_t *bd = json_pack("{s:i,s:o,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:f,s:f,s:f,"
-			       "s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}",
+	json_t *bd = json_pack("{s:i,s:o,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:f,s:f,s:f,"
+			       "s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}",
 		"position", b->pos, "matvec", mv,
 		"attention_seconds", b->attention_s, "ops_seconds", b->ops_s,
 		"working_set_bytes", b->ws_bytes, "compute_seconds", b->compute_s,

@@ -289,8 +289,10 @@ tsan:
 		OPENBLAS_NUM_THREADS=1 STRATA_MODEL=$(SMOLLM2) \
 		TEST_TIMEOUT=$${TEST_TIMEOUT:-1800} tests/run.sh $(TSAN_TESTS)
 
+# the whole benchmark report for this machine (bench/run-all --help); not
+# part of make test. BENCH_FLAGS=-q for quick sizes.
 bench: all
-	bench/vs-llamacpp.sh
+	bench/run-all $(BENCH_FLAGS)
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz $(PROGS)

@@ -47,6 +47,7 @@ void probe_pin_team(const cpu_set_t *allowed, int n);
 
 #define KERN_COLS 2048 /* elements a row: TinyLlama's n_embd */
 #define KERN_MAX_TYPES 16
+#define KERN_MAX_WS 6
 
 /* one matrix size class of one type */
 struct kern_point {
@@ -68,6 +69,11 @@ struct probe_kern {
 	uint64_t arena_bytes;       /* the DRAM class's copies: 4 x LLC */
 	struct kern_point dram[KERN_MAX_TYPES]; /* from DRAM */
 	struct kern_point l2[KERN_MAX_TYPES];   /* in L2, read again */
+	/* the dram class with the copies in a smaller working set: what
+	 * a model that (partly) fits the last-level cache gets */
+	int n_ws;
+	uint64_t ws_bytes[KERN_MAX_WS];
+	struct kern_point ws[KERN_MAX_TYPES][KERN_MAX_WS];
 };
 
 /* Measure into *k (zeroed by the caller); restores the CPU affinity.
@@ -89,7 +95,24 @@ struct probe_mm {
 			  * [0] one thread, [1] all threads */
 };
 
+/* the O(n) float ops of a layer and attention (kernels/ops.h), one
+ * thread, data in cache as decode has it */
+#define PROBE_ATT_HD 2   /* head_dim 64, 128 */
+#define PROBE_ATT_POS 6  /* positions 16 .. 4096 */
+enum probe_op { PROBE_OP_RMSNORM, PROBE_OP_ROPE, PROBE_OP_SILU, PROBE_OP_ADD,
+		PROBE_OP_COPY, PROBE_OP_Q8A, PROBE_OP_Q8K, PROBE_OP_COUNT };
+struct probe_ops {
+	double ns_per_elem[PROBE_OP_COUNT]; /* at PROBE_OPS_N elements */
+	int att_hd[PROBE_ATT_HD];
+	int att_pos[PROBE_ATT_POS];
+	double att_ns[PROBE_ATT_HD][PROBE_ATT_POS]; /* one ops_attn_head call,
+						     * K/V in cache */
+	double att_cold_ns[PROBE_ATT_HD][PROBE_ATT_POS]; /* K/V from memory */
+};
+#define PROBE_OPS_N 4096
+
 struct probe_sys {
+	struct probe_ops ops;
 	int n_threads;
 	int n_mm;
 	struct probe_mm mm[KERN_MAX_TYPES];

@@ -9,6 +9,9 @@
  *         cache, so no call finds its matrix in any cache;
  *   l2    one matrix of a quarter of L2, read again and again: the
  *         kernel's compute rate.
+ *   ws    the dram class again with the copies spanning 16 .. 256 MiB
+ *         only: on a machine whose last-level cache holds part of
+ *         that, the rate a model of that many bytes a token gets.
  * Where dram is close to l2, the type is compute-bound; where dram is
  * near the DRAM read figure, memory-bound. Calls of 8 MiB rather than one
  * matrix larger than the LLC: a call of several milliseconds is often cut
@@ -149,6 +152,18 @@ static int kern_type_run(const struct probe_opts *o, struct probe_kern *r,
 		run.iters = o->quick ? 9 : 21;
 		err = kern_point_run(r, allowed, &m, ops, act, run, &r->dram[i]);
 	}
+	/* the same calls with the copies in working sets of 16 .. 256 MiB */
+	for (int w = 0; w < r->n_ws && !err; w++) {
+		err = mvbench_fill(&m, arena, r->ws_bytes[w], t,
+				   (int64_t)(dram_target / (uint64_t)rb), KERN_COLS);
+		if (!err) {
+			run.reps = 1;
+			run.iters = o->quick ? 9 : 21;
+			run.max_s = o->quick ? 0.1 : 0.25;
+			err = kern_point_run(r, allowed, &m, ops, act, run, &r->ws[i][w]);
+		}
+	}
+	run.max_s = o->quick ? 0.2 : 0.5;
 	/* one copy, read again and again: samples of many calls, so a
 	 * sample is far longer than the barriers around it */
 	if (l2_rows < min_rows)
@@ -190,6 +205,8 @@ int probe_kern(const struct probe_opts *o, struct probe_kern *r)
 	l2_target = r->l2_bytes / 4;
 	l2_target = l2_target < 32 * 1024 ? 32 * 1024
 		    : l2_target > 512 * 1024 ? 512 * 1024 : l2_target;
+	for (uint64_t ws = 16 * MIB; ws < r->arena_bytes && r->n_ws < KERN_MAX_WS; ws *= 2)
+		r->ws_bytes[r->n_ws++] = ws;
 	for (uint32_t t = 0; t < KT_COUNT && r->n_types < KERN_MAX_TYPES; t++)
 		if (kern_ops_isa(r->isa, t) && kern_row_bytes(t, KERN_COLS) > 0)
 			r->types[r->n_types++] = t;
@@ -279,7 +296,18 @@ void probe_kern_json(FILE *f, const struct probe_kern *k)
 		json_kern_point(f, k, "dram", &k->dram[i]);
 		fprintf(f, ",\n        ");
 		json_kern_point(f, k, "l2", &k->l2[i]);
-		fputc('}', f);
+		/* "ws": the dram class by working set (bytes the copies span) */
+		fprintf(f, ",\n        \"ws\": [");
+		for (int w = 0; w < k->n_ws; w++) {
+			fprintf(f, "%s{\"ws_bytes\": %llu, \"gbps\": ", w ? ", " : "",
+				(unsigned long long)k->ws_bytes[w]);
+			json_by_threads(f, k, k->ws[i][w].gbps, "%.2f");
+			fputc('}', f);
+		}
+		fprintf(f, ", {\"ws_bytes\": %llu, \"gbps\": ",
+			(unsigned long long)k->arena_bytes);
+		json_by_threads(f, k, k->dram[i].gbps, "%.2f");
+		fprintf(f, "}]}");
 	}
 	fprintf(f, "}},\n");
 }

@@ -14,6 +14,15 @@
  *            (pinned, as --nmu on): mean microseconds per barrier.
  *   sampler  sampler_sample with decode's default settings and greedy over
  *            a 32000-entry vocabulary: nanoseconds per vocabulary entry.
+ *   ops      the float ops every unit runs in every layer besides its
+ *            matvecs (kernels/ops.h: rmsnorm, RoPE, SiLU x up, add, the
+ *            copy of an input, the activation quantizers of kern.h) on
+ *            PROBE_OPS_N elements, and one query head's attention
+ *            (ops_attn_head) over 16 .. 4096 positions for head_dim 64
+ *            and 128, one thread: with K/V in cache (the later heads of
+ *            a GQA group) and from memory (the first: copies rotating
+ *            through 256 MiB, rows 2 KV heads apart as a unit's cache
+ *            has them): nanoseconds per element and per call.
  */
 #include <errno.h>
 #include <omp.h>
@@ -25,8 +34,16 @@
 #include "bench/probe.h"
 #include "engine/nmu.h"
 #include "engine/sampler.h"
+#include "kernels/ops.h"
 
 #define MM_ROWS 2048
+
+/* the profile's names of enum probe_op */
+static const char *const probe_op_names[PROBE_OP_COUNT] = {
+	[PROBE_OP_RMSNORM] = "rmsnorm", [PROBE_OP_ROPE] = "rope",
+	[PROBE_OP_SILU] = "silu_mul", [PROBE_OP_ADD] = "add",
+	[PROBE_OP_COPY] = "copy", [PROBE_OP_Q8A] = "quant_q8_0",
+	[PROBE_OP_Q8K] = "quant_q8_K" };
 #define MM_TILE 512
 
 static double now_s(void)
@@ -192,6 +209,138 @@ static double sampler_ns(float temp, int quick)
 	return t / n / V * 1e9;
 }
 
+struct probe_ops_buf {
+	int64_t n;
+	float *x, *y, *w, *k, *v, *scores;
+	void *q8;
+	int hd;
+	/* cold attention: copies of [K | V] (positions x stride floats each)
+	 * rotating through an arena far larger than the caches */
+	float *arena;
+	size_t arena_floats;
+	int64_t copy;
+};
+
+/* K/V rows of a unit's cache are 2 KV heads apart (engine/layer.c's
+ * kv_stride for the usual 2+ heads a unit) */
+#define ATT_STRIDE_HEADS 2
+
+/* one call of op (PROBE_OP_COUNT: attention over arg positions) */
+static void op_call(struct probe_ops_buf *b, int op, int64_t arg)
+{
+	switch (op) {
+	case PROBE_OP_RMSNORM: ops_rmsnorm(b->y, b->x, b->w, b->n, 1e-5f); break;
+	case PROBE_OP_ROPE: ops_rope(b->y, (int)(b->n / 64), 64, 64, 77, 10000.0f); break;
+	case PROBE_OP_SILU: ops_silu_mul(b->y, b->x, b->w, 0, b->n); break;
+	case PROBE_OP_ADD: ops_add(b->y, b->x, 0, b->n); break;
+	case PROBE_OP_COPY: memcpy(b->y, b->x, sizeof(float) * (size_t)b->n); break;
+	case PROBE_OP_Q8A: kern_quantize_act(KT_Q8_A)(b->x, b->q8, b->n); break;
+	case PROBE_OP_Q8K: kern_quantize_act(KT_Q8_K)(b->x, b->q8, b->n); break;
+	default: {
+		const float *k = b->k, *v = b->v;
+		int64_t st = b->hd;
+		if (b->arena) {
+			size_t one = (size_t)arg * ATT_STRIDE_HEADS * (size_t)b->hd;
+			size_t n = b->arena_floats / (2 * one);
+			k = b->arena + (size_t)(b->copy++ % (int64_t)n) * 2 * one;
+			v = k + one;
+			st = ATT_STRIDE_HEADS * b->hd;
+		}
+		ops_attn_head(b->y, b->x, k, v, st, arg, b->hd, 0.125f, b->scores);
+	}
+	}
+	__asm__ volatile("" ::: "memory");
+}
+
+/* median ns of one call of op on hot data: samples of reps calls */
+static double op_ns(struct probe_ops_buf *b, int op, int64_t arg, int quick)
+{
+	int reps = 1, n = quick ? 5 : 11;
+	double s[11];
+
+	/* calls per sample: about 200 us of work */
+	for (;;) {
+		double t0 = now_s();
+		for (int i = 0; i < reps; i++)
+			op_call(b, op, arg);
+		if (now_s() - t0 > 200e-6 || reps >= 1 << 20)
+			break;
+		reps *= 2;
+	}
+	for (int k = 0; k < n; k++) {
+		double t0 = now_s();
+		for (int i = 0; i < reps; i++)
+			op_call(b, op, arg);
+		s[k] = (now_s() - t0) / reps * 1e9;
+	}
+	qsort(s, (size_t)n, sizeof(double), cmp_d);
+	return s[n / 2];
+}
+
+/* the ops and attention into *r on the calling thread; 0 or -ENOMEM */
+static int probe_ops_run(struct probe_ops *r, int quick)
+{
+	static const int hd[PROBE_ATT_HD] = { 64, 128 };
+	static const int pos[PROBE_ATT_POS] = { 16, 64, 256, 1024, 2048, 4096 };
+	struct probe_ops_buf b = { 0 };
+	int err = 0;
+
+	b.n = PROBE_OPS_N;
+	b.x = aligned_alloc(64, sizeof(float) * PROBE_OPS_N);
+	b.y = aligned_alloc(64, sizeof(float) * PROBE_OPS_N);
+	b.w = aligned_alloc(64, sizeof(float) * PROBE_OPS_N);
+	size_t qa = kern_act_bytes(KT_Q8_A, PROBE_OPS_N), qk = kern_act_bytes(KT_Q8_K, PROBE_OPS_N);
+	b.q8 = aligned_alloc(64, ((qa > qk ? qa : qk) + 63) / 64 * 64);
+	b.k = aligned_alloc(64, sizeof(float) * 4096 * 128);
+	b.v = aligned_alloc(64, sizeof(float) * 4096 * 128);
+	b.scores = aligned_alloc(64, sizeof(float) * 4096);
+	if (!b.x || !b.y || !b.w || !b.q8 || !b.k || !b.v || !b.scores) {
+		err = -ENOMEM;
+		goto out;
+	}
+	srand(11);
+	for (int i = 0; i < PROBE_OPS_N; i++) {
+		b.x[i] = (float)rand() / RAND_MAX - 0.5f;
+		b.y[i] = (float)rand() / RAND_MAX - 0.5f;
+		b.w[i] = 1.0f;
+	}
+	for (int i = 0; i < 4096 * 128; i++) {
+		b.k[i] = (float)rand() / RAND_MAX - 0.5f;
+		b.v[i] = (float)rand() / RAND_MAX - 0.5f;
+	}
+	for (int op = 0; op < PROBE_OP_COUNT; op++)
+		r->ns_per_elem[op] = op_ns(&b, op, 0, quick) / PROBE_OPS_N;
+	for (int h = 0; h < PROBE_ATT_HD; h++) {
+		r->att_hd[h] = hd[h];
+		for (int p = 0; p < PROBE_ATT_POS; p++) {
+			r->att_pos[p] = pos[p];
+			b.hd = hd[h];
+			r->att_ns[h][p] = op_ns(&b, PROBE_OP_COUNT, pos[p], quick);
+		}
+	}
+	/* cold: 256 MiB of K/V copies, written once */
+	b.arena_floats = (256 * MIB) / sizeof(float);
+	struct arena mem = { 0 };
+	if (probe_huge_alloc(&mem, b.arena_floats * sizeof(float), 1)) {
+		err = -ENOMEM;
+		goto out;
+	}
+	b.arena = mem.base;
+	for (size_t i = 0; i < b.arena_floats; i++)
+		b.arena[i] = (float)(i % 97) * 0.01f - 0.5f;
+	for (int h = 0; h < PROBE_ATT_HD; h++)
+		for (int p = 0; p < PROBE_ATT_POS; p++) {
+			b.hd = hd[h];
+			r->att_cold_ns[h][p] = op_ns(&b, PROBE_OP_COUNT, pos[p], quick);
+		}
+	arena_unmap(&mem);
+	b.arena = NULL;
+out:
+	free(b.x); free(b.y); free(b.w); free(b.q8);
+	free(b.k); free(b.v); free(b.scores);
+	return err;
+}
+
 int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 	      size_t msglen)
 {
@@ -237,6 +386,10 @@ int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 	}
 	fprintf(stderr, "\n");
 	sched_setaffinity(0, sizeof(allowed), &allowed);
+	if (probe_ops_run(&r->ops, o->quick)) {
+		snprintf(msg, msglen, "ops: out of memory");
+		return -ENOMEM;
+	}
 	r->sampler_ns = sampler_ns(0.8f, o->quick);
 	r->greedy_ns = sampler_ns(0.0f, o->quick);
 	if (r->sampler_ns < 0 || r->greedy_ns < 0) {
@@ -259,6 +412,21 @@ void probe_sys_print(const struct probe_sys *r)
 		fprintf(stderr, " %d units %.2f", n, r->barrier_us[n - 1]);
 	fprintf(stderr, "\nsampler: %.2f ns per vocab entry (greedy %.2f)\n",
 		r->sampler_ns, r->greedy_ns);
+	fprintf(stderr, "ops (ns per element, %d elements):", PROBE_OPS_N);
+	for (int i = 0; i < PROBE_OP_COUNT; i++)
+		fprintf(stderr, " %s %.3f", probe_op_names[i], r->ops.ns_per_elem[i]);
+	fprintf(stderr, "\nattention, one head (us) by positions:");
+	for (int p = 0; p < PROBE_ATT_POS; p++)
+		fprintf(stderr, " %6d", r->ops.att_pos[p]);
+	for (int h = 0; h < PROBE_ATT_HD; h++) {
+		fprintf(stderr, "\n  head_dim %3d                    ", r->ops.att_hd[h]);
+		for (int p = 0; p < PROBE_ATT_POS; p++)
+			fprintf(stderr, " %6.2f", r->ops.att_ns[h][p] * 1e-3);
+		fprintf(stderr, "\n  head_dim %3d, K/V from memory ", r->ops.att_hd[h]);
+		for (int p = 0; p < PROBE_ATT_POS; p++)
+			fprintf(stderr, " %6.2f", r->ops.att_cold_ns[h][p] * 1e-3);
+	}
+	fputc('\n', stderr);
 }
 
 void probe_sys_json(FILE *f, const struct probe_sys *r)
@@ -283,4 +451,27 @@ void probe_sys_json(FILE *f, const struct probe_sys *r)
 		fprintf(f, "%s\"%d\": %.3f", n > 1 ? ", " : "", n, r->barrier_us[n - 1]);
 	fprintf(f, "}},\n  \"sampler\": {\"vocab\": 32000, \"ns_per_vocab\": %.3f, "
 		"\"greedy_ns_per_vocab\": %.3f},\n", r->sampler_ns, r->greedy_ns);
+	fprintf(f, "  \"ops\": {\"elements\": %d, \"ns_per_elem\": {", PROBE_OPS_N);
+	for (int i = 0; i < PROBE_OP_COUNT; i++)
+		fprintf(f, "%s\"%s\": %.4f", i ? ", " : "", probe_op_names[i],
+			r->ops.ns_per_elem[i]);
+	fprintf(f, "},\n    \"attention\": {\"positions\": [");
+	for (int p = 0; p < PROBE_ATT_POS; p++)
+		fprintf(f, "%s%d", p ? ", " : "", r->ops.att_pos[p]);
+	fprintf(f, "], \"ns_by_head_dim\": {");
+	for (int h = 0; h < PROBE_ATT_HD; h++) {
+		fprintf(f, "%s\"%d\": [", h ? ", " : "", r->ops.att_hd[h]);
+		for (int p = 0; p < PROBE_ATT_POS; p++)
+			fprintf(f, "%s%.1f", p ? ", " : "", r->ops.att_ns[h][p]);
+		fputc(']', f);
+	}
+	fprintf(f, "}, \"cold_stride_heads\": %d, \"cold_ns_by_head_dim\": {",
+		ATT_STRIDE_HEADS);
+	for (int h = 0; h < PROBE_ATT_HD; h++) {
+		fprintf(f, "%s\"%d\": [", h ? ", " : "", r->ops.att_hd[h]);
+		for (int p = 0; p < PROBE_ATT_POS; p++)
+			fprintf(f, "%s%.1f", p ? ", " : "", r->ops.att_cold_ns[h][p]);
+		fputc(']', f);
+	}
+	fprintf(f, "}}},\n");
 }

@@ -61,10 +61,84 @@ double sim_kern_gbps(const struct sim_profile *p, uint32_t type, int n,
 	return at_threads(dram ? r->dram_gbps : r->l2_gbps, p->n_threads, n);
 }
 
+double sim_kern_ws_gbps(const struct sim_profile *p, uint32_t type, int n,
+			double ws)
+{
+	const struct sim_kern_rate *r = type < KT_COUNT ? &p->kern[type] : NULL;
+	double g[2];
+	int i;
+
+	if (!r || !r->have)
+		return 0;
+	if (r->n_ws < 1 || !(ws > 0))
+		return sim_kern_gbps(p, type, n, true);
+	for (i = 0; i + 1 < r->n_ws && ws > r->ws_bytes[i + 1]; i++)
+		;
+	if (ws <= r->ws_bytes[0] || i + 1 >= r->n_ws) {
+		const double *v = ws <= r->ws_bytes[0] ? r->ws_gbps[0]
+						       : r->ws_gbps[r->n_ws - 1];
+		return at_threads(v, p->n_threads, n);
+	}
+	double w = log2(ws / r->ws_bytes[i]) / log2(r->ws_bytes[i + 1] / r->ws_bytes[i]);
+	for (int k = 0; k < 2; k++)
+		g[k] = r->ws_gbps[i][k] + w * (r->ws_gbps[i + 1][k] - r->ws_gbps[i][k]);
+	return at_threads(g, p->n_threads, n);
+}
+
+/* one head's time at n_pos from a row of the probe's [hd][pos] table */
+static double attn_table(const struct sim_ops *o, const double (*tab)[SIM_MAX_ATT],
+			 int head_dim, double n_pos)
+{
+	int h = 0, i;
+
+	if (n_pos <= 0)
+		return 0;
+	for (int k = 1; k < o->n_hd; k++) /* the nearest measured head_dim */
+		if (fabs(o->hd[k] - head_dim) < fabs(o->hd[h] - head_dim))
+			h = k;
+	const double *v = tab[h];
+	for (i = 0; i + 2 < o->n_pos && n_pos > o->pos[i + 1]; i++)
+		;
+	/* linear between points, the last segment's line beyond, in
+	 * proportion to positions below the first */
+	double slope = (v[i + 1] - v[i]) / (o->pos[i + 1] - o->pos[i]);
+	double ns = v[i] + slope * (n_pos - o->pos[i]);
+	if (n_pos < o->pos[0])
+		ns = v[0] * n_pos / o->pos[0];
+	return fmax(ns, 0) * head_dim / o->hd[h];
+}
+
+double sim_attn_ns(const struct sim_profile *p, int head_dim, double n_pos)
+{
+	return p->ops.have ? attn_table(&p->ops, p->ops.att_ns, head_dim, n_pos) : 0;
+}
+
+double sim_attn_cold_ns(const struct sim_profile *p, int head_dim, double n_pos)
+{
+	return p->ops.have_cold
+		? attn_table(&p->ops, p->ops.att_cold_ns, head_dim, n_pos) : 0;
+}
+
 static double dram_gbps(const struct sim_profile *p, int n)
 {
 	n = n < 1 ? 1 : n > p->n_dram ? p->n_dram : n;
 	return p->dram_gbps[n - 1];
+}
+
+/* the probe's ns per element of op times n (0 without "ops") */
+static double op_s(const struct sim_profile *p, enum sim_op op, double n)
+{
+	return p->ops.have ? p->ops.ns_per_elem[op] * n * 1e-9 : 0;
+}
+
+/* quantizing n activations for a matvec of weight type */
+static double quant_s(const struct sim_profile *p, uint32_t type, double n)
+{
+	const struct kern_type_info *ti = kern_type_info(type);
+	uint32_t at = ti ? ti->act_type : KT_F32;
+
+	return at == KT_Q8_A ? op_s(p, SIM_OP_Q8A, n)
+	       : at == KT_Q8_K ? op_s(p, SIM_OP_Q8K, n) : 0;
 }
 
 double sim_barrier_us(const struct sim_profile *p, int n)
@@ -132,7 +206,11 @@ double sim_flash_gbps(const struct sim_profile *p, double bs, double qd)
 	int b1 = p->n_bs > 1 ? b + 1 : b, q1 = p->n_qd > 1 ? q + 1 : q;
 	double g0 = p->flash_gbps[b][q] * (1 - wq) + p->flash_gbps[b][q1] * wq;
 	double g1 = p->flash_gbps[b1][q] * (1 - wq) + p->flash_gbps[b1][q1] * wq;
-	return g0 * (1 - wb) + g1 * wb;
+	double g = g0 * (1 - wb) + g1 * wb;
+
+	/* decode streams every token without a pause: the grid's short
+	 * bursts above what the disk sustains for seconds do not last */
+	return p->flash_sustained_gbps > 0 ? fmin(g, p->flash_sustained_gbps) : g;
 }
 
 /* ---- the tensors ------------------------------------------------------ */
@@ -251,6 +329,11 @@ struct ctx {
 	int64_t *kv_tok;   /* [L] */
 	double *kv_done;
 	double stall_s;
+	double ws_bytes;  /* bytes a decode token reads from memory (every chip):
+			   * the working set the kernels' rate is taken at */
+	double *ops0;     /* [nu] a unit's float ops of phase 0 (no attention) */
+	double ops_rest;  /* slowest unit's float ops of phases 1-3 */
+	double ops_head;
 	double pinned_share_bytes; /* every unit's shares of pinned segments */
 	double streamed_share_bytes; /* ... of streamed ones (not widened) */
 };
@@ -266,8 +349,12 @@ static double unit_bytes(const struct ctx *c, int j, const struct sim_tensor *t,
 
 static double rate_bps(const struct ctx *c, uint32_t type, bool dram)
 {
-	/* per unit: the aggregate figure at n threads, shared by n */
-	return sim_kern_gbps(c->p, type, c->n, dram) * 1e9 / c->n;
+	/* per unit: the aggregate figure at n threads, shared by n; from
+	 * memory at the token's working set */
+	double g = dram ? sim_kern_ws_gbps(c->p, type, c->n, c->ws_bytes)
+			: sim_kern_gbps(c->p, type, c->n, false);
+
+	return g * 1e9 / c->n;
 }
 
 static double row_bytes(const struct sim_tensor *t)
@@ -505,14 +592,63 @@ static void layer_weights(struct ctx *c, struct sim_breakdown *b,
 	free(ph);
 }
 
-/* attention of unit i over pos + 1 positions, one token */
+/* attention of unit i over pos + 1 positions, one token: per KV head of
+ * the unit the probe's time of one head's ops_attn_head with K/V from
+ * memory, per other query head (of the same group) with them in cache;
+ * a profile without the cold figures: every query head in cache plus the
+ * unit's unique K/V bytes at the f32 kernel's memory rate beyond L2;
+ * without "ops": the bytes of every head at the f32 kernel rate */
 static double attention_s(const struct ctx *c, int i, int32_t pos)
 {
 	const double hd = c->in->hp.head_dim, np = (double)pos + 1;
 	double uniq = c->u[i].kv_heads * 2 * np * hd * 4;
 	double bytes = c->u[i].q_heads * 2 * np * hd * 4;
 
+	if (c->p->ops.have_cold) { /* a group's first head reads K/V from
+				    * memory, the others find them cached */
+		double kv = fmin(c->u[i].kv_heads, c->u[i].q_heads);
+		return (kv * sim_attn_cold_ns(c->p, (int)hd, np) +
+			(c->u[i].q_heads - kv) * sim_attn_ns(c->p, (int)hd, np)) * 1e-9;
+	}
+	if (c->p->ops.have) {
+		double s = c->u[i].q_heads * sim_attn_ns(c->p, (int)hd, np) * 1e-9;
+		if (uniq > (double)c->p->l2_bytes)
+			s += uniq / rate_bps(c, KT_F32, true);
+		return s;
+	}
 	return bytes / rate_bps(c, KT_F32, uniq > (double)c->p->l2_bytes);
+}
+
+/* The float ops of a decode layer besides matvecs and attention, per
+ * unit, as engine/layer.c runs them: every unit norms and quantizes the
+ * whole input of each phase, copies the inputs it reads whole (the
+ * attention output, hb), and RoPE / SiLU / the residual add cover its
+ * own rows. Phase 0 per unit into c->ops0, the slowest unit's phases 1-3
+ * into c->ops_rest, the head's norm and quantize into c->ops_head. */
+static void layer_ops(struct ctx *c)
+{
+	const struct llama_hparams *hp = &c->in->hp;
+	const struct sim_profile *p = c->p;
+	const double d = hp->n_embd, ff = hp->n_ff, hd = hp->head_dim;
+	const uint32_t tq = lt(c, 0, LT_WQ)->type, to = lt(c, 0, LT_WO)->type;
+	const uint32_t tg = lt(c, 0, LT_W_GATE)->type, td = lt(c, 0, LT_W_DOWN)->type;
+
+	c->ops_rest = 0;
+	for (int i = 0; i < c->nu; i++) {
+		const struct share *u = &c->u[i];
+		c->ops0[i] = op_s(p, SIM_OP_RMSNORM, d) + quant_s(p, tq, d) +
+			     op_s(p, SIM_OP_ROPE, (u->q_heads + u->kv_heads) * hd) +
+			     op_s(p, SIM_OP_COPY, 2 * u->kv_heads * hd);
+		double rest = op_s(p, SIM_OP_COPY, d) + quant_s(p, to, d) +
+			      op_s(p, SIM_OP_ADD, u->rows[LT_WO]) +
+			      op_s(p, SIM_OP_RMSNORM, d) + quant_s(p, tg, d) +
+			      op_s(p, SIM_OP_SILU, u->rows[LT_W_GATE]) +
+			      op_s(p, SIM_OP_COPY, ff) + quant_s(p, td, ff) +
+			      op_s(p, SIM_OP_ADD, u->rows[LT_W_DOWN]);
+		c->ops_rest = fmax(c->ops_rest, rest);
+	}
+	c->ops_head = op_s(p, SIM_OP_RMSNORM, d) +
+		      quant_s(p, gt(c, GT_OUTPUT)->type, d);
 }
 
 /* the head, the embedding, the sampler: per token */
@@ -534,7 +670,7 @@ static void token_parts(struct ctx *c, struct sim_breakdown *b,
 					  rate_bps(c, out->type, false);
 	b->matvec_memory_s[out->type] += m * rate_bps(c, out->type, true) /
 					 (dram_gbps(c->p, c->n) * 1e9 / c->n);
-	c->head_s = m;
+	c->head_s = m + c->ops_head;
 	/* the embedding row: one unit reads it */
 	double rb = row_bytes(emb);
 	c->embed_s = c->in->tier == MEMTIER_FLASH
@@ -740,15 +876,19 @@ static void decode_compute(struct ctx *c, int32_t pos, double *comp,
 		double p0 = 0, att_max = 0;
 		for (int i = 0; i < c->nu; i++) {
 			double a = attention_s(c, i, pos);
-			double w = c->w0[l * c->nu + i] + a;
+			double w = c->w0[l * c->nu + i] + c->ops0[i] + a;
 			p0 = fmax(p0, w);
 			att_max = fmax(att_max, a);
 		}
-		double rest = 0;
+		double rest = c->ops_rest;
 		for (int q = 1; q < SIM_PHASES; q++)
 			rest += c->w_phase[l * SIM_PHASES + q];
 		comp[l] = p0 + rest + c->bars_layer * c->bar_s + c->fab_layer.s;
 		if (b) {
+			double o = 0;
+			for (int i = 0; i < c->nu; i++)
+				o = fmax(o, c->ops0[i]);
+			b->ops_s += o + c->ops_rest;
 			b->attention_s += att_max;
 			b->compute_s += p0 + rest;
 		}
@@ -874,6 +1014,7 @@ static void ctx_free(struct ctx *c)
 	free(c->seg_gbps);
 	free(c->w_phase);
 	free(c->w0);
+	free(c->ops0);
 	free(c->kv_B);
 	free(c->kv_row_bytes);
 	free(c->seg_tok);
@@ -888,6 +1029,35 @@ static int cmp_d(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* The bytes a decode token reads from memory, every chip together (they
+ * share the caches): the weights held in DRAM (all of them on the dram
+ * and mmap tiers; on flash the pinned segments and the ring's buffers
+ * the streamed ones land in) and the K/V of the median position. */
+static double working_set(const struct ctx *c, const struct sim_result *r)
+{
+	const struct sim_input *in = c->in;
+	double w = 0, kv = 0, streamed = 0;
+	int n_streamed = 0;
+
+	for (int s = 0; s < c->n_segs; s++) {
+		double b = 0;
+		int nt = s < c->L ? LT_COUNT : 2;
+		for (int k = 0; k < nt; k++)
+			b += (double)in->t[s < c->L ? s * LT_COUNT + k
+					  : c->L * LT_COUNT + GT_OUTPUT_NORM + k].bytes;
+		if (c->pinned[s])
+			w += b;
+		else
+			streamed += b, n_streamed++;
+	}
+	if (n_streamed) /* --prefetch + 2 buffers in the ring */
+		w += streamed / n_streamed * fmin(n_streamed, c->in->prefetch + 2);
+	for (int i = 0; i < c->nu; i++)
+		kv += 2 * c->kv_row_bytes[i] * c->L;
+	(void)r;
+	return w + kv * (in->n_prompt + (in->n_predict > 1 ? (in->n_predict - 1) / 2 : 0));
+}
+
 /* everything per token that does not depend on the position */
 static void fill_static(struct ctx *c, struct sim_result *r)
 {
@@ -898,10 +1068,12 @@ static void fill_static(struct ctx *c, struct sim_result *r)
 	pin(c, r);
 	c->P = c->in->prefetch;
 	segments(c, r);
+	kv_blocks(c);
+	c->ws_bytes = working_set(c, r);
+	layer_ops(c);
 	layer_weights(c, b, bytes_u);
 	token_parts(c, b, bytes_u);
 	fabric_costs(c, 1, &c->fab_pre, &c->fab_layer, &c->fab_head);
-	kv_blocks(c);
 	r->n_units = c->n;
 	r->kv_replicated = c->in->nmu_on ? c->plan.kv_replicated : 0;
 	r->weight_bytes_per_token = 0;
@@ -975,6 +1147,7 @@ static int ctx_init(struct ctx *c, const struct sim_input *in,
 	c->seg_gbps = xcalloc((size_t)c->n_segs, sizeof(double));
 	c->w_phase = xcalloc((size_t)c->L * SIM_PHASES, sizeof(double));
 	c->w0 = xcalloc((size_t)c->L * c->nu, sizeof(double));
+	c->ops0 = xcalloc((size_t)c->nu, sizeof(double));
 	c->kv_B = xcalloc((size_t)c->nu, sizeof(*c->kv_B));
 	c->kv_row_bytes = xcalloc((size_t)c->nu, sizeof(double));
 	c->seg_tok = xcalloc((size_t)c->n_segs, sizeof(int64_t));
@@ -1016,6 +1189,8 @@ static void breakdown(struct ctx *c, struct sim_result *r, int32_t pos_med,
 	decode_compute(c, pos_med, comp, b);
 	b->embed_s = c->embed_s;
 	b->head_s = c->head_s;
+	b->ops_s += c->ops_head;
+	b->ws_bytes = c->ws_bytes;
 	b->sample_s = c->sample_s;
 	b->n_barriers = n_bar_tok;
 	b->barrier_s = n_bar_tok * c->bar_s;
@@ -1074,7 +1249,7 @@ int sim_predict(const struct sim_input *in, const struct sim_profile *prof,
 		fabric_costs(c, nb, &fp, &fl, &fh);
 		pre_comp += prefill_compute(c, p0, nb, fl.s, comp);
 		t = replay(c, tok, p0, t, comp, c->embed_s * nb + c->bar_s + fp.s,
-			   c->head_s + fh.s + c->sample_s);
+			   c->head_s + fh.s);
 	}
 	r->prefill_s = t;
 	r->prefill_tok_per_s = in->n_prompt / t;
@@ -1090,7 +1265,7 @@ int sim_predict(const struct sim_input *in, const struct sim_profile *prof,
 		double b0 = c->disk.busy_s, s0 = c->stall_s, t0 = t;
 		decode_compute(c, pos, comp, NULL);
 		t = replay(c, tok, pos, t, comp, c->embed_s + c->bar_s + c->fab_pre.s,
-			   c->head_s + c->fab_head.s + c->sample_s);
+			   c->head_s + c->fab_head.s);
 		steps[k] = t - t0;
 		if (pos == pos_med) {
 			r->tok.flash_busy_s = c->disk.busy_s - b0;

@@ -16,30 +16,48 @@
  * flash ring) for all units.
  *
  * Compute of unit u (decode, one token): for each weight matrix,
- *   t = bytes_u / (G_dram(type, n) / n)
- * where G_dram is the probe's matvec throughput with the weights streamed
- * from DRAM (kernels.types.T.dram.gbps), for n threads together
- * (interpolated between 1 and all CPUs; flat beyond). That figure is
- * already max(compute, bytes / DRAM bandwidth) as this CPU does it; the
- * breakdown also shows both sides of the roofline, bytes / G_l2 (the
- * kernel on cached data: compute) and bytes / DRAM read GB/s at n
+ *   t = bytes_u / (G_mem(type, n, W) / n)
+ * where G_mem is the probe's matvec throughput with the weights streamed
+ * from memory (kernels.types.T.ws: the dram class with its copies
+ * spanning 16 MiB .. the arena), for n threads together (interpolated
+ * between 1 and all CPUs; flat beyond), at the token's working set W =
+ * the weights it reads from DRAM (on flash: the pinned segments and the
+ * ring's --prefetch + 2 buffers) + the K/V of the median position, every
+ * chip together, linear in log2 W between the probe's points. A model
+ * that fits the last-level cache (SmolLM2, 97 MB) so gets the cached
+ * rate the probe measured at that size, a larger one the DRAM class.
+ * That figure is already max(compute, bytes / bandwidth) as this CPU does
+ * it; the breakdown also shows both sides of the roofline, bytes / G_l2
+ * (the kernel on cached data: compute) and bytes / DRAM read GB/s at n
  * threads, and names the bound. Attention of the unit's query heads over
- * p + 1 positions reads 2 (p + 1) head_dim 4 bytes of K/V per query head,
- * at the f32 kernel rate (L2 class while the unit's K/V of a layer fit in
- * L2, DRAM class beyond).
+ * p + 1 positions: per KV head the unit holds, the probe's time of one
+ * ops_attn_head call with K/V from memory (ops.attention.cold_ns_by_
+ * head_dim, linear in positions, scaled by head_dim from the nearest
+ * measured one), per other query head of its group the time with K/V in
+ * cache (ns_by_head_dim). The float ops of every phase, at the probe's
+ * ns per element (ops.ns_per_elem), as engine/layer.c runs them per
+ * unit: phase 0 rmsnorm (n_embd) + quantize (n_embd, the weight type's
+ * activation format) + RoPE ((q + kv heads) head_dim) + K/V copy; Wo:
+ * copy and quantize n_embd, add own rows; gate/up: rmsnorm, quantize,
+ * SiLU x up of own rows; down: copy and quantize n_ff, add own rows;
+ * the head: rmsnorm and quantize n_embd. A profile without "ops" (what-if
+ * profiles): no float ops, attention bytes at the f32 kernel rate.
  *
  * A layer is four phases, each ended by a barrier: {Wq, Wk, Wv, RoPE, KV
  * append, attention}, {Wo}, {gate, up}, {down}. A phase takes the slowest
  * unit's time (imbalance), plus barrier.us_by_units[n]. The token adds
  * the embedding (one row; a 4 KiB read at rand4k_p50_us from flash) and
- * a barrier, the output head (vocab rows, a phase), and the sampler
- * (n_vocab x sampler ns per entry, greedy or not, on one unit).
+ * a barrier and the output head (vocab rows, a phase). The sampler
+ * (n_vocab x sampler ns per entry, greedy or not) is shown but not in the
+ * step: decode's tok/s and steps time engine_decode, not the sampling
+ * between calls.
  *
  * Flash (--tier flash): segments are the L layers and the head. A unit's
  * share of a tensor is read as its range widened to 4 KiB (+4 KiB on
  * average) in requests of at most 1 MiB. The disk is one FIFO server
  * whose rate is the probe's burst grid read_gbps[request size][queue
- * depth] (interpolated in log2 of both), queue depth = the rings'
+ * depth] (interpolated in log2 of both; at most the probe's sustained
+ * read rate, which a token-after-token stream gets), queue depth = the rings'
  * requests of max(1, --prefetch) segments (64 at most per ring); a read
  * issued to an idle disk waits rand4k_p50_us first. The engine's schedule
  * is replayed exactly: at the start of layer l it acquires segment l + 1
@@ -98,9 +116,10 @@
  * past 16. Fabric bytes are what chip 0 copies in and out (decode
  * --stats-json's fabric.ops.*.bytes).
  *
- * Not modelled: rmsnorm/RoPE/SiLU (O(n_embd) per layer), the page
- * cache's faults (mmap is taken as warm DRAM), NUMA distance, the host's
- * stalls (MACHINE.md).
+ * Not modelled: the page cache's faults (mmap is taken as warm DRAM),
+ * NUMA distance, the host's stalls (MACHINE.md), prefill's float ops
+ * and its matmul at other shapes than the probe's (2048 x 2048, 64
+ * tokens).
  */
 #ifndef STRATA_SIM_H
 #define STRATA_SIM_H
@@ -118,6 +137,7 @@
 #define SIM_MAX_UNITS 256
 #define SIM_MAX_GRID 8
 #define SIM_MAX_FAB 32 /* points of a fabric curve */
+#define SIM_MAX_WS 8   /* working-set points of a kernel rate */
 
 /* one collective's median by message size (probe's fabric curves) */
 struct sim_fab_curve {
@@ -134,6 +154,23 @@ struct sim_kern_rate {
 	double l2_gbps[2];   /* matvec, weights in L2 */
 	bool have_mm;
 	double mm_gmacs[2];  /* prefill matmul: 1 thread, all */
+	int n_ws;            /* the dram class by working set, ascending */
+	double ws_bytes[SIM_MAX_WS];
+	double ws_gbps[SIM_MAX_WS][2];
+};
+
+/* the per-layer float ops and attention (probe's "ops"), one thread */
+enum sim_op { SIM_OP_RMSNORM, SIM_OP_ROPE, SIM_OP_SILU, SIM_OP_ADD,
+	      SIM_OP_COPY, SIM_OP_Q8A, SIM_OP_Q8K, SIM_OP_COUNT };
+#define SIM_MAX_ATT 8
+struct sim_ops {
+	bool have;
+	double ns_per_elem[SIM_OP_COUNT];
+	int n_pos, n_hd;
+	double pos[SIM_MAX_ATT], hd[SIM_MAX_ATT];
+	double att_ns[SIM_MAX_ATT][SIM_MAX_ATT]; /* [hd][pos]: one head */
+	bool have_cold;
+	double att_cold_ns[SIM_MAX_ATT][SIM_MAX_ATT]; /* K/V from memory */
 };
 
 struct sim_profile {
@@ -145,6 +182,7 @@ struct sim_profile {
 	double dram_gbps[SIM_MAX_UNITS];   /* read GB/s by threads 1..n_dram */
 	uint64_t l2_bytes;
 	struct sim_kern_rate kern[KT_COUNT];
+	struct sim_ops ops;
 	int n_bar;
 	double barrier_us[SIM_MAX_UNITS];  /* by units 1..n_bar */
 	double sampler_ns, greedy_ns;      /* per vocabulary entry */
@@ -153,6 +191,7 @@ struct sim_profile {
 	double bs[SIM_MAX_GRID], qd[SIM_MAX_GRID];
 	double flash_gbps[SIM_MAX_GRID][SIM_MAX_GRID]; /* [bs][qd] */
 	double flash_lat_us;               /* rand4k_p50_us */
+	double flash_sustained_gbps;       /* sustained_read_gbps; 0: none */
 	bool have_kv_write;
 	double kv_write_gbps;
 	bool have_fabric;
@@ -229,8 +268,13 @@ struct sim_breakdown {
 	double matvec_compute_s[KT_COUNT]; /* roofline sides: bytes / L2 rate */
 	double matvec_memory_s[KT_COUNT];  /* bytes / DRAM read GB/s */
 	double attention_s;
+	double ops_s;                      /* norms, RoPE, SiLU, adds, copies,
+					    * activation quantizing */
+	double ws_bytes;                   /* working set the rates are at */
 	double compute_s;                  /* every phase's slowest unit */
-	double embed_s, head_s, sample_s;
+	double embed_s, head_s;
+	double sample_s;                   /* not in the step: decode times
+					    * engine_decode, not the sampler */
 	double barrier_s;
 	int n_barriers;
 	uint64_t dram_weight_bytes;        /* weights read from DRAM */
@@ -290,6 +334,15 @@ double sim_flash_gbps(const struct sim_profile *p, double bs, double qd);
 /* aggregate kernel GB/s of type from DRAM (dram = true) or L2 at n threads */
 double sim_kern_gbps(const struct sim_profile *p, uint32_t type, int n,
 		     bool dram);
+/* the same from memory with a working set of ws bytes (the probe's "ws"
+ * points, linear in log2 of ws, flat beyond; none: the dram class) */
+double sim_kern_ws_gbps(const struct sim_profile *p, uint32_t type, int n,
+			double ws);
+/* ns of one query head's attention over n_pos positions (probe's "ops";
+ * 0 without) */
+double sim_attn_ns(const struct sim_profile *p, int head_dim, double n_pos);
+/* the same with K/V from memory (the probe's cold figures; 0 without) */
+double sim_attn_cold_ns(const struct sim_profile *p, int head_dim, double n_pos);
 /* barrier microseconds for n units */
 double sim_barrier_us(const struct sim_profile *p, int n);
 /* the profile's microseconds for one collective op: its curve at msg

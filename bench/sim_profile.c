@@ -103,6 +103,124 @@ static int series(struct ld *c, json_t *o, const char *at, double lo,
 	return 0;
 }
 
+/* optional "ws": [{"ws_bytes": B, "gbps": {"1": x, "<all>": y}}, ...],
+ * ws_bytes ascending */
+static int kern_ws(struct ld *c, json_t *t, const char *at, int all,
+		   struct sim_kern_rate *r)
+{
+	json_t *a = json_object_get(t, "ws"), *pt, *g;
+	char p[200];
+	size_t i;
+	int rc;
+
+	r->n_ws = 0;
+	if (!a || json_is_null(a))
+		return 0;
+	if (!json_is_array(a) || json_array_size(a) < 1)
+		return bad(c, "%s.ws: not an array of points", at);
+	if (json_array_size(a) > SIM_MAX_WS)
+		return bad(c, "%s.ws: more than %d points", at, SIM_MAX_WS);
+	json_array_foreach(a, i, pt) {
+		snprintf(p, sizeof(p), "%s.ws[%zu]", at, i);
+		if (!json_is_object(pt))
+			return bad(c, "%s: not an object", p);
+		if ((rc = num(c, pt, p, "ws_bytes", NAN, &r->ws_bytes[i])) ||
+		    (rc = obj(c, pt, p, "gbps", &g)))
+			return rc;
+		if (i > 0 && r->ws_bytes[i] <= r->ws_bytes[i - 1])
+			return bad(c, "%s.ws_bytes: not ascending", p);
+		snprintf(p, sizeof(p), "%s.ws[%zu].gbps", at, i);
+		if ((rc = by_threads(c, g, p, all, r->ws_gbps[i])))
+			return rc;
+	}
+	r->n_ws = (int)json_array_size(a);
+	return 0;
+}
+
+/* optional "ops": {"ns_per_elem": {name: ns}, "attention": {"positions":
+ * [..], "ns_by_head_dim": {"64": [..], ...}}} */
+static int load_ops(struct ld *c, json_t *root, struct sim_profile *p)
+{
+	static const char *const names[SIM_OP_COUNT] = {
+		"rmsnorm", "rope", "silu_mul", "add", "copy", "quant_q8_0",
+		"quant_q8_K" };
+	json_t *o = json_object_get(root, "ops"), *e, *a, *pos, *by, *row;
+	struct sim_ops *s = &p->ops;
+	const char *k;
+	char at[96];
+	size_t i;
+	int rc;
+
+	if (!o || json_is_null(o))
+		return 0;
+	if (!json_is_object(o))
+		return bad(c, "ops: not an object");
+	if ((rc = obj(c, o, "ops", "ns_per_elem", &e)) ||
+	    (rc = obj(c, o, "ops", "attention", &a)))
+		return rc;
+	for (int n = 0; n < SIM_OP_COUNT; n++)
+		if ((rc = num(c, e, "ops.ns_per_elem", names[n], 0, &s->ns_per_elem[n])))
+			return rc;
+	pos = json_object_get(a, "positions");
+	if (!json_is_array(pos) || json_array_size(pos) < 2 ||
+	    json_array_size(pos) > SIM_MAX_ATT)
+		return bad(c, "ops.attention.positions: want an array of 2 .. %d",
+			   SIM_MAX_ATT);
+	json_array_foreach(pos, i, row) {
+		s->pos[i] = json_is_number(row) ? json_number_value(row) : -1;
+		if (!(s->pos[i] >= 1) || (i > 0 && s->pos[i] <= s->pos[i - 1]))
+			return bad(c, "ops.attention.positions[%zu]: not ascending "
+				   "positions >= 1", i);
+	}
+	s->n_pos = (int)json_array_size(pos);
+	if ((rc = obj(c, a, "ops.attention", "ns_by_head_dim", &by)))
+		return rc;
+	json_object_foreach(by, k, row) {
+		char *end;
+		if (s->n_hd == SIM_MAX_ATT)
+			return bad(c, "ops.attention.ns_by_head_dim: more than %d", SIM_MAX_ATT);
+		s->hd[s->n_hd] = strtod(k, &end);
+		snprintf(at, sizeof(at), "ops.attention.ns_by_head_dim.%s", k);
+		if (*end || !(s->hd[s->n_hd] >= 1) ||
+		    (s->n_hd > 0 && s->hd[s->n_hd] <= s->hd[s->n_hd - 1]))
+			return bad(c, "%s: not an ascending head_dim", at);
+		if (!json_is_array(row) || (int)json_array_size(row) != s->n_pos)
+			return bad(c, "%s: want %d numbers", at, s->n_pos);
+		for (int j = 0; j < s->n_pos; j++) {
+			json_t *v = json_array_get(row, (size_t)j);
+			double d = json_is_number(v) ? json_number_value(v) : -1;
+			if (!(d > 0) || !isfinite(d))
+				return bad(c, "%s[%d]: not a time > 0", at, j);
+			s->att_ns[s->n_hd][j] = d;
+		}
+		s->n_hd++;
+	}
+	if (s->n_hd < 1)
+		return bad(c, "ops.attention.ns_by_head_dim: empty");
+	/* optional: the same head_dims with K/V from memory */
+	by = json_object_get(a, "cold_ns_by_head_dim");
+	if (by && !json_is_null(by)) {
+		for (int h = 0; h < s->n_hd; h++) {
+			snprintf(at, sizeof(at), "%g", s->hd[h]);
+			row = json_is_object(by) ? json_object_get(by, at) : NULL;
+			if (!json_is_array(row) || (int)json_array_size(row) != s->n_pos)
+				return bad(c, "ops.attention.cold_ns_by_head_dim.%s: want "
+					   "%d numbers", at, s->n_pos);
+			for (int j = 0; j < s->n_pos; j++) {
+				json_t *v = json_array_get(row, (size_t)j);
+				double d = json_is_number(v) ? json_number_value(v) : -1;
+				if (!(d > 0) || !isfinite(d))
+					return bad(c, "ops.attention.cold_ns_by_head_dim.%s[%d]: "
+						   "not a time > 0", at, j);
+				s->att_cold_ns[h][j] = d;
+			}
+		}
+		s->have_cold = true;
+	}
+	s->have = true;
+	return 0;
+}
+
 /* one kernel type's figures at path at (an object with dram, l2) */
 static int kern_rate(struct ld *c, json_t *t, const char *at, int all,
 		     struct sim_kern_rate *r)
@@ -122,7 +240,7 @@ static int kern_rate(struct ld *c, json_t *t, const char *at, int all,
 			return rc;
 	}
 	r->have = true;
-	return 0;
+	return kern_ws(c, t, at, all, r);
 }
 
 static int load_kernels(struct ld *c, json_t *root, struct sim_profile *p)
@@ -218,6 +336,10 @@ static int load_flash(struct ld *c, json_t *root, struct sim_profile *p)
 	if ((rc = obj(c, root, "", "flash", &f)) ||
 	    (rc = obj(c, f, "flash", "read_gbps", &grid)) ||
 	    (rc = num(c, f, "flash", "rand4k_p50_us", 0, &p->flash_lat_us)))
+		return rc;
+	if (json_object_get(f, "sustained_read_gbps") &&
+	    (rc = num(c, f, "flash", "sustained_read_gbps", NAN,
+		      &p->flash_sustained_gbps)))
 		return rc;
 	json_object_foreach(grid, bk, row) {
 		char *end;
@@ -387,7 +509,7 @@ int sim_profile_parse(struct sim_profile *out, const char *text,
 	}
 	if (!json_is_object(root))
 		rc = bad(&c, "not a JSON object");
-	else if (!(rc = load_rest(&c, root, p)) &&
+	else if (!(rc = load_rest(&c, root, p)) && !(rc = load_ops(&c, root, p)) &&
 		 !(rc = load_kernels(&c, root, p)) &&
 		 !(rc = load_matmul(&c, root, p)))
 		rc = load_flash(&c, root, p);

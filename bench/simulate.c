@@ -256,6 +256,8 @@ static void print_table(const struct sim_input *in, const struct sim_profile *p,
 	}
 	printf("  attention (%6.1f MB K/V)        %9.3f   %5.1f%%\n",
 	       b->kv_read_bytes / 1e6, ms(b->attention_s), 100 * b->attention_s / tot);
+	printf("  float ops (norm, rope, quantize)  %9.3f   %5.1f%%\n",
+	       ms(b->ops_s), 100 * b->ops_s / tot);
 	printf("  compute, slowest unit per phase   %9.3f   %5.1f%%  (imbalance %.3f)\n",
 	       ms(b->compute_s), 100 * b->compute_s / tot, b->imbalance);
 	printf("  barriers (%d x %.2f us)          %9.3f   %5.1f%%\n",
@@ -263,13 +265,13 @@ static void print_table(const struct sim_input *in, const struct sim_profile *p,
 	       ms(b->barrier_s), 100 * b->barrier_s / tot);
 	printf("  embedding row                     %9.3f\n", ms(b->embed_s));
 	printf("  output head (in compute above)    %9.3f\n", ms(b->head_s));
-	printf("  sampling                          %9.3f   %5.1f%%\n",
-	       ms(b->sample_s), 100 * b->sample_s / tot);
+	printf("  sampling (between steps, not in them) %5.3f\n", ms(b->sample_s));
 	if (in->chips > 1)
 		printf("  fabric (%d collectives, %.1f KB) %9.3f   %5.1f%%\n",
 		       b->n_collectives, b->fabric_bytes / 1e3, ms(b->fabric_s),
 		       100 * b->fabric_s / tot);
-	printf("  DRAM weight reads  %10.1f MB\n", b->dram_weight_bytes / 1e6);
+	printf("  DRAM weight reads  %10.1f MB (kernel rates at a %.0f MB working set)\n",
+	       b->dram_weight_bytes / 1e6, b->ws_bytes / 1e6);
 	if (in->tier == MEMTIER_FLASH || in->kv_tier == MEMTIER_FLASH) {
 		printf("  flash weight reads %10.1f MB at %.2f GB/s (%.0f KiB "
 		       "requests, QD %.0f)\n", b->flash_weight_bytes / 1e6,
@@ -359,10 +361,11 @@ static int write_json(const char *path, const struct sim_input *in,
 					  b->matvec_memory_s[t], "bound",
 					  b->matvec_memory_s[t] >= b->matvec_compute_s[t]
 						  ? "memory" : "compute"));
-	json_t *bd = json_pack("{s:i,s:o,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:f,s:f,s:f,"
+	json_t *bd = json_pack("{s:i,s:o,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:f,s:f,s:f,"
 			       "s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}",
 		"position", b->pos, "matvec", mv,
-		"attention_seconds", b->attention_s, "compute_seconds", b->compute_s,
+		"attention_seconds", b->attention_s, "ops_seconds", b->ops_s,
+		"working_set_bytes", b->ws_bytes, "compute_seconds", b->compute_s,
 		"embed_seconds", b->embed_s, "head_seconds", b->head_s,
 		"sample_seconds", b->sample_s, "barrier_seconds", b->barrier_s,
 		"barriers", b->n_barriers,

@@ -47,6 +47,13 @@ for name, t in k["types"].items():
         assert set(c["gbps"]) == threads and set(c["rows_per_s"]) == threads, (name, c)
         assert all(0.01 < g < 10000 for g in c["gbps"].values()), (name, cls, c)
         assert all(r > 0 for r in c["rows_per_s"].values()), (name, cls, c)
+    # the dram class by working set: 16 MiB doubling below the arena, the
+    # arena's own point (the dram class) last
+    ws = t["ws"]
+    assert [w["ws_bytes"] for w in ws[:-1]] == [16 << (20 + i) for i in range(len(ws) - 1)], (name, ws)
+    assert ws[-1]["ws_bytes"] == k["dram_arena_bytes"] and ws[-1]["gbps"] == t["dram"]["gbps"], (name, ws)
+    assert all(set(w["gbps"]) == threads and all(0.01 < g < 10000 for g in w["gbps"].values())
+               for w in ws), (name, ws)
     # a quarter of L2 (half at most), unless one row a thread is more
     assert t["l2"]["bytes"] <= max(k["l2_bytes"] // 2,
                                    k["threads"] * t["row_bytes"]), (name, t)
@@ -76,6 +83,20 @@ assert set(bar) == {str(n) for n in range(1, m["cores"] + 1)}, bar
 assert all(0 <= v < 10000 for v in bar.values()), bar
 s = p["sampler"]
 assert s["vocab"] > 0 and 0 < s["ns_per_vocab"] < 1e4 and 0 < s["greedy_ns_per_vocab"] < 1e4, s
+# the per-layer float ops and attention: every op, a time per element;
+# attention grows with positions, from memory no faster than in cache
+o = p["ops"]
+assert set(o["ns_per_elem"]) == {"rmsnorm", "rope", "silu_mul", "add", "copy",
+                                 "quant_q8_0", "quant_q8_K"}, o
+assert all(0 < v < 1000 for v in o["ns_per_elem"].values()), o
+a = o["attention"]
+assert a["positions"] == [16, 64, 256, 1024, 2048, 4096], a
+for tab in ("ns_by_head_dim", "cold_ns_by_head_dim"):
+    assert set(a[tab]) == {"64", "128"}, a
+    for v in a[tab].values():
+        assert len(v) == 6 and all(x > 0 for x in v) and v[-1] > v[0], (tab, v)
+for hd in ("64", "128"):
+    assert a["cold_ns_by_head_dim"][hd][-1] >= 0.8 * a["ns_by_head_dim"][hd][-1], a
 # the fabric: the simulator's two numbers, then the curves 64 B .. 4 MiB
 fab = p["fabric"]
 if "skipped" in fab:

@@ -241,6 +241,74 @@ static void test_barriers(void **state)
 	NEAR(r.tok.barrier_s, 0);
 }
 
+/* The per-layer float ops and attention from the probe's "ops": every op
+ * 1 ns an element, attention of one head 100 ns at 16 positions and 400
+ * at 64 (head_dim 16). One unit, f32 weights (nothing to quantize), per
+ * layer: phase 0 rmsnorm 64 + RoPE (4 + 2 heads) x 16 = 96 + K/V copy
+ * 2 x 2 x 16 = 64 -> 224 ns; phases 1-3: copy 64 + add 64 + rmsnorm 64
+ * + silu 128 + copy 128 + add 64 -> 512 ns; 2 layers and the head's
+ * rmsnorm 64: 1536 ns. Attention at position 1 (2 positions, below the
+ * first point: 100 x 2 / 16 = 12.5 ns a head) x 4 heads x 2 layers =
+ * 100 ns; 2 x 2 x 2 x 16 x 4 = 512 B of K/V fit L2: no memory term. */
+static void test_ops(void **state)
+{
+	static const char *fmt =
+		"{\"machine\": {\"cpu\": \"test\", \"kern_isa\": \"ref\"},"
+		" \"dram\": {\"read_gbps_by_threads\": {\"1\": 1, \"2\": 2}},"
+		" \"kernels\": {\"threads\": 2, \"l2_bytes\": 1048576, \"types\": {"
+		"   \"f32\": {\"dram\": {\"gbps\": {\"1\": 1, \"2\": 2}},"
+		"            \"l2\": {\"gbps\": {\"1\": 10, \"2\": 20}}%s}}},"
+		" \"barrier\": {\"us_by_units\": {\"1\": 0, \"2\": 10}},"
+		" \"sampler\": {\"ns_per_vocab\": 0, \"greedy_ns_per_vocab\": 0},"
+		" \"ops\": {\"ns_per_elem\": {\"rmsnorm\": 1, \"rope\": 1, \"silu_mul\": 1,"
+		"   \"add\": 1, \"copy\": 1, \"quant_q8_0\": 1, \"quant_q8_K\": 1},"
+		"   \"attention\": {\"positions\": [16, 64], \"ns_by_head_dim\": "
+		"{\"16\": [100, 400]}}}}";
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result r;
+	char text[4096], err[256];
+
+	(void)state;
+	snprintf(text, sizeof(text), fmt, "");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
+	/* attention: linear between points, the last segment's line beyond,
+	 * scaled by head_dim from the nearest measured one */
+	NEAR(sim_attn_ns(&p, 16, 40), 100 + 300.0 / 48 * 24);
+	NEAR(sim_attn_ns(&p, 16, 128), 400 + 300.0 / 48 * 64);
+	NEAR(sim_attn_ns(&p, 32, 64), 800);
+	NEAR(sim_attn_ns(&p, 16, 8), 50);
+	tiny(&in, 4, 2);
+	predict(&in, &p, &r);
+	NEAR(r.tok.ops_s, 1536e-9);
+	NEAR(r.tok.attention_s, 100e-9);
+	NEAR(r.median_step_ms, (360.448 + 0.1 + 1.536 + 0.256) * 1e-3);
+
+	/* the dram class by working set: 4 GB/s (1 thread) at 1 MB, 2 at
+	 * 4 MB, linear in log2: 3 at 2 MB; flat outside */
+	snprintf(text, sizeof(text), fmt,
+		 ", \"ws\": [{\"ws_bytes\": 1000000, \"gbps\": {\"1\": 4, \"2\": 8}},"
+		 " {\"ws_bytes\": 4000000, \"gbps\": {\"1\": 2, \"2\": 4}}]");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
+	NEAR(sim_kern_ws_gbps(&p, KT_F32, 1, 2e6), 3);
+	NEAR(sim_kern_ws_gbps(&p, KT_F32, 2, 2e6), 6);
+	NEAR(sim_kern_ws_gbps(&p, KT_F32, 1, 1e5), 4);
+	NEAR(sim_kern_ws_gbps(&p, KT_F32, 1, 1e9), 2);
+	/* the tiny model's working set: 2 x 147968 B of layers (norms too)
+	 * + 65792 B of head segment and 512 B of K/V a position at the
+	 * median position 1 (n_prompt 1, one decode token): 362240 B < 1 MB,
+	 * so 4 GB/s: weights 360448 B in 90.112 us */
+	predict(&in, &p, &r);
+	NEAR(r.tok.ws_bytes, 2 * 147968 + 65792 + 512 * 1);
+	NEAR(r.tok.matvec_s[KT_F32], 360448 / 4e9);
+	/* a bad point is refused, naming it */
+	snprintf(text, sizeof(text), fmt,
+		 ", \"ws\": [{\"ws_bytes\": 4000000, \"gbps\": {\"1\": 4, \"2\": 8}},"
+		 " {\"ws_bytes\": 1000000, \"gbps\": {\"1\": 2, \"2\": 4}}]");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "t.json: kernels.types.f32.ws[1].ws_bytes: not ascending");
+}
+
 /* --dram-budget pins what memtier_budget_fit pins, and is not read */
 static void test_budget(void **state)
 {
@@ -460,6 +528,13 @@ static void test_grid(void **state)
 	NEAR(sim_flash_gbps(&p, 65536, 2), 1.5);
 	NEAR(sim_flash_gbps(&p, 1 << 30, 64), 4); /* clamped */
 	NEAR(sim_flash_gbps(&p, 512, 1), 1);
+	/* the sustained rate caps the grid: 2.5 GB/s */
+	char txt2[1024];
+	snprintf(txt2, sizeof(txt2), "%.*s\"sustained_read_gbps\": 2.5, %s",
+		 (int)(strstr(txt, "\"rand4k") - txt), txt, strstr(txt, "\"rand4k"));
+	assert_int_equal(sim_profile_parse(&p, txt2, "g.json", err, sizeof(err)), 0);
+	NEAR(sim_flash_gbps(&p, 262144, 4), 2.5);
+	NEAR(sim_flash_gbps(&p, 131072, 1), 2);
 }
 
 /* a profile with field f replaced by v must be refused naming want */
@@ -561,6 +636,7 @@ int main(void)
 		cmocka_unit_test(test_prefetch_stall),
 		cmocka_unit_test(test_kv_linear),
 		cmocka_unit_test(test_barriers),
+		cmocka_unit_test(test_ops),
 		cmocka_unit_test(test_budget),
 		cmocka_unit_test(test_replicated_kv),
 		cmocka_unit_test(test_chips),

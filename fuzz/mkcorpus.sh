@@ -26,6 +26,19 @@ seed fuzz_gguf <"$tmp/vocab.gguf"
 tests/gguf_patch.py "$tmp/tiny.gguf" "$tmp/lie.gguf" llama.block_count 3
 seed fuzz_gguf <"$tmp/lie.gguf"
 
+# header: SmolLM2-135M-Instruct's header (all metadata keys, all 273
+# tensor infos, the vocabulary arrays cut short; no weights) from the
+# model in the cache, which make test fetches; a copy with 16 vocabulary
+# entries, one whose metadata lies about the head count
+smollm2=${STRATA_MODEL:-${STRATA_CACHE:-$HOME/.cache/strata}/SmolLM2-135M-Instruct.Q4_1.gguf}
+[[ -f $smollm2 ]] || { echo "mkcorpus: $smollm2 missing (make models)" >&2; exit 1; }
+fuzz/mkheader.py "$smollm2" "$tmp/h.gguf"
+seed fuzz_header <"$tmp/h.gguf"
+fuzz/mkheader.py "$smollm2" "$tmp/h16.gguf" 16
+seed fuzz_header <"$tmp/h16.gguf"
+tests/gguf_patch.py "$tmp/h.gguf" "$tmp/hlie.gguf" llama.attention.head_count 6
+seed fuzz_header <"$tmp/hlie.gguf"
+
 # tokenizer: byte 0 = vocabulary (bit 0: Llama SPM), encode (bit 1),
 # parse_special (bit 2); else ids
 for b in 2 3 6 7; do

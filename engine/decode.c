@@ -623,6 +623,7 @@ report:
 	rs.kv_write_bytes_per_token = kvi.kind == MEMTIER_FLASH ?
 				      kvi.position_bytes : 0;
 	rs.direct = !o.no_direct;
+	rs.act_f32 = o.act_f32 != 0;
 	rs.dram_budget = o.dram_budget;
 	rs.resident_bytes = ec.resident_bytes;
 	rs.prefetch = o.prefetch;

@@ -152,6 +152,9 @@ def run_f32(np, decode, ref, model, text, n_pred, threads, tmp, name):
                name + " --act f32")
     st = json.load(open(sj))
     P, G = st["tokens"]["prompt"], st["tokens"]["generated"]
+    if st.get("act") != "f32":
+        raise RuntimeError(f"{name} --act f32: --stats-json says act "
+                           f"{st.get('act')!r}")
     if len(G) != n_pred:
         raise RuntimeError(f"{name} --act f32: {len(G)} tokens, not {n_pred}")
     n_rows = len(P) + n_pred - 1
@@ -228,6 +231,8 @@ def main():
                 "--ignore-eos", "-t", threads, "--stats-json", sj,
                 "--dump-logits", lg], name)
             st = json.load(open(sj))
+            check(st.get("act") == "q8", f"{name}: --stats-json act is "
+                  f"{st.get('act')!r}, not the default q8")
             P = st["tokens"]["prompt"]
             G = st["tokens"]["generated"]
             if strict:

@@ -64,7 +64,8 @@ for line in "-m x.gguf -p hi -n 4 --temp 0" \
 	"-m x.gguf --tier flash --dram-budget 512M --prefetch 2 -p a" \
 	"-m x.gguf --kv-tier flash --flash-dir /tmp --kv-block 16 -f p.txt" \
 	"-m x.gguf -c 4096 -t 2 --nmu off --top-p 0.9 --min-p 0.05 -s 7" \
-	"-m x.gguf --dram-budget 1.5G --tier flash -p x" "--help"; do
+	"-m x.gguf --dram-budget 1.5G --tier flash -p x" \
+	"-m x.gguf --act f32 --chips 2 --tp allreduce -p x" "--help"; do
 	printf '%s\0' $line | seed fuzz_flags
 done
 du -sh fuzz/corpus/* >&2

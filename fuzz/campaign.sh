@@ -19,8 +19,11 @@ lock=${STRATA_BENCH_LOCK:-/tmp/strata-bench.lock}
 [[ -x $bin ]] || { echo "campaign: $bin not built (make fuzz)" >&2; exit 2; }
 [[ -d fuzz/corpus/$name ]] || { echo "campaign: no fuzz/corpus/$name" >&2; exit 2; }
 mkdir -p "build-fuzz/corpus/$name"
-: "${STRATA_MODEL:=${STRATA_CACHE:-$HOME/.cache/strata}/SmolLM2-135M-Instruct.Q4_1.gguf}"
-export STRATA_MODEL
+# the vocabularies the harnesses load, where make test puts them
+cache=${STRATA_CACHE:-$HOME/.cache/strata}
+: "${STRATA_MODEL:=$cache/SmolLM2-135M-Instruct.Q4_1.gguf}"
+: "${STRATA_VOCAB_DIR:=$cache/llama-vocab-$(sed -n 's/^SDIST_VERSION=//p' bench/llamacpp-sdist.sh)}"
+export STRATA_MODEL STRATA_VOCAB_DIR
 total=0 i=0 t0=$(date +%s)
 echo "campaign $name: $(date -u +%FT%TZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), model $(grep -m1 '^model' /proc/cpuinfo | cut -d: -f2 | xargs)"
 while ((total < want)); do

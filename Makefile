@@ -16,6 +16,15 @@ override LDLIBS += $(OPENMP) -luring -lnuma -lpcre2-8 -lm \
 	-L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas
 BLAS_CFLAGS = -I/usr/include/x86_64-linux-gnu/openblas-pthread
 
+# The fabric's MPI backend (--fabric mpi): built where Open MPI's mpicc is
+# (tests/deps.sh installs it), or with MPI=1; MPI=0 builds a stub that
+# says how to get it. Only engine/fabric_mpi.c sees mpi.h.
+MPI ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+ifeq ($(MPI),1)
+MPI_CFLAGS := -DSTRATA_MPI $(shell mpicc --showme:compile)
+override LDLIBS += $(shell mpicc --showme:link)
+endif
+
 # per-file ISA flags
 AVX2_FLAGS = -mavx2 -mfma -mf16c
 AVX512_FLAGS = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl \
@@ -61,6 +70,7 @@ LIB_SRCS = \
 	engine/plan.c \
 	engine/nmu.c \
 	engine/fabric.c \
+	engine/fabric_mpi.c \
 	engine/layer.c \
 	engine/flags.c \
 	engine/forward.c \
@@ -81,7 +91,8 @@ TEST_NAMES = \
 	test_shapes \
 	test_sim \
 	test_plan \
-	test_nmu
+	test_nmu \
+	test_fabric
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 
@@ -104,7 +115,7 @@ ALL_OBJS = $(LIB_OBJS) $(PROGS:%=$(BUILD)/%.o) $(TEST_BINS:%=%.o) \
 	$(BUILD)/bench/mvbench.o $(BUILD)/bench/probe_kern.o \
 	$(BUILD)/bench/probe_sys.o $(BUILD)/bench/probe_fabric.o $(SIM_OBJS)
 
-.PHONY: all deps demo test test-c test-py asan tsan fuzz fuzz-corpus help \
+.PHONY: all deps demo test test-mpi test-c test-py asan tsan fuzz fuzz-corpus help \
 	clean models vocab bench
 
 all: $(PROGS)
@@ -114,6 +125,7 @@ help:
 	@echo "make         build ./decode, models/mkmodel, bench/kbench"
 	@echo "make demo    deps, build, fetch SmolLM2, decode on the flash tier"
 	@echo "make test    deps, build, model, every test"
+	@echo "make test-mpi  --fabric mpi on one host and across namespace hosts"
 	@echo "make asan    the C tests under ASan+UBSan"
 	@echo "make tsan    the unit pool and the engine's tests under TSan"
 	@echo "make fuzz    each libFuzzer harness FUZZ_SECONDS (60) under ASan+UBSan (clang)"
@@ -125,6 +137,7 @@ $(BUILD)/%.o: %.c
 	@$(if $(Q),echo "  CC $<")
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
+$(BUILD)/engine/fabric_mpi.o: override CFLAGS += $(MPI_CFLAGS)
 $(BUILD)/kernels/kern_avx2.o $(BUILD)/kernels/kern_avx2_k.o: override CFLAGS += $(AVX2_FLAGS)
 $(BUILD)/kernels/kern_avx512.o $(BUILD)/kernels/kern_avx512_k.o: override CFLAGS += $(AVX512_FLAGS)
 $(BUILD)/engine/forward.o $(BUILD)/engine/layer.o: override CFLAGS += $(BLAS_CFLAGS)
@@ -211,6 +224,7 @@ demo: deps
 # timeout by tests/run.sh (STRATA_ALLOWED_SKIPS=tests/allowed-skips.txt
 # makes a skip for any other reason fail, as .ci/run does).
 TEST_CMDS = $(TEST_BINS) "tests/test_cli.sh ./decode" "tests/test_chips.sh ./decode" \
+	"tests/test_mpi.sh ./decode" \
 	"tests/probe_check.sh bench/probe" "$(PYTHON) tests/ref_check.py" \
 	"tests/sim_check.sh bench/simulate ./decode" \
 	tests/requant_check.sh tests/bench_check.sh \
@@ -219,6 +233,11 @@ TEST_CMDS = $(TEST_BINS) "tests/test_cli.sh ./decode" "tests/test_chips.sh ./dec
 test: deps
 	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS) $(FUZZ_REPLAY) models
 	$(Q)$(TEST_ENV) tests/run.sh $(TEST_CMDS)
+
+# --fabric mpi alone: one host and namespace hosts over TCP (root)
+test-mpi: deps
+	$(Q)$(MAKE) --no-print-directory all models
+	$(Q)$(TEST_ENV) tests/run.sh "tests/test_mpi.sh ./decode"
 
 ASAN_TESTS = $(TEST_NAMES:%=build-asan/tests/%)
 ASAN_REPLAY = $(FUZZ_NAMES:%=build-asan/fuzz/replay_%)

@@ -1113,6 +1113,8 @@ static void usage(FILE *f)
 		"  --no-sys          skip prefill matmul, barrier and sampler\n"
 		"  --no-fabric       skip the fabric (floor and collectives)\n"
 		"  --fabric-only     only the fabric (machine identity and it)\n"
+		"  --fabric mpi      its collectives over MPI, under mpirun -np 2\n"
+		"                    (default shm: two processes it forks)\n"
 		"  --fabric-cpus A,B the fabric's two CPUs (default: the first\n"
 		"                    two this process may run on)\n"
 		"  -h, --help        this text\n"
@@ -1151,6 +1153,7 @@ int main(int argc, char **argv)
 		{ "no-sys", no_argument, NULL, 'S' },
 		{ "no-fabric", no_argument, NULL, 'N' },
 		{ "fabric-only", no_argument, NULL, 'O' },
+		{ "fabric", required_argument, NULL, 'B' },
 		{ "fabric-cpus", required_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1182,6 +1185,14 @@ int main(int argc, char **argv)
 		case 'V': o.no_kv = 1; break;
 		case 'S': o.no_sys = 1; break;
 		case 'N': o.no_fabric = 1; break;
+		case 'B':
+			if (strcmp(optarg, "shm") && strcmp(optarg, "mpi")) {
+				fprintf(stderr, "probe: --fabric %s: shm or mpi\n",
+					optarg);
+				return 2;
+			}
+			o.fabric_mpi = !strcmp(optarg, "mpi");
+			break;
 		case 'O':
 			o.no_dram = o.no_kern = o.no_sys = o.no_flash = o.no_kv = 1;
 			break;

@@ -28,6 +28,8 @@ struct probe_opts {
 	double rand_max_s;     /* ... and the time cap of each random phase */
 	int quick, no_flash, no_dram, no_kern, no_kv, no_sys, no_fabric;
 	int fabric_cpu[2];     /* --fabric-cpus A,B; -1: the first two allowed */
+	int fabric_mpi;        /* --fabric mpi: the collectives over MPI, under
+				* mpirun -np 2 (no floor, no pinning) */
 };
 
 /*
@@ -127,6 +129,8 @@ struct probe_fabric {
 	struct probe_fab_point floor[PROBE_FAB_SIZES]; /* one handoff */
 	struct probe_fab_point coll[FABRIC_OP_COUNT][PROBE_FAB_SIZES];
 	char skipped[160]; /* why not measured (one CPU), or "" */
+	char backend[80];  /* "shm", or MPI's library ("Open MPI v4.1.4") */
+	char host[2][64];  /* the two processes' hosts */
 };
 
 /* Measure into *r (zeroed by the caller): forks, so call it before any

@@ -281,8 +281,10 @@ static int coll_all(const struct probe_opts *o, struct probe_fabric *r,
 static int probe_collectives(const struct probe_opts *o, struct probe_fabric *r,
 			     char *msg, size_t msglen)
 {
-	const struct fabric_config cfg = {.n_chips = 2, .timeout_s = 10,
-					  .spin_us = -1, .units_per_chip = 1};
+	const struct fabric_config cfg = {
+		.backend = o->fabric_mpi ? FABRIC_MPI : FABRIC_SHM,
+		.n_chips = o->fabric_mpi ? 1 : 2, .timeout_s = 10, .spin_us = -1,
+		.units_per_chip = 1};
 	struct fabric *f = NULL;
 	char err[320] = "";
 	int chip = 0, rc, fr;
@@ -291,10 +293,29 @@ static int probe_collectives(const struct probe_opts *o, struct probe_fabric *r,
 		snprintf(msg, msglen, "fabric: %s", err);
 		return rc;
 	}
+	if (fabric_chips(f) != 2) {
+		snprintf(msg, msglen, "fabric: --fabric mpi measures 2 ranks; run "
+			 "it as mpirun -np 2 bench/probe --fabric mpi (got %d)",
+			 fabric_chips(f));
+		fabric_finish(f, err, sizeof(err));
+		if (chip != 0)
+			_exit(1);
+		return -EINVAL;
+	}
+	snprintf(r->backend, sizeof(r->backend), "%s", o->fabric_mpi ?
+		 fabric_library(f) : "shm");
+	snprintf(r->host[chip], sizeof(r->host[chip]), "%s", fabric_host(f));
 	char *buf = touched(PROBE_FAB_MAX, 0);
-	if (!buf) {
+	fabric_quiet(f, true);
+	rc = fabric_bcast(f, r->host[1], sizeof(r->host[1]), 1, false);
+	fabric_quiet(f, false);
+	if (rc) {
+		;
+	} else if (!buf) {
 		fabric_abort(f, -ENOMEM, "probe: out of memory");
 		rc = -ENOMEM;
+	} else if (o->fabric_mpi) { /* mpirun's placement: not pinned here */
+		rc = coll_all(o, r, f, chip, buf);
 	} else if ((rc = pin_to(r->cpu[chip]))) {
 		fabric_abort(f, rc, "probe: cannot pin a chip to its CPU");
 	} else {
@@ -324,6 +345,11 @@ int probe_fabric(const struct probe_opts *o, struct probe_fabric *r, char *msg,
 	r->n = 0;
 	for (size_t S = PROBE_FAB_MIN; S <= PROBE_FAB_MAX; S *= 2)
 		r->n++;
+	if (o->fabric_mpi) { /* the ranks' CPUs are mpirun's to place */
+		r->cpu[0] = r->cpu[1] = -1;
+		fprintf(stderr, "fabric: collectives over MPI ...\n");
+		return probe_collectives(o, r, msg, msglen);
+	}
 	if (o->fabric_cpu[0] >= 0) {
 		r->cpu[0] = o->fabric_cpu[0];
 		r->cpu[1] = o->fabric_cpu[1];
@@ -376,19 +402,30 @@ void probe_fabric_print(const struct probe_fabric *r)
 		fprintf(stderr, "\nfabric: skipped: %s\n", r->skipped);
 		return;
 	}
-	fprintf(stderr, "\nfabric, 2 processes on CPUs %d and %d: median us "
-		"(p99 us) and link GB/s\n       bytes  %-22s %-22s %-22s %-22s\n",
-		r->cpu[0], r->cpu[1], "floor", "allgather", "allreduce", "bcast");
+	if (strcmp(r->backend, "shm"))
+		fprintf(stderr, "\nfabric over %s, ranks on %s and %s: median us "
+			"(p99 us) and link GB/s (no floor: it is shared memory's)",
+			r->backend, r->host[0], r->host[1]);
+	else
+		fprintf(stderr, "\nfabric, 2 processes on CPUs %d and %d: median "
+			"us (p99 us) and link GB/s", r->cpu[0], r->cpu[1]);
+	fprintf(stderr, "\n       bytes  %-22s %-22s %-22s %-22s\n", "floor",
+		"allgather", "allreduce", "bcast");
 	for (int k = 0; k < r->n; k++) {
 		const struct probe_fab_point *row[4] = {
 			&r->floor[k], &r->coll[FABRIC_ALLGATHER][k],
 			&r->coll[FABRIC_ALLREDUCE][k], &r->coll[FABRIC_BCAST][k]};
-		fprintf(stderr, "  %10llu", (unsigned long long)r->floor[k].bytes);
+		fprintf(stderr, "  %10llu", (unsigned long long)row[1]->bytes);
 		for (int i = 0; i < 4; i++)
-			fprintf(stderr, "  %7.2f (%7.2f) %5.2f", row[i]->p50_us,
-				row[i]->p99_us, row[i]->gbps);
+			if (row[i]->iters)
+				fprintf(stderr, "  %7.2f (%7.2f) %5.2f", row[i]->p50_us,
+					row[i]->p99_us, row[i]->gbps);
+			else
+				fprintf(stderr, "  %-21s", "        -");
 		fputc('\n', stderr);
 	}
+	if (strcmp(r->backend, "shm"))
+		return;
 	fprintf(stderr, "  8 KiB / floor: allgather %.2fx, allreduce %.2fx, "
 		"bcast %.2fx (goal: <= 2x)\n",
 		probe_fabric_ratio(r, FABRIC_ALLGATHER),
@@ -421,7 +458,10 @@ void probe_fabric_json(FILE *f, const struct probe_fabric *r)
 	/* the simulator's two-number summary: the smallest allgather is the
 	 * latency of a hop, the largest one's link rate its bandwidth */
 	const struct probe_fab_point *ag = r->coll[FABRIC_ALLGATHER];
-	fprintf(f, "  \"fabric\": {\"chips\": 2, \"cpus\": [%d, %d], "
+	fprintf(f, "  \"fabric\": {\"chips\": 2, \"backend\": \"%s\", "
+		"\"hosts\": [\"%s\", \"%s\"],\n    ", r->backend, r->host[0],
+		r->host[1]);
+	fprintf(f, "\"cpus\": [%d, %d], "
 		"\"slot_bytes\": %d,\n    \"latency_us\": %.3f, \"gbps\": %.3f,\n"
 		"    \"ratio_8k\": {\"allgather\": %.3f, \"allreduce\": %.3f, "
 		"\"bcast\": %.3f}", r->cpu[0], r->cpu[1], 1 << 20, ag[0].p50_us,

@@ -467,7 +467,10 @@ static int chip_main(const struct decode_options *o, struct memtier_config fault
 		rc = engine_serve(&e, err, sizeof(err));
 		engine_destroy(&e);
 	}
-	if (rc && getppid() != fabric_pid(g_fab, 0)) /* chip 0 has exited */
+	/* (MPI: this chip's own failure was printed by fabric_abort, which
+	 * ended the job; a verdict every chip reached, by chip 0) */
+	if (rc && !strcmp(fabric_backend_name(g_fab), "shm") &&
+	    getppid() != fabric_pid(g_fab, 0)) /* chip 0 has exited */
 		fprintf(stderr, "error: chip %d: %s\n", g_chip, err);
 	fabric_finish(g_fab, err, sizeof(err));
 	free(model_dir);
@@ -511,13 +514,14 @@ int main(int argc, char **argv)
 			"CPU runs (ref, avx2, avx512)\n", getenv("STRATA_KERNELS"));
 		return 2;
 	}
-	if (access(o.model, R_OK) != 0) {
+	/* (MPI: each rank's own file, checked once it has a name) */
+	if (o.fabric != FABRIC_MPI && access(o.model, R_OK) != 0) {
 		fprintf(stderr, "error: %s: %s\n", o.model, strerror(errno));
 		return 1;
 	}
 	/* chips: processes forked now, before any thread exists */
 	struct fabric_config fc = {
-		.n_chips = o.n_chips, .latency_us = o.fabric_latency_us,
+		.backend = (enum fabric_backend)o.fabric, .n_chips = o.n_chips, .latency_us = o.fabric_latency_us,
 		.gbps = o.fabric_gbps, .timeout_s = o.fabric_timeout_s,
 		.spin_us = -1, .units_per_chip = o.n_nmus ? o.n_nmus : o.n_threads,
 	};
@@ -528,14 +532,26 @@ int main(int argc, char **argv)
 			"CHIP:OP:SECONDS\n", stall);
 		return 2;
 	}
-	if (fc.units_per_chip <= 0) { /* the default: CPUs split over chips */
+	if (fc.units_per_chip <= 0 && fc.backend == FABRIC_SHM) {
+		/* the default: CPUs split over chips (MPI: over a host's) */
 		cpu_set_t cs;
 		int n = sched_getaffinity(0, sizeof(cs), &cs) ? 1 : CPU_COUNT(&cs);
 		fc.units_per_chip = n / o.n_chips > 0 ? n / o.n_chips : 1;
 	}
-	if (o.n_chips > 1 &&
+	if ((o.n_chips > 1 || fc.backend == FABRIC_MPI) &&
 	    (rc = fabric_start(&g_fab, &fc, &g_chip, err, sizeof(err)))) {
-		fprintf(stderr, "error: %s\n", err);
+		if (g_chip == 0) /* (MPI: every rank has the same verdict) */
+			fprintf(stderr, "error: %s\n", err);
+		return 1;
+	}
+	o.n_chips = fabric_chips(g_fab);
+	if (o.fabric == FABRIC_MPI && access(o.model, R_OK) != 0) {
+		snprintf(err, sizeof(err), "%s: %s", o.model, strerror(errno));
+		if (g_chip == 0)
+			fprintf(stderr, "error: chip 0 (%s): %s\n",
+				fabric_host(g_fab), err);
+		fabric_abort(g_fab, -ENOENT, err); /* chip != 0: says it, ends */
+		fabric_finish(g_fab, err, sizeof(err));
 		return 1;
 	}
 	if (g_chip != 0)
@@ -634,6 +650,8 @@ report:
 	rs.tp = o.tp == PLAN_TP_ALLREDUCE ? "allreduce" : "rows";
 	rs.fabric_latency_us = o.fabric_latency_us;
 	rs.fabric_gbps = o.fabric_gbps;
+	rs.fabric_backend = fabric_backend_name(g_fab);
+	rs.fabric_library = fabric_library(g_fab);
 	chips = xcalloc((size_t)e.n_chips, sizeof(*chips));
 	if (!engine_chip_reports(&e, chips)) {
 		rs.n_units = 0;

@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -20,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/fabric_mpi.h"
 #include "models/util.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -69,6 +71,16 @@ struct fabric {
 	/* the op in progress, for messages */
 	enum fabric_op cur_op;
 	char err[320];
+	/* FABRIC_MPI */
+	struct fmpi *m;
+	int local, n_local;
+	volatile sig_atomic_t stop;  /* a signal this chip was sent */
+	atomic_int mpi_abort_rc;     /* fabric_abort was called here */
+	char mpi_abort_msg[256];
+	pthread_t main_thread;
+	char *stage;                 /* packed parts / gathered vectors */
+	size_t stage_bytes;
+	char host[256];
 };
 
 static const char *const op_names[FABRIC_OP_COUNT] = {"allgather",
@@ -84,9 +96,32 @@ int fabric_chips(const struct fabric *f) { return f ? f->n_chips : 1; }
 
 int fabric_pid(const struct fabric *f, int chip)
 {
+	if (f && f->m)
+		return chip == f->chip ? (int)getpid() : 0;
 	if (!f || !f->shm)
 		return (int)getpid();
 	return atomic_load(&f->shm->chip[chip].pid);
+}
+
+void fabric_local(const struct fabric *f, int *index, int *count)
+{
+	*index = f ? (f->m ? f->local : f->chip) : 0;
+	*count = f ? (f->m ? f->n_local : f->n_chips) : 1;
+}
+
+const char *fabric_host(const struct fabric *f)
+{
+	return f ? f->host : "";
+}
+
+const char *fabric_backend_name(const struct fabric *f)
+{
+	return f && f->m ? "mpi" : "shm";
+}
+
+const char *fabric_library(const struct fabric *f)
+{
+	return f && f->m ? fmpi_library(f->m) : "";
 }
 
 const char *fabric_error(const struct fabric *f)
@@ -341,7 +376,7 @@ static void record(struct fabric *f, enum fabric_op op, int64_t t0,
 	s->count++;
 	s->bytes += bytes;
 	s->ns += ns;
-	s->wait_ns += wait;
+	s->wait_ns = wait < 0 || s->wait_ns < 0 ? -1 : s->wait_ns + wait;
 	if (ns > s->max_ns)
 		s->max_ns = ns;
 	while (b < 39 && (1ll << (b + 1)) <= ns)
@@ -372,6 +407,8 @@ void fabric_stats_reset(struct fabric *f)
 {
 	memset(&f->st, 0, sizeof(f->st));
 	memset(f->n_samples, 0, sizeof(f->n_samples));
+	for (int o = 0; o < FABRIC_OP_COUNT && f->m; o++)
+		f->st.op[o].wait_ns = -1; /* MPI's calls do not say */
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -396,6 +433,14 @@ void fabric_percentiles(struct fabric *f, enum fabric_op op, double *p50,
 
 /* ---- collectives -------------------------------------------------------- */
 
+static int mpi_aborted(struct fabric *f)
+{
+	if (!atomic_load(&f->mpi_abort_rc))
+		return 0;
+	return fail(f, -ECONNABORTED, "chip %d stopped the fabric: %s", f->chip,
+		    f->mpi_abort_msg);
+}
+
 static int op_enter(struct fabric *f, enum fabric_op op)
 {
 	f->cur_op = op;
@@ -404,12 +449,114 @@ static int op_enter(struct fabric *f, enum fabric_op op)
 	    f->n_ops == (uint64_t)f->cfg.stall_op) {
 		/* a stalled chip, not a dead one: it wakes when aborted */
 		int64_t end = now_ns() + (int64_t)(f->cfg.stall_s * 1e9);
-		while (now_ns() < end && !atomic_load(&f->shm->abort_rc)) {
+		while (now_ns() < end &&
+		       !(f->m ? atomic_load(&f->mpi_abort_rc)
+			      : atomic_load(&f->shm->abort_rc))) {
 			struct timespec ts = {0, 10000000};
 			nanosleep(&ts, NULL);
 		}
 	}
-	return aborted(f);
+	if (f->err[0] && f->m) /* a failed MPI call: nothing after it works */
+		return -ECONNABORTED;
+	return f->m ? mpi_aborted(f) : aborted(f);
+}
+
+/* the MPI call's wait: as the shm fabric's */
+static struct fmpi_wait mpi_wait(const struct fabric *f, bool idle)
+{
+	return (struct fmpi_wait){.spin_ns = f->spin_ns,
+				  .timeout_ns = f->timeout_ns, .idle = idle,
+				  .op = op_names[f->cur_op], .n = f->n_ops};
+}
+
+static char *stage(struct fabric *f, size_t bytes)
+{
+	if (bytes > f->stage_bytes) {
+		free(f->stage);
+		f->stage = xmalloc(bytes);
+		f->stage_bytes = bytes;
+	}
+	return f->stage;
+}
+
+/* y = ((s0 + s1) + s2) ... element by element, in chip order */
+static void sum_in_order(float *y, const float *const *src, int n, int64_t m)
+{
+	const float *a = src[0], *b = src[1];
+
+	/* simd: y may be a (element-wise, no carried dependence) */
+#pragma omp simd
+	for (int64_t j = 0; j < m; j++)
+		y[j] = a[j] + b[j];
+	for (int p = 2; p < n; p++) {
+		const float *x = src[p];
+#pragma omp simd
+		for (int64_t j = 0; j < m; j++)
+			y[j] += x[j];
+	}
+}
+
+/* MPI: the parts packed into one byte buffer (or buf itself: a row of
+ * columns is contiguous already), MPI_(I)allgatherv / gatherv, unpacked */
+static int mpi_allgather(struct fabric *f, void *buf,
+			 const struct fabric_layout *l, const size_t *len,
+			 uint64_t *bytes)
+{
+	int cnt[FABRIC_MAX_CHIPS], disp[FABRIC_MAX_CHIPS];
+	const bool direct = l->cols && l->nb == 1;
+	const bool reader = l->root < 0 || l->root == f->chip;
+	size_t tot = 0;
+
+	for (int c = 0; c < f->n_chips; c++) {
+		if (len[c] > INT_MAX || tot > INT_MAX - len[c])
+			return fail(f, -EMSGSIZE, "%s #%llu: %zu bytes: over MPI's "
+				    "int counts", op_names[f->cur_op],
+				    (unsigned long long)f->n_ops, tot + len[c]);
+		cnt[c] = (int)len[c];
+		disp[c] = direct ? (int)((size_t)l->cols[c] * l->elem) : (int)tot;
+		tot += len[c];
+	}
+	char *b = direct ? buf : stage(f, tot ? tot : 1);
+	if (!direct)
+		part_copy(l, buf, f->chip, 0, len[f->chip], b + disp[f->chip], true);
+	struct fmpi_wait w = mpi_wait(f, false);
+	int rc = fmpi_allgatherv(f->m, b, cnt, disp, l->root, &w, f->err,
+				 sizeof(f->err));
+	if (rc)
+		return rc;
+	*bytes = len[f->chip];
+	for (int c = 0; c < f->n_chips && reader; c++) {
+		if (c == f->chip)
+			continue;
+		if (!direct)
+			part_copy(l, buf, c, 0, len[c], b + disp[c], false);
+		*bytes += len[c];
+	}
+	return 0;
+}
+
+/* MPI: two chips, MPI's own all-reduce (a + b is b + a: the shm fabric's
+ * bits); more, every vector gathered and added here in chip order */
+static int mpi_allreduce(struct fabric *f, float *buf, int64_t n,
+			 uint64_t *bytes)
+{
+	struct fmpi_wait w = mpi_wait(f, false);
+	int rc;
+
+	if (f->n_chips == 2) {
+		rc = fmpi_allreduce2(f->m, buf, n, &w, f->err, sizeof(f->err));
+	} else {
+		float *all = (float *)stage(f, (size_t)f->n_chips * (size_t)n *
+					    sizeof(float) + 1);
+		const float *src[FABRIC_MAX_CHIPS];
+		rc = fmpi_allgather_f(f->m, buf, all, n, &w, f->err, sizeof(f->err));
+		for (int p = 0; p < f->n_chips; p++)
+			src[p] = all + (size_t)p * (size_t)n;
+		if (!rc)
+			sum_in_order(buf, src, f->n_chips, n);
+	}
+	*bytes = (uint64_t)f->n_chips * (uint64_t)n * sizeof(float);
+	return rc;
 }
 
 int fabric_allgather(struct fabric *f, void *buf, const struct fabric_layout *l)
@@ -423,10 +570,15 @@ int fabric_allgather(struct fabric *f, void *buf, const struct fabric_layout *l)
 		return 0;
 	if ((rc = op_enter(f, FABRIC_ALLGATHER)))
 		return rc;
-	S = f->shm->slot_bytes;
+	S = f->m ? 0 : f->shm->slot_bytes;
 	for (int c = 0; c < f->n_chips; c++) {
 		len[c] = part_bytes(l, c);
 		most = len[c] > most ? len[c] : most;
+	}
+	if (f->m) {
+		rc = mpi_allgather(f, buf, l, len, &bytes);
+		record(f, FABRIC_ALLGATHER, t0, bytes, -1);
+		return rc;
 	}
 	size_t n_chunks = most ? (most + S - 1) / S : 1;
 	bool reader = l->root < 0 || l->root == f->chip;
@@ -464,6 +616,11 @@ int fabric_allreduce(struct fabric *f, float *buf, int64_t n_el)
 		return 0;
 	if ((rc = op_enter(f, FABRIC_ALLREDUCE)))
 		return rc;
+	if (f->m) {
+		rc = mpi_allreduce(f, buf, n_el, &bytes);
+		record(f, FABRIC_ALLREDUCE, t0, bytes, -1);
+		return rc;
+	}
 	const int64_t per = (int64_t)(f->shm->slot_bytes / sizeof(float));
 	const float *src[FABRIC_MAX_CHIPS];
 	for (int64_t j0 = 0; (j0 < n_el || j0 == 0) && !rc; j0 += per) {
@@ -484,21 +641,8 @@ int fabric_allreduce(struct fabric *f, float *buf, int64_t n_el)
 				bytes += (uint64_t)m * sizeof(float);
 			}
 		}
-		if (!rc) { /* every chip adds the same slots in the same order:
-			    * ((s0 + s1) + s2) ..., element by element */
-			float *y = buf + j0;
-			const float *a = src[0], *b = src[1];
-			/* simd: y may be a (element-wise, no carried dependence) */
-#pragma omp simd
-			for (int64_t j = 0; j < m; j++)
-				y[j] = a[j] + b[j];
-			for (int p = 2; p < f->n_chips; p++) {
-				const float *x = src[p];
-#pragma omp simd
-				for (int64_t j = 0; j < m; j++)
-					y[j] += x[j];
-			}
-		}
+		if (!rc) /* every chip adds the same slots in the same order */
+			sum_in_order(buf + j0, src, f->n_chips, m);
 		chunk_done(f, n);
 		if (m == 0)
 			break;
@@ -517,6 +661,14 @@ int fabric_bcast(struct fabric *f, void *buf, size_t n_bytes, int root, bool idl
 		return 0;
 	if ((rc = op_enter(f, FABRIC_BCAST)))
 		return rc;
+	if (f->m) {
+		struct fmpi_wait w = mpi_wait(f, idle && f->chip != root);
+		rc = fmpi_bcast(f->m, buf, n_bytes, root, &w, f->err,
+				sizeof(f->err));
+		if (!(idle && f->chip != root))
+			record(f, FABRIC_BCAST, t0, n_bytes, -1);
+		return rc;
+	}
 	const size_t S = f->shm->slot_bytes;
 	for (size_t lo = 0; (lo < n_bytes || lo == 0) && !rc; lo += S) {
 		size_t m = n_bytes - lo < S ? n_bytes - lo : S;
@@ -542,10 +694,31 @@ int fabric_bcast(struct fabric *f, void *buf, size_t n_bytes, int root, bool idl
 	return rc;
 }
 
+static void mpi_abort(struct fabric *f, int rc, const char *msg)
+{
+	int zero = 0;
+
+	if (atomic_compare_exchange_strong(&f->mpi_abort_rc, &zero,
+					   rc ? rc : -ECONNABORTED))
+		snprintf(f->mpi_abort_msg, sizeof(f->mpi_abort_msg), "%s",
+			 msg && msg[0] ? msg : strerror(rc < 0 ? -rc : rc));
+	/* only the main thread may call MPI; a unit's failure comes back to
+	 * it (and here again) through the pool */
+	if (f->chip == 0 || !pthread_equal(pthread_self(), f->main_thread))
+		return;
+	fprintf(stderr, "error: chip %d (%s): %s\n", f->chip, f->host,
+		f->mpi_abort_msg);
+	fmpi_abort_job(f->m, 1);
+}
+
 void fabric_abort(struct fabric *f, int rc, const char *msg)
 {
 	int zero = 0;
 
+	if (f && f->m) {
+		mpi_abort(f, rc, msg);
+		return;
+	}
 	if (!f || !f->shm)
 		return;
 	/* the first chip claims the abort, writes who and why, then
@@ -566,6 +739,8 @@ void fabric_abort(struct fabric *f, int rc, const char *msg)
 
 int fabric_abort_chip(const struct fabric *f)
 {
+	if (f && f->m)
+		return atomic_load(&f->mpi_abort_rc) ? f->chip : -1;
 	if (!f || !f->shm || !atomic_load(&f->shm->abort_rc))
 		return -1;
 	return atomic_load(&f->shm->abort_chip);
@@ -573,12 +748,16 @@ int fabric_abort_chip(const struct fabric *f)
 
 void fabric_request_stop(struct fabric *f, int sig)
 {
-	if (f && f->shm)
+	if (f && f->m) /* the next wait forwards it to chip 0 */
+		f->stop = sig;
+	else if (f && f->shm)
 		atomic_store(&f->shm->stop_sig, sig);
 }
 
-int fabric_stop_requested(const struct fabric *f)
+int fabric_stop_requested(struct fabric *f)
 {
+	if (f && f->m)
+		return f->stop ? (int)f->stop : fmpi_stop_from_peer(f->m);
 	return f && f->shm ? atomic_load(&f->shm->stop_sig) : 0;
 }
 
@@ -595,7 +774,47 @@ static void fabric_free(struct fabric *f)
 		munmap(f->shm, f->map_bytes);
 	for (int o = 0; o < FABRIC_OP_COUNT; o++)
 		free(f->samples[o]);
+	free(f->stage);
 	free(f);
+}
+
+static int mpi_start(struct fabric *f, const struct fabric_config *cfg,
+		     int *chip, char *err, size_t errlen)
+{
+	int n = 0, rc;
+
+	if ((rc = fmpi_start(&f->m, &f->chip, &n, &f->local, &f->n_local,
+			     &f->stop, err, errlen)))
+		return rc;
+	snprintf(f->host, sizeof(f->host), "%s", fmpi_host(f->m));
+	*chip = f->chip;
+	fabric_stats_reset(f);
+	if (cfg->n_chips > 1 && cfg->n_chips != n) {
+		snprintf(err, errlen, "--chips %d, but mpirun started %d rank%s "
+			 "(with --fabric mpi the ranks are the chips: leave "
+			 "--chips out, or give mpirun -np %d)", cfg->n_chips, n,
+			 n == 1 ? "" : "s", cfg->n_chips);
+		return -EINVAL;
+	}
+	if (n > FABRIC_MAX_CHIPS) {
+		snprintf(err, errlen, "--fabric mpi: %d ranks; at most %d chips", n,
+			 FABRIC_MAX_CHIPS);
+		return -EINVAL;
+	}
+	if (cfg->latency_us > 0 || cfg->gbps > 0) {
+		snprintf(err, errlen, "--fabric-latency-us and --fabric-gbps "
+			 "emulate links of the shm fabric; with --fabric mpi the "
+			 "links are real (add delay with tc netem)");
+		return -EINVAL;
+	}
+	f->n_chips = n;
+	long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int units = cfg->units_per_chip > 0 ? cfg->units_per_chip : 1;
+	if (cfg->spin_us >= 0)
+		f->spin_ns = (int64_t)(cfg->spin_us * 1e3);
+	else
+		f->spin_ns = (long)f->n_local * units > n_cpu ? 0 : 1000000;
+	return 0;
 }
 
 int fabric_start(struct fabric **out, const struct fabric_config *cfg, int *chip,
@@ -614,11 +833,26 @@ int fabric_start(struct fabric **out, const struct fabric_config *cfg, int *chip
 	f = xcalloc(1, sizeof(*f));
 	f->cfg = *cfg;
 	f->n_chips = cfg->n_chips;
+	f->main_thread = pthread_self();
 	for (int p = 0; p < FABRIC_MAX_CHIPS; p++)
 		f->pidfd[p] = -1;
 	for (int o = 0; o < FABRIC_OP_COUNT; o++)
 		f->samples[o] = xcalloc(FABRIC_SAMPLES, sizeof(uint32_t));
+	f->timeout_ns = (int64_t)((cfg->timeout_s > 0 ? cfg->timeout_s : 30) * 1e9);
+	if (gethostname(f->host, sizeof(f->host) - 1))
+		snprintf(f->host, sizeof(f->host), "?");
 	*out = f;
+	if (cfg->backend == FABRIC_MPI) {
+		int rc = mpi_start(f, cfg, chip, err, errlen);
+		if (rc) { /* every rank gets the same verdict */
+			if (f->m)
+				fmpi_finish(f->m);
+			f->m = NULL;
+			fabric_free(f);
+			*out = NULL;
+		}
+		return rc;
+	}
 	if (f->n_chips == 1)
 		return 0;
 
@@ -653,6 +887,11 @@ int fabric_start(struct fabric **out, const struct fabric_config *cfg, int *chip
 	f->shm->n_chips = (uint32_t)f->n_chips;
 	f->shm->slot_bytes = S;
 	f->shm->slots_off = off;
+	f->seq = cfg->first_chunk;
+	for (int c = 0; c < f->n_chips; c++) { /* none published or read */
+		atomic_store(&f->shm->chip[c].pub, cfg->first_chunk);
+		atomic_store(&f->shm->chip[c].consumed, cfg->first_chunk);
+	}
 	atomic_store(&f->shm->chip[0].pid, (int)getpid());
 	fflush(NULL); /* no buffered output is written twice */
 	for (int c = 1; c < f->n_chips; c++) {
@@ -699,6 +938,14 @@ int fabric_finish(struct fabric *f, char *err, size_t errlen)
 
 	if (!f)
 		return 0;
+	if (f->m) { /* a peer may wait in a collective that will not end */
+		if (atomic_load(&f->mpi_abort_rc) || f->err[0])
+			fmpi_abort_job(f->m, 1);
+		fmpi_finish(f->m);
+		f->m = NULL;
+		fabric_free(f);
+		return 0;
+	}
 	if (f->chip == 0 && f->shm) {
 		int64_t deadline = now_ns() + 5 * 1000000000ll;
 		for (int c = 1; c < f->n_chips; c++) {

@@ -27,6 +27,13 @@
  * max(t, its link's previous chunk done) + n / Y + X; readers spin (never
  * sleep) until then. X = 0, Y = 0: the segment as it is.
  *
+ * Backends (fabric_config.backend):
+ *   FABRIC_SHM  the above: chips forked by fabric_start on one host
+ *   FABRIC_MPI  chips are the ranks mpirun started (on any hosts), and
+ *               every collective is Open MPI's (fabric_mpi.h); same calls,
+ *               same bytes counted, same bits (an all-reduce of more than
+ *               two chips is gathered and added here in chip order)
+ *
  * Failure: a chip that fails calls fabric_abort; every wait in every chip
  * then returns -ECONNABORTED. Waits also notice a peer process that has
  * exited (pidfd) within FABRIC_CHECK_MS, and give up after the timeout
@@ -46,8 +53,11 @@
 enum fabric_op { FABRIC_ALLGATHER, FABRIC_ALLREDUCE, FABRIC_BCAST,
 		 FABRIC_OP_COUNT };
 
+enum fabric_backend { FABRIC_SHM, FABRIC_MPI };
+
 struct fabric_config {
-	int n_chips;            /* >= 1 */
+	enum fabric_backend backend;
+	int n_chips;            /* >= 1 (MPI: 1 or the number of ranks) */
 	size_t slot_bytes;      /* per slot; 0: 1 MiB */
 	double latency_us;      /* emulated per-hop latency, >= 0 */
 	double gbps;            /* emulated link bandwidth, GB/s; 0: none */
@@ -59,6 +69,9 @@ struct fabric_config {
 	 * before its stall_op-th collective (counted from 1); 0: none */
 	int stall_chip, stall_op;
 	double stall_s;
+	/* tests: the 32-bit chunk counters start here, to reach their wrap;
+	 * 0: from 0 */
+	uint32_t first_chunk;
 };
 
 /* What a chip measured per op kind. */
@@ -66,7 +79,8 @@ struct fabric_op_stats {
 	uint64_t count;
 	uint64_t bytes;      /* bytes this chip copied in and out */
 	int64_t ns, max_ns;  /* time inside the calls */
-	int64_t wait_ns;     /* of which waiting for peers to arrive */
+	int64_t wait_ns;     /* of which waiting for peers to arrive (MPI:
+			      * -1, not measured: its calls do not say) */
 	uint64_t hist[40];   /* calls by floor(log2(ns)) */
 };
 
@@ -98,7 +112,16 @@ int fabric_start(struct fabric **f, const struct fabric_config *cfg, int *chip,
 
 int fabric_chip(const struct fabric *f);
 int fabric_chips(const struct fabric *f);
+/* a chip's pid (MPI: this chip's; 0 for another) */
 int fabric_pid(const struct fabric *f, int chip);
+/* this chip among the chips on its host, and their number */
+void fabric_local(const struct fabric *f, int *index, int *count);
+/* this chip's host name */
+const char *fabric_host(const struct fabric *f);
+/* "shm" or "mpi" */
+const char *fabric_backend_name(const struct fabric *f);
+/* the MPI library ("Open MPI v4.1.4"), or "" */
+const char *fabric_library(const struct fabric *f);
 
 /* Collectives. 0 or -errno (-ECONNABORTED: a chip aborted or died,
  * -ETIMEDOUT: a peer did not arrive in time; see fabric_error). idle: the
@@ -112,13 +135,15 @@ int fabric_bcast(struct fabric *f, void *buf, size_t n, int root, bool idle);
 void fabric_quiet(struct fabric *f, bool quiet);
 
 /* Make every chip's waits fail; rc and msg (may be NULL) are what the
- * others report. Async-signal-unsafe. */
+ * others report. Async-signal-unsafe. MPI: chip 0 records it (its own
+ * report follows, then fabric_finish ends the job); another chip prints
+ * msg and ends the job (MPI_Abort) when called on its main thread. */
 void fabric_abort(struct fabric *f, int rc, const char *msg);
 
 /* Ask chip 0 to stop (from a signal handler in any chip: async-signal-
  * safe); fabric_stop_requested returns the signal number, or 0. */
 void fabric_request_stop(struct fabric *f, int sig);
-int fabric_stop_requested(const struct fabric *f);
+int fabric_stop_requested(struct fabric *f);
 
 /* The chip that called fabric_abort first, or -1 */
 int fabric_abort_chip(const struct fabric *f);
@@ -136,7 +161,9 @@ const char *fabric_op_name(enum fabric_op op);
 /* End: chip 0 waits for every other chip to exit and returns 0, or -EPIPE
  * with a message naming a chip that died by a signal, did not exit, or
  * exited non-zero without an abort (an aborted run has its message
- * already); another chip returns 0. Unmaps the segment and frees f (NULL is fine). */
+ * already); another chip returns 0. Unmaps the segment and frees f (NULL is fine).
+ * MPI: MPI_Finalize, or MPI_Abort of the job after an abort or a failed
+ * call (peers may be blocked in a collective). */
 int fabric_finish(struct fabric *f, char *err, size_t errlen);
 
 #endif

@@ -36,6 +36,12 @@ static const struct flags_choice tp_choices[] = {
 	{NULL, 0},
 };
 
+static const struct flags_choice fabric_choices[] = {
+	{"shm", 0},
+	{"mpi", 1},
+	{NULL, 0},
+};
+
 static const struct flags_choice act_choices[] = {
 	{"q8", 0},
 	{"f32", 1},
@@ -79,13 +85,19 @@ static const struct flags_opt table[] = {
 	 .def.i = 1, .metavar = "N",
 	 .help = "chips: processes holding a tensor-parallel slice of every "
 		 "layer each (with their own NMUs, tiers and KV cache), joined "
-		 "by a shared-memory fabric (default {default})"},
+		 "by the fabric (default {default}; --fabric mpi: the ranks)"},
 	{"tp", 0, FLAGS_ENUM, FLAGS_FIELD(tp), .def.i = PLAN_TP_ROWS,
 	 .choices = tp_choices, .noun = "tensor-parallel scheme",
 	 .help = "rows: each chip owns whole output rows, all-gathered after "
 		 "each projection (same logits as one chip); allreduce: "
 		 "Megatron's split, Wo and ffn_down by input columns, two "
 		 "all-reduces a layer (default {default})"},
+	{"fabric", 0, FLAGS_ENUM, FLAGS_FIELD(fabric), .def.i = 0,
+	 .choices = fabric_choices, .noun = "fabric",
+	 .help = "shm: --chips processes on this host, joined by shared memory; "
+		 "mpi: the chips are the ranks of `mpirun -np N ./decode ...` "
+		 "on any hosts, joined by Open MPI's collectives (default "
+		 "{default})"},
 	{"fabric-latency-us", 0, FLAGS_FLOAT, FLAGS_FIELD(fabric_latency_us),
 	 .lo.f = 0, .hi.f = 1e6, .def.f = 0, .metavar = "X",
 	 .help = "emulated latency added to every hop of every collective, a "

@@ -59,6 +59,7 @@ struct decode_options {
 	bool no_direct;
 	int n_chips;           /* --chips */
 	int tp;                /* --tp: enum plan_tp */
+	int fabric;            /* --fabric: enum fabric_backend */
 	float fabric_latency_us;
 	float fabric_gbps;     /* 0: no cap */
 	float fabric_timeout_s;

@@ -463,7 +463,7 @@ static int chips_rc(struct engine *e, int rc, char *err, size_t errlen)
 static int chip_cpus(struct engine *e, int *units, char *err, size_t errlen)
 {
 	cpu_set_t all, mine;
-	int cpu[CPU_SETSIZE], m = 0;
+	int cpu[CPU_SETSIZE], m = 0, local, n_local;
 
 	if (sched_getaffinity(0, sizeof(all), &all)) {
 		snprintf(err, errlen, "sched_getaffinity: %s", strerror(errno));
@@ -472,16 +472,23 @@ static int chip_cpus(struct engine *e, int *units, char *err, size_t errlen)
 	for (int i = 0; i < CPU_SETSIZE; i++)
 		if (CPU_ISSET(i, &all))
 			cpu[m++] = i;
+	/* the chips on this host share its CPUs; but an MPI rank whose
+	 * affinity is less than the host's was bound by mpirun: those CPUs
+	 * are its own */
+	fabric_local(e->fab, &local, &n_local);
+	if (!strcmp(fabric_backend_name(e->fab), "mpi") &&
+	    m < sysconf(_SC_NPROCESSORS_ONLN))
+		local = 0, n_local = 1;
 	if (*units <= 0)
-		*units = m / e->n_chips > 0 ? m / e->n_chips : 1;
-	if (e->chip == 0 && e->n_chips * *units > m)
-		fprintf(stderr, "warning: %d chips x %d units on %d CPUs: units "
-			"share CPUs, and a unit spinning on a shared CPU delays "
-			"the one it waits for; figures are distorted\n",
-			e->n_chips, *units, m);
+		*units = m / n_local > 0 ? m / n_local : 1;
+	if (local == 0 && n_local * *units > m)
+		fprintf(stderr, "warning: chip %d: %d chips x %d units on %d CPUs "
+			"of %s: units share CPUs, and a unit spinning on a shared "
+			"CPU delays the one it waits for; figures are distorted\n",
+			e->chip, n_local, *units, m, fabric_host(e->fab));
 	CPU_ZERO(&mine);
 	for (int j = 0; j < *units; j++)
-		CPU_SET(cpu[(e->chip * *units + j) % m], &mine);
+		CPU_SET(cpu[(local * *units + j) % m], &mine);
 	if (sched_setaffinity(0, sizeof(mine), &mine)) {
 		snprintf(err, errlen, "sched_setaffinity: %s", strerror(errno));
 		return -errno;
@@ -579,6 +586,94 @@ static void state_init(struct engine *e)
 	e->tok_owner = xcalloc(nb, sizeof(int));
 }
 
+/* What a chip's model file is: its size and a checksum (FNV-1a, 64 bits)
+ * of everything before the tensor data (header, metadata, tensor table). */
+struct model_id {
+	uint64_t size, sum;
+	char host[64], path[192];
+};
+
+static int model_id_of(struct engine *e, const char *path, struct model_id *id,
+		       char *err, size_t errlen)
+{
+	const uint64_t n = e->gguf.data_offset;
+	unsigned char *buf = xmalloc(n ? n : 1);
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+	uint64_t got = 0, h = 0xcbf29ce484222325ull;
+
+	while (fd >= 0 && got < n) {
+		ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+		if (r <= 0)
+			break;
+		got += (uint64_t)r;
+	}
+	if (fd < 0 || got < n) {
+		rc = fd < 0 ? -errno : -EIO;
+		snprintf(err, errlen, "%s: reading its header: %s", path,
+			 strerror(-rc));
+	}
+	for (uint64_t i = 0; i < got; i++)
+		h = (h ^ buf[i]) * 0x100000001b3ull;
+	memset(id, 0, sizeof(*id));
+	id->size = e->gguf.file_size;
+	id->sum = h;
+	snprintf(id->host, sizeof(id->host), "%s", fabric_host(e->fab));
+	snprintf(id->path, sizeof(id->path), "%s", path);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return rc;
+}
+
+/* Every chip opens the model at the same path on its own host: a chip
+ * whose file is not chip 0's is refused before any work, every chip
+ * reaching the same verdict (chip 0 says it). */
+static int model_check(struct engine *e, const char *path, char *err,
+		       size_t errlen)
+{
+	struct model_id all[FABRIC_MAX_CHIPS];
+	int owner[FABRIC_MAX_CHIPS], rc, bad = -1;
+
+	for (int c = 0; c < e->n_chips; c++)
+		owner[c] = c;
+	rc = model_id_of(e, path, &all[e->chip], err, errlen);
+	if (rc)
+		all[e->chip].size = UINT64_MAX; /* unreadable: differs */
+	struct fabric_layout l = {.elem = sizeof(*all), .nb = e->n_chips, .ld = 1,
+				  .owner = owner, .row_len = 1, .root = -1};
+	fabric_quiet(e->fab, true);
+	int r = fabric_allgather(e->fab, all, &l);
+	fabric_quiet(e->fab, false);
+	if (r) {
+		snprintf(err, errlen, "%s", fabric_error(e->fab));
+		return r;
+	}
+	for (int c = 1; c < e->n_chips && bad < 0; c++)
+		if (all[c].size != all[0].size || all[c].sum != all[0].sum)
+			bad = c;
+	if (bad < 0)
+		return rc;
+	if (all[bad].size == UINT64_MAX)
+		snprintf(err, errlen, "chip %d on host %s cannot read %s; every "
+			 "chip opens the model at the same path on its own host",
+			 bad, all[bad].host, all[bad].path);
+	else
+		snprintf(err, errlen, "chip %d on host %s: %s is not chip 0's "
+			 "model on host %s (%llu vs %llu bytes, header and tensor "
+			 "table checksum %016llx vs %016llx); every chip needs the "
+			 "same file at the same path", bad, all[bad].host,
+			 all[bad].path, all[0].host,
+			 (unsigned long long)all[bad].size,
+			 (unsigned long long)all[0].size,
+			 (unsigned long long)all[bad].sum,
+			 (unsigned long long)all[0].sum);
+	/* the others exit without a word (shm: marked, so that chip 0 does
+	 * not report their exit again; MPI: every rank ends cleanly) */
+	if (e->chip == 0 && !strcmp(fabric_backend_name(e->fab), "shm"))
+		fabric_abort(e->fab, -EINVAL, err);
+	return -EINVAL;
+}
+
 int engine_init(struct engine *e, const char *path,
 		const struct engine_config *cfg, char *err, size_t errlen)
 {
@@ -597,6 +692,10 @@ int engine_init(struct engine *e, const char *path,
 	if ((rc = gguf_open(&e->gguf, path, err, errlen))) {
 		if (e->n_chips > 1)
 			chips_rc(e, rc, err, errlen);
+		return rc;
+	}
+	if (e->n_chips > 1 && (rc = model_check(e, path, err, errlen))) {
+		gguf_close(&e->gguf);
 		return rc;
 	}
 	if ((rc = llama_model_init(&e->model, &e->gguf, err, errlen)))
@@ -1056,6 +1155,7 @@ static void local_report(struct engine *e, struct engine_chip_report *r)
 	memset(r, 0, sizeof(*r));
 	r->chip = e->chip;
 	r->pid = (int)getpid();
+	snprintf(r->host, sizeof(r->host), "%s", fabric_host(e->fab));
 	r->n_units = e->pool.n_units;
 	local_counters(e, &r->c);
 	r->peak_rss_bytes = stats_peak_rss();

@@ -143,6 +143,7 @@ struct engine_fabric_op {
 
 struct engine_chip_report {
 	int chip, pid, n_units;
+	char host[64];
 	struct engine_counters c;
 	uint64_t peak_rss_bytes;
 	struct engine_fabric_op op[FABRIC_OP_COUNT];

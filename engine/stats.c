@@ -114,6 +114,8 @@ static double moved_per_token(const struct run_stats *r)
 
 /* ---- the fabric --------------------------------------------------------- */
 
+static void json_str(FILE *f, const char *s);
+
 /* chip 0's fabric seconds per decode token (its calls' time) */
 static double fabric_per_token(const struct run_stats *r)
 {
@@ -130,8 +132,11 @@ static void print_fabric(FILE *f, const struct run_stats *r)
 
 	if (r->n_chips <= 1 || !r->chips || r->decode_tokens <= 0)
 		return;
-	fprintf(f, "fabric          %d chips, --tp %s, shared memory", r->n_chips,
-		r->tp);
+	bool mpi = r->fabric_backend && !strcmp(r->fabric_backend, "mpi");
+	fprintf(f, "fabric          %d chips, --tp %s, %s", r->n_chips, r->tp,
+		mpi ? r->fabric_library : "shared memory");
+	for (int c = 0; mpi && c < r->n_chips; c++)
+		fprintf(f, "%s%s", c ? ", " : " on hosts ", r->chips[c].host);
 	if (r->fabric_latency_us > 0)
 		fprintf(f, " + %.2f us/hop emulated", r->fabric_latency_us);
 	if (r->fabric_gbps > 0)
@@ -140,16 +145,20 @@ static void print_fabric(FILE *f, const struct run_stats *r)
 		fabric_per_token(r) * 1e3,
 		r->decode_s > 0 ? 100 * fabric_per_token(r) * n / r->decode_s : 0);
 	fprintf(f, "  chip op         calls/tok  KiB/tok   p50 us   p99 us   max us"
-		"  wait ms/tok   GB/s\n");
+		"  wait ms/tok   GB/s%s\n", mpi ? "   (wait: MPI does not say)" : "");
 	for (int c = 0; c < r->n_chips; c++)
 		for (int o = 0; o < FABRIC_OP_COUNT; o++) {
 			const struct engine_fabric_op *op = &r->chips[c].op[o];
 			if (!op->count)
 				continue;
-			fprintf(f, "  %4d %-10s %9.1f %8.1f %8.2f %8.2f %8.1f %12.3f "
+			char wait[32] = "           -";
+			if (op->wait_s >= 0)
+				snprintf(wait, sizeof(wait), "%12.3f",
+					 op->wait_s / n * 1e3);
+			fprintf(f, "  %4d %-10s %9.1f %8.1f %8.2f %8.2f %8.1f %s "
 				"%6.2f\n", c, fabric_op_name((enum fabric_op)o),
 				(double)op->count / n, (double)op->bytes / n / 1024,
-				op->p50_us, op->p99_us, op->max_us, op->wait_s / n * 1e3,
+				op->p50_us, op->p99_us, op->max_us, wait,
 				op->seconds > 0 ? (double)op->bytes / op->seconds / 1e9 : 0);
 		}
 }
@@ -160,13 +169,16 @@ static void json_fabric_ops(FILE *f, const struct engine_chip_report *c)
 	fputc('{', f);
 	for (int o = 0, k = 0; o < FABRIC_OP_COUNT; o++) {
 		const struct engine_fabric_op *op = &c->op[o];
+		char wait[32] = "null"; /* MPI: not measured */
+		if (op->wait_s >= 0)
+			snprintf(wait, sizeof(wait), "%.6f", op->wait_s);
 		fprintf(f, "%s\"%s\":{\"count\":%llu,\"bytes\":%llu,"
 			"\"seconds\":%.6f,\"p50_us\":%.3f,\"p99_us\":%.3f,"
-			"\"max_us\":%.3f,\"wait_seconds\":%.6f,\"gbps\":%.4f,"
+			"\"max_us\":%.3f,\"wait_seconds\":%s,\"gbps\":%.4f,"
 			"\"hist_log2_ns\":[", k++ ? "," : "",
 			fabric_op_name((enum fabric_op)o),
 			(unsigned long long)op->count, (unsigned long long)op->bytes,
-			op->seconds, op->p50_us, op->p99_us, op->max_us, op->wait_s,
+			op->seconds, op->p50_us, op->p99_us, op->max_us, wait,
 			op->seconds > 0 ? (double)op->bytes / op->seconds / 1e9 : 0);
 		for (int b = 0; b < 40; b++)
 			fprintf(f, "%s%llu", b ? "," : "", (unsigned long long)op->hist[b]);
@@ -179,15 +191,20 @@ static void json_fabric(FILE *f, const struct run_stats *r)
 {
 	if (!r->chips)
 		return;
-	fprintf(f, ",\"fabric\":{\"chips\":%d,\"tp\":\"%s\","
-		"\"latency_us\":%.3f,\"gbps\":%.3f,\"ops\":", r->n_chips,
-		r->tp ? r->tp : "rows", r->fabric_latency_us, r->fabric_gbps);
+	fprintf(f, ",\"fabric\":{\"chips\":%d,\"tp\":\"%s\",\"backend\":"
+		"\"%s\",\"library\":", r->n_chips, r->tp ? r->tp : "rows",
+		r->fabric_backend ? r->fabric_backend : "shm");
+	json_str(f, r->fabric_library ? r->fabric_library : "");
+	fprintf(f, ",\"latency_us\":%.3f,\"gbps\":%.3f,\"ops\":",
+		r->fabric_latency_us, r->fabric_gbps);
 	json_fabric_ops(f, &r->chips[0]);
 	fprintf(f, ",\"seconds_per_token\":%.9f,\"per_chip\":[",
 		r->n_chips > 1 ? fabric_per_token(r) : 0.0);
 	for (int c = 0; c < r->n_chips; c++) {
-		fprintf(f, "%s{\"chip\":%d,\"pid\":%d,\"units\":%d,"
-			"\"peak_rss_bytes\":%llu,\"ops\":", c ? "," : "", c,
+		fprintf(f, "%s{\"chip\":%d,\"host\":", c ? "," : "", c);
+		json_str(f, r->chips[c].host);
+		fprintf(f, ",\"pid\":%d,\"units\":%d,"
+			"\"peak_rss_bytes\":%llu,\"ops\":",
 			r->chips[c].pid, r->chips[c].n_units,
 			(unsigned long long)r->chips[c].peak_rss_bytes);
 		json_fabric_ops(f, &r->chips[c]);

@@ -60,6 +60,8 @@ struct run_stats {
 	int n_chips;
 	const char *tp;
 	double fabric_latency_us, fabric_gbps;
+	const char *fabric_backend;  /* "shm" | "mpi" (NULL: shm) */
+	const char *fabric_library;  /* MPI's version line, or "" */
 	const struct engine_chip_report *chips; /* [n_chips] */
 };
 

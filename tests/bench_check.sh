@@ -57,6 +57,8 @@ for s in nmu-ablation vs-llamacpp; do
 done
 refuse "vs-llamacpp: no llama.cpp build" "llama.cpp is not built" \
 	"${nollama[@]}" -- bench/vs-llamacpp.sh q4_0
+refuse "fabric-mpi: bad flag" "illegal option -- Z" -- bench/fabric-mpi.sh -Z
+refuse "fabric-mpi: missing model" "$none" -- bench/fabric-mpi.sh "$none"
 refuse "build-llamacpp: bad flag" "unknown argument '--bogus'" -- \
 	bench/build-llamacpp.sh --bogus
 refuse "build-llamacpp --print-bin: no build" "llama.cpp is not built" \

@@ -10,7 +10,8 @@
 set -euo pipefail
 
 PKGS=(gcc make liburing-dev libopenblas-dev libcmocka-dev libnuma-dev
-	libpcre2-dev libjansson-dev pkg-config gnuplot-nox python3 python3-pip unzip)
+	libpcre2-dev libjansson-dev pkg-config gnuplot-nox python3 python3-pip unzip
+	openmpi-bin libopenmpi-dev iproute2 util-linux)
 [[ ${1:-} == --fuzz ]] && PKGS+=(clang libomp-dev)
 PYTHON=${PYTHON:-python3}
 

@@ -102,6 +102,7 @@ PROGS = decode models/mkmodel bench/kbench bench/probe bench/simulate
 # corpus through fuzz/replay.c, make fuzz runs them under clang
 FUZZ_NAMES = \
 	fuzz_gguf \
+	fuzz_header \
 	fuzz_tokenizer \
 	fuzz_chat \
 	fuzz_flags

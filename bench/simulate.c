@@ -71,6 +71,9 @@ static int sim_check(const struct decode_options *o, const void *dst,
 	else if (o->perplexity_file || o->tokenize_only)
 		snprintf(err, errlen, "--perplexity and --tokenize runs are not "
 			 "predicted");
+	else if (o->act_f32) /* the profile measures the int8 kernels */
+		snprintf(err, errlen, "--act f32 (the check mode) is not "
+			 "predicted");
 	else
 		return 0;
 	return -EINVAL;

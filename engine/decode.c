@@ -436,7 +436,7 @@ static void config_of(const struct decode_options *o, struct memtier_config faul
 		.n_threads = o->n_nmus ? o->n_nmus : o->n_threads,
 		.nmu_off = !o->nmu_on, .topology = getenv("STRATA_TOPOLOGY"),
 		.n_ctx = o->n_ctx, .n_batch = o->n_batch,
-		.prefill_blas = o->prefill_blas,
+		.prefill_blas = o->prefill_blas, .act_f32 = o->act_f32 != 0,
 		.mt = {.kind = o->tier, .dram_budget_bytes = o->dram_budget,
 		       .huge_pages = true, .prefetch = o->prefetch,
 		       .no_direct = o->no_direct,
@@ -639,6 +639,7 @@ report:
 	rs.kv_write_bytes_per_token = kvi.kind == MEMTIER_FLASH ?
 				      kvi.position_bytes : 0;
 	rs.direct = !o.no_direct;
+	rs.act_f32 = o.act_f32 != 0;
 	rs.dram_budget = o.dram_budget;
 	rs.resident_bytes = ec.resident_bytes;
 	rs.prefetch = o.prefetch;

@@ -42,6 +42,12 @@ static const struct flags_choice fabric_choices[] = {
 	{NULL, 0},
 };
 
+static const struct flags_choice act_choices[] = {
+	{"q8", 0},
+	{"f32", 1},
+	{NULL, 0},
+};
+
 static const struct flags_choice nmu_choices[] = {
 	{"on", 1},
 	{"off", 0},
@@ -173,6 +179,12 @@ static const struct flags_opt table[] = {
 	{"prefill-blas", 0, FLAGS_BOOL, FLAGS_FIELD(prefill_blas),
 	 .help = "prefill quantized weights as dequantized tiles x OpenBLAS "
 		 "SGEMM instead of the int8 kernels"},
+	{"act", 0, FLAGS_ENUM, FLAGS_FIELD(act_f32), .def.i = 0,
+	 .choices = act_choices, .noun = "activation format",
+	 .help = "matmul inputs (default {default}): q8 rounds them to 8-bit "
+		 "blocks as llama.cpp does; f32 keeps them float for every "
+		 "weight type (a check mode: logits within float rounding of "
+		 "a float64 reference, slower)"},
 	{"stats", 0, FLAGS_BOOL, FLAGS_FIELD(stats),
 	 .help = "print measured statistics to stderr"},
 	{"stats-json", 0, FLAGS_STR, FLAGS_FIELD(stats_json), .metavar = "FILE",

@@ -49,6 +49,7 @@ struct decode_options {
 	bool tokenize_only;
 	enum memtier_kind tier;
 	bool prefill_blas;
+	int act_f32;           /* --act q8 (0) | f32 (1) */
 	int prefetch;
 	uint64_t dram_budget;  /* UINT64_MAX: not given */
 	const char *trace;

@@ -40,6 +40,10 @@ struct engine_config {
 	 * quantized like llama.cpp's); true = dequantized tiles x OpenBLAS
 	 * SGEMM. Float weights always use SGEMM. */
 	bool prefill_blas;
+	/* --act f32: every product keeps its activations in float
+	 * (kern_matmul_f32, decode and prefill, the head included) instead
+	 * of rounding them to 8 bits; a check mode, see kern.h */
+	bool act_f32;
 	struct memtier_config mt;
 	/* KV cache: MEMTIER_DRAM (default) or MEMTIER_FLASH in kv_dir */
 	enum memtier_kind kv_kind;

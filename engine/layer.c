@@ -121,7 +121,8 @@ static const void *unit_act(struct engine_unit *eu, uint32_t type, int64_t k,
 /* Y[i][0..n_rows) = W[0..n_rows) . xn[i] for i < nb (W: n_rows rows of k
  * weights, row_bytes each; Y rows ldy floats apart). Decode: the matvec
  * kernel; prefill: the batched int8 kernel over tiles of rows, or
- * dequantized tiles x SGEMM (float weights, --prefill-blas, all_float). */
+ * dequantized tiles x SGEMM (float weights, --prefill-blas, all_float);
+ * --act f32: kern_matmul_f32 for all of them. */
 static void project(struct engine_unit *eu, uint32_t type, const void *w,
 		    size_t row_bytes, int64_t n_rows, int64_t k, int32_t nb,
 		    float *y, int64_t ldy, bool force_float)
@@ -132,6 +133,12 @@ static void project(struct engine_unit *eu, uint32_t type, const void *w,
 	if (n_rows <= 0)
 		return;
 	eu->c.weight_bytes += (uint64_t)n_rows * row_bytes;
+	if (eu->e->cfg.act_f32) { /* the check mode: float activations,
+				   * prefill and decode, every type */
+		kern_matmul_f32(type, w, row_bytes, eu->xn, k, y, ldy, k, 0,
+				n_rows, nb);
+		return;
+	}
 	if (!force_float && (nb == 1 || !eu->e->cfg.prefill_blas))
 		act = unit_act(eu, type, k, nb);
 	if (nb == 1 && !force_float) {

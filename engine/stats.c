@@ -249,9 +249,9 @@ void stats_print_table(FILE *f, const struct run_stats *r)
 	fprintf(f, "\n--- strata stats (measured in this run) ---\n");
 	fprintf(f, "model           %s (%s, %.1f MiB of weights)\n", r->model_name,
 		r->ftype, (double)r->weight_bytes / (1 << 20));
-	fprintf(f, "tier            %s (weights), %s (KV)   kernels %s   "
+	fprintf(f, "tier            %s (weights), %s (KV)   kernels %s%s   "
 		"threads %d   ctx %d\n", r->tier, r->kv_tier, r->isa,
-		r->n_threads, r->n_ctx);
+		r->act_f32 ? " (--act f32)" : "", r->n_threads, r->n_ctx);
 	fprintf(f, "load            %8.3f s\n", r->load_s);
 	fprintf(f, "prefill         %8lld tokens  %8.3f s  %8.2f tok/s\n",
 		(long long)r->prefill_tokens, r->prefill_s,
@@ -409,6 +409,7 @@ int stats_write_json(const char *path, const struct run_stats *r)
 		"\"tok_per_s\":%.4f,\"median_step_ms\":%.4f}",
 		(long long)r->decode_tokens, r->decode_s,
 		per_s((double)r->decode_tokens, r->decode_s), r->median_step_ms);
+	fprintf(f, ",\"act\":\"%s\"", r->act_f32 ? "f32" : "q8");
 	fprintf(f, ",\"direct_io\":%s,\"tiers\":{", r->direct ? "true" : "false");
 	int first = 1;
 	bool kv_flash = r->kv_tier && !strcmp(r->kv_tier, "flash");

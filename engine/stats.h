@@ -38,6 +38,7 @@ struct run_stats {
 	uint64_t kv_write_bytes_per_token; /* K+V rows of one position, all
 					    * layers: what flash takes per token */
 	bool direct;             /* O_DIRECT (false: --no-direct) */
+	bool act_f32;            /* --act f32: float activations */
 	uint64_t weight_bytes;
 	uint64_t dram_budget;    /* --dram-budget, UINT64_MAX: none */
 	uint64_t resident_bytes; /* weights kept in DRAM under the budget */

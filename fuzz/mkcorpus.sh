@@ -26,6 +26,19 @@ seed fuzz_gguf <"$tmp/vocab.gguf"
 tests/gguf_patch.py "$tmp/tiny.gguf" "$tmp/lie.gguf" llama.block_count 3
 seed fuzz_gguf <"$tmp/lie.gguf"
 
+# header: SmolLM2-135M-Instruct's header (all metadata keys, all 273
+# tensor infos, the vocabulary arrays cut short; no weights) from the
+# model in the cache, which make test fetches; a copy with 16 vocabulary
+# entries, one whose metadata lies about the head count
+smollm2=${STRATA_MODEL:-${STRATA_CACHE:-$HOME/.cache/strata}/SmolLM2-135M-Instruct.Q4_1.gguf}
+[[ -f $smollm2 ]] || { echo "mkcorpus: $smollm2 missing (make models)" >&2; exit 1; }
+fuzz/mkheader.py "$smollm2" "$tmp/h.gguf"
+seed fuzz_header <"$tmp/h.gguf"
+fuzz/mkheader.py "$smollm2" "$tmp/h16.gguf" 16
+seed fuzz_header <"$tmp/h16.gguf"
+tests/gguf_patch.py "$tmp/h.gguf" "$tmp/hlie.gguf" llama.attention.head_count 6
+seed fuzz_header <"$tmp/hlie.gguf"
+
 # tokenizer: byte 0 = vocabulary (bit 0: Llama SPM), encode (bit 1),
 # parse_special (bit 2); else ids
 for b in 2 3 6 7; do
@@ -51,7 +64,8 @@ for line in "-m x.gguf -p hi -n 4 --temp 0" \
 	"-m x.gguf --tier flash --dram-budget 512M --prefetch 2 -p a" \
 	"-m x.gguf --kv-tier flash --flash-dir /tmp --kv-block 16 -f p.txt" \
 	"-m x.gguf -c 4096 -t 2 --nmu off --top-p 0.9 --min-p 0.05 -s 7" \
-	"-m x.gguf --dram-budget 1.5G --tier flash -p x" "--help"; do
+	"-m x.gguf --dram-budget 1.5G --tier flash -p x" \
+	"-m x.gguf --act f32 --chips 2 --tp allreduce -p x" "--help"; do
 	printf '%s\0' $line | seed fuzz_flags
 done
 du -sh fuzz/corpus/* >&2

@@ -209,6 +209,53 @@ kern_quantize_act_fn kern_quantize_act(uint32_t act_type)
 	return kern_quantize_act_isa(kern_isa_active(), act_type);
 }
 
+/* ---- float activations (--act f32) ---------------------------------------- */
+
+/* tokens whose partial sums are kept at once: the row's chunk is
+ * dequantized once for each group of them */
+#define F32_TOK_GROUP 8
+
+int kern_matmul_f32_isa(enum kern_isa isa, uint32_t type, const void *w,
+			size_t row_bytes, const float *x, int64_t ldx, float *y,
+			int64_t ldy, int64_t n, int64_t r0, int64_t r1,
+			int64_t n_tok)
+{
+	const struct kern_table *t = kern_table_of(isa);
+	const struct kern_ops *ops = kern_ops_isa(isa, type);
+	const struct kern_type_info *ti = kern_type_info(type);
+	float buf[KERN_F32_CHUNK] __attribute__((aligned(64)));
+
+	if (!t || !ops || !t->dot_f32 || n % ti->blck)
+		return -EINVAL;
+	_Static_assert(KERN_F32_CHUNK % QK_K == 0 && KERN_F32_CHUNK % QK8_0 == 0,
+		       "a chunk is whole blocks of every type");
+	for (int64_t r = r0; r < r1; r++) {
+		const char *row = (const char *)w + r * row_bytes;
+		for (int64_t t0 = 0; t0 < n_tok; t0 += F32_TOK_GROUP) {
+			int64_t g = n_tok - t0 < F32_TOK_GROUP ? n_tok - t0 : F32_TOK_GROUP;
+			double acc[F32_TOK_GROUP] = { 0 };
+			for (int64_t c = 0; c < n; c += KERN_F32_CHUNK) {
+				int64_t len = n - c < KERN_F32_CHUNK ? n - c : KERN_F32_CHUNK;
+				ops->dequant(row + c / ti->blck * (int64_t)ti->type_size,
+					     buf, len);
+				for (int64_t j = 0; j < g; j++)
+					acc[j] += t->dot_f32(buf, x + (t0 + j) * ldx + c, len);
+			}
+			for (int64_t j = 0; j < g; j++)
+				y[(t0 + j) * ldy + r] = (float)acc[j];
+		}
+	}
+	return 0;
+}
+
+int kern_matmul_f32(uint32_t type, const void *w, size_t row_bytes,
+		    const float *x, int64_t ldx, float *y, int64_t ldy,
+		    int64_t n, int64_t r0, int64_t r1, int64_t n_tok)
+{
+	return kern_matmul_f32_isa(kern_isa_active(), type, w, row_bytes, x, ldx,
+				   y, ldy, n, r0, r1, n_tok);
+}
+
 /* ---- reference quantizers ----------------------------------------------- */
 
 int kern_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)

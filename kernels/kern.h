@@ -96,6 +96,29 @@ const struct kern_ops *kern_ops_isa(enum kern_isa isa, uint32_t type);
 /* Ops for the active ISA */
 const struct kern_ops *kern_ops(uint32_t type);
 
+/*
+ * Float-activation product, the `--act f32` check path: for t < n_tok and
+ * r in [r0, r1)
+ *   y[t * ldy + r] = sum_i dequant(row r of w)[i] * x[t * ldx + i]
+ * with x never rounded to 8 bits. Each row is dequantized KERN_F32_CHUNK
+ * elements at a time (the ISA's dequant, into a stack buffer), each chunk
+ * dotted with the ISA's float dot, chunk sums added in double. A row's
+ * result depends only on its bytes and x - not on r0, r1, n_tok or other
+ * rows - so every split of rows over units or chips gives the same bits
+ * and a batch gives what n_tok single calls give. n a multiple of the
+ * type's block size; w, x, y any alignment. Returns 0, or -EINVAL if the
+ * type has no kernels for the ISA (see kern_ops_isa). Thread-safe after
+ * kern_init; no allocation.
+ */
+#define KERN_F32_CHUNK 256
+int kern_matmul_f32_isa(enum kern_isa isa, uint32_t type, const void *w,
+			size_t row_bytes, const float *x, int64_t ldx, float *y,
+			int64_t ldy, int64_t n, int64_t r0, int64_t r1,
+			int64_t n_tok);
+int kern_matmul_f32(uint32_t type, const void *w, size_t row_bytes,
+		    const float *x, int64_t ldx, float *y, int64_t ldy,
+		    int64_t n, int64_t r0, int64_t r1, int64_t n_tok);
+
 /* Activation quantizer for act type KT_Q8_A or KT_Q8_K (for KT_F32 the
  * activation is the float vector itself), or NULL for any other type and
  * in the cases kern_ops_isa() gives NULL. */

@@ -820,8 +820,33 @@ static void quantize_q8_a(const float *x, void *dst, int64_t n)
 	}
 }
 
+/* kern_dot_f32_fn: four ymm accumulators, a scalar tail, one reduction */
+static double dot_f32(const float *a, const float *b, int64_t n)
+{
+	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+	int64_t i = 0;
+	float tail = 0;
+
+	for (; i + 32 <= n; i += 32) {
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+		s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8),
+				     _mm256_loadu_ps(b + i + 8), s1);
+		s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16),
+				     _mm256_loadu_ps(b + i + 16), s2);
+		s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24),
+				     _mm256_loadu_ps(b + i + 24), s3);
+	}
+	for (; i + 8 <= n; i += 8)
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+	for (; i < n; i++)
+		tail += a[i] * b[i];
+	return hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3))) +
+	       tail;
+}
+
 void kern_fill_avx2(struct kern_table *t)
 {
+	t->dot_f32 = dot_f32;
 	t->ops[KT_F32].matvec = matvec_f32;
 	t->ops[KT_F16] = (struct kern_ops){ .dequant = dequant_f16,
 					     .matvec = matvec_f16 };

@@ -10,9 +10,15 @@
 
 #include "kern.h"
 
+/* sum a[i] * b[i] over n floats (any n >= 0, any alignment): the float
+ * dot behind kern_matmul_f32 (ISA versions: float lanes, summed at the
+ * end; the reference: in double, products exact) */
+typedef double (*kern_dot_f32_fn)(const float *a, const float *b, int64_t n);
+
 struct kern_table {
 	struct kern_ops ops[KT_COUNT];              /* by weight type */
 	kern_quantize_act_fn quantize_act[KT_COUNT]; /* by act type */
+	kern_dot_f32_fn dot_f32;
 };
 
 /* kern_ref.c: the specification (32-element formats, float types);

@@ -460,8 +460,20 @@ int kern_quantize_row_ref(uint32_t type, const float *src, void *dst,
 	}
 }
 
+/* the specification of kern_dot_f32_fn: float products are exact in
+ * double, so this is the dot to within n double roundings */
+static double dot_f32(const float *a, const float *b, int64_t n)
+{
+	double s = 0;
+
+	for (int64_t i = 0; i < n; i++)
+		s += (double)a[i] * b[i];
+	return s;
+}
+
 void kern_fill_ref(struct kern_table *t)
 {
+	t->dot_f32 = dot_f32;
 	t->ops[KT_F32] = (struct kern_ops){ .dequant = dequant_f32,
 					     .matvec = matvec_f32 };
 	t->ops[KT_F16] = (struct kern_ops){ .dequant = dequant_f16,

@@ -35,8 +35,21 @@ Why tolerances and not bit equality - calibrated, not guessed:
     What the band catches: RoPE base 1e4 instead of 1e5 gives RMS 1.2, the
     NeoX (split-half) RoPE layout RMS 6.7.  What it cannot: errors below
     the rounding noise (an RMS-norm eps of 1e-6 instead of 1e-5 moves logits
-    by 0.01; zeroing 32 rows of one V projection, RMS 0.33) - a float-
-    activation mode in the engine would be needed for that.
+    by 0.003-0.02; zeroing 32 rows of one V projection, RMS 0.11-0.56, so
+    inside the band on most prompts) - hence the float-activation check:
+  * `--act f32` (every product with float activations, kern_matmul_f32) is
+    compared with the same float64 reference at TOL_F32_MAX / TOL_F32_RMS,
+    five orders of magnitude below the 8-bit band.  Measured on the 9
+    prompts (2026-12-07, Xeon model 167, AVX-512 kernels): max 1.3e-5 ..
+    5.0e-5, RMS 2e-6 .. 7e-6 per prompt and phase; the bounds are 10x / 7x
+    the worst of those.  Its greedy tokens must be the reference's on every
+    prompt (a divergence is allowed only where the reference's lead is
+    below TOL_F32_TIE).  Then the two bugs above are injected into copies of
+    the model (tests/gguf_patch.py: the eps metadata patched to 1e-6; rows
+    0-31 of blk.5.attn_v.weight zeroed) and the same comparison, against
+    the reference of the unpatched model, must FAIL on every prompt: the
+    eps bug measured max 0.0032 .. 0.022, RMS 5.8e-4 .. 4.8e-3 (6x / 12x
+    above the bounds at its smallest), the V rows max 0.8 .. 4.9.
   * Greedy tokens: a 4-bit 135M model often has two candidates within 0.05
     logit of each other; there the 8-bit rounding, not correctness, picks the
     token.  So: prompts marked strict in the fixture (chosen because every
@@ -74,6 +87,14 @@ TOL_TIE = 1.0           # a divergence is a near-tie if the other side's
 #                         choice led by at most this (emulated gap shifts
 #                         <= 1.0)
 TOL_PPL = 0.01          # relative
+# --act f32 against the float64 reference (calibration in the docstring)
+TOL_F32_MAX = 5e-4      # max |d logit|, prompt or decode positions
+TOL_F32_RMS = 5e-5      # RMS d logit
+TOL_F32_TIE = 1e-3      # a divergence from the reference's greedy path is
+#                         allowed only where it led by at most this
+# the injected bugs --act f32 must detect (what the band above cannot)
+BUG_EPS = 1e-6                       # the model's RMS-norm eps is 1e-5
+BUG_V = ("blk.5.attn_v.weight", 0, 32)  # tensor, first row, rows zeroed
 
 
 def skip(why):
@@ -111,6 +132,40 @@ def first_divergence(ours, theirs):
         if a != b:
             return i
     return None
+
+
+def logit_gap(np, L, R, n_p):
+    """(prompt max, prompt RMS, decode max, decode RMS) of |L - R|."""
+    d = np.abs(L - R)
+    return (float(d[:n_p].max()), float(np.sqrt(np.mean(d[:n_p] ** 2))),
+            float(d[n_p:].max()), float(np.sqrt(np.mean(d[n_p:] ** 2))))
+
+
+def run_f32(np, decode, ref, model, text, n_pred, threads, tmp, name):
+    """./decode --act f32 on text, teacher-forced reference of the
+    reference's model on its tokens: (P, G, L, R)."""
+    sj = os.path.join(tmp, name + ".f32.json")
+    lg = os.path.join(tmp, name + ".f32.bin")
+    run_decode(decode, ["-m", model, "-p", text, "-n", str(n_pred), "--temp",
+                        "0", "--ignore-eos", "-t", threads, "--act", "f32",
+                        "--stats-json", sj, "--dump-logits", lg],
+               name + " --act f32")
+    st = json.load(open(sj))
+    P, G = st["tokens"]["prompt"], st["tokens"]["generated"]
+    if st.get("act") != "f32":
+        raise RuntimeError(f"{name} --act f32: --stats-json says act "
+                           f"{st.get('act')!r}")
+    if len(G) != n_pred:
+        raise RuntimeError(f"{name} --act f32: {len(G)} tokens, not {n_pred}")
+    n_rows = len(P) + n_pred - 1
+    L = np.fromfile(lg, dtype="<f4").reshape(-1, ref.n_vocab)[:n_rows]
+    os.unlink(lg)
+    return P, G, L.astype(np.float64), ref.score(P, G).astype(np.float64)
+
+
+def f32_within(gap):
+    return (gap[0] <= TOL_F32_MAX and gap[1] <= TOL_F32_RMS and
+            gap[2] <= TOL_F32_MAX and gap[3] <= TOL_F32_RMS)
 
 
 def main():
@@ -154,6 +209,7 @@ def main():
           f"{fx['llama_cpp']['version']}")
     n_pred = fx["greedy"]["n_predict"]
     rows = []
+    f32_rows = []
     dram_runs = []
     tmp = tempfile.mkdtemp(prefix="strata-ref-")
     try:
@@ -175,6 +231,8 @@ def main():
                 "--ignore-eos", "-t", threads, "--stats-json", sj,
                 "--dump-logits", lg], name)
             st = json.load(open(sj))
+            check(st.get("act") == "q8", f"{name}: --stats-json act is "
+                  f"{st.get('act')!r}, not the default q8")
             P = st["tokens"]["prompt"]
             G = st["tokens"]["generated"]
             if strict:
@@ -263,6 +321,29 @@ def main():
                     check(gap <= TOL_TIE, f"{name}: divergence from "
                           f"llama.cpp at token {j} is not a near-tie for the "
                           f"reference either (gap {gap:.3f})")
+            # -- --act f32: float activations, far below the band --------
+            P32, G32, L32, R32 = run_f32(np, decode, ref, model, text, n_pred,
+                                         threads, tmp, name)
+            gap = logit_gap(np, L32, R32, len(P32))
+            check(P32 == P, f"{name}: --act f32 prompt ids differ")
+            check(f32_within(gap), f"{name}: --act f32 logits differ from "
+                  f"the reference by max {gap[0]:.2e}/{gap[2]:.2e}, RMS "
+                  f"{gap[1]:.2e}/{gap[3]:.2e} (prompt/decode) > "
+                  f"{TOL_F32_MAX:g} / {TOL_F32_RMS:g}")
+            X32 = R32[len(P32) - 1:].copy()
+            X32[:, eog] = -np.inf
+            lead32 = X32.max(axis=1) - X32[np.arange(n_pred), G32]
+            k32 = next((i for i in range(n_pred)
+                        if X32[i].argmax() != G32[i]), None)
+            if k32 is not None:
+                print(f"  --act f32 vs reference: first divergence at token "
+                      f"{k32}, reference lead {lead32[k32]:.2e}")
+                check(lead32.max() <= TOL_F32_TIE, f"{name}: --act f32 "
+                      f"parts from the reference's greedy path (lead "
+                      f"{lead32.max():.2e} > {TOL_F32_TIE:g})")
+            f32_rows.append((name, f"{n_pred if k32 is None else k32}/{n_pred}",
+                             f"{gap[0]:.1e}/{gap[1]:.1e}",
+                             f"{gap[2]:.1e}/{gap[3]:.1e}"))
             rows.append((name, "yes" if strict else "no",
                          "ok" if tok_ok else "DIFF", len(P),
                          f"{same_ref}/{n_pred}",
@@ -270,6 +351,40 @@ def main():
                          f"{pre_max:.2f}/{pre_rms:.2f}",
                          f"{dec_max:.2f}/{dec_rms:.2f}"))
             print(f"  out: {text_out[:70]!r}")
+
+        # -- injected bugs: --act f32 must see what the band cannot --------
+        patch = os.path.join(HERE, "gguf_patch.py")
+        bugs = [("eps 1e-6", [patch, model, None,
+                              "llama.attention.layer_norm_rms_epsilon",
+                              str(BUG_EPS)]),
+                (f"{BUG_V[0]} rows {BUG_V[1]}..{BUG_V[1] + BUG_V[2] - 1} "
+                 "zeroed", [patch, "--zero-rows", model, None, BUG_V[0],
+                            str(BUG_V[1]), str(BUG_V[2])])]
+        print(f"[injected bugs] --act f32 vs the reference of the unpatched "
+              f"model must fail on each of {len(fx['prompts'])} prompts")
+        for label, cmd in bugs:
+            bad = os.path.join(tmp, "bug.gguf")
+            cmd[cmd.index(None)] = bad
+            p = subprocess.run([sys.executable] + cmd, capture_output=True,
+                               text=True)
+            if not check(p.returncode == 0, f"gguf_patch.py for {label}: "
+                         f"{p.stderr.strip()}"):
+                continue
+            caught, least = 0, None
+            for pr in fx["prompts"]:
+                P, G, L, R = run_f32(np, decode, ref, bad, pr["text"], n_pred,
+                                     threads, tmp, "bug")
+                gap = logit_gap(np, L, R, len(P))
+                caught += not f32_within(gap)
+                worst = max(gap[0] / TOL_F32_MAX, gap[1] / TOL_F32_RMS,
+                            gap[2] / TOL_F32_MAX, gap[3] / TOL_F32_RMS)
+                least = worst if least is None else min(least, worst)
+                check(not f32_within(gap), f"{label}: not detected on "
+                      f"{pr['name']} (max {max(gap[0], gap[2]):.2e}, RMS "
+                      f"{max(gap[1], gap[3]):.2e})")
+            os.unlink(bad)
+            print(f"  {label:34s} detected on {caught}/{len(fx['prompts'])}"
+                  f" prompts (smallest excess {least:.1f}x the bound)")
 
         # -- same tokens wherever weights and KV cache live ------------------
         # SmolLM2 holds 92 MiB of weights: budgets of none, a quarter, all
@@ -363,6 +478,14 @@ def main():
     print(f"(=ref / =llama: leading generated tokens identical; max/rms: "
           f"|logit - float64 reference| at prompt / decode positions, "
           f"tolerance {TOL_MAX} / {TOL_RMS})")
+    print()
+    hdr = ("prompt", "=ref", "prompt max/rms", "decode max/rms")
+    w = [max(len(str(r[i])) for r in f32_rows + [hdr]) for i in range(4)]
+    print("  ".join(h.ljust(w[i]) for i, h in enumerate(hdr)) + "  (--act f32)")
+    for r in f32_rows:
+        print("  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)))
+    print(f"(--act f32 against the float64 reference, tolerance "
+          f"{TOL_F32_MAX:g} / {TOL_F32_RMS:g})")
     if fails:
         print(f"ref_check: FAIL ({len(fails)}):")
         for f in fails:

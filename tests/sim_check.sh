@@ -48,6 +48,7 @@ refused 2 "--tier: unknown tier 'disk'" --profile $prof "${S[@]}" --tier disk
 refused 2 "--chips: '0' is not an integer" --profile $prof "${S[@]}" --chips 0
 refused 2 "unknown option '--bogus'" --profile $prof "${S[@]}" --bogus
 refused 2 "not predicted" --profile $prof "${S[@]}" --perplexity x.txt
+refused 2 "--act f32 (the check mode) is not predicted" --profile $prof "${S[@]}" --act f32
 refused 1 "$tmp/none.json: No such file" --profile "$tmp/none.json" "${S[@]}"
 echo '{"machine": {}, "dram": {"read_gbps_by_threads": {"1": 5}}}' >"$tmp/bad.json"
 refused 1 "$tmp/bad.json: barrier: missing" --profile "$tmp/bad.json" "${S[@]}"

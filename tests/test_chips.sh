@@ -100,6 +100,51 @@ else
 	not_ok "--perplexity differs at 3 chips: $(cat "$tmp/p1") vs $(cat "$tmp/p3")"
 fi
 
+# --act f32 (float activations, kern_matmul_f32): a row's result depends
+# only on its bytes and the input, so every split of rows over units and
+# chips gives one chip's bits; --tp allreduce sums column slices, so it is
+# deterministic (same bits twice) and within ref_check.py's --act f32
+# bound (5e-4) of one chip; and the mode changes the logits at all
+f=(-p "The capital of France is" -n 12 --temp 0 --act f32)
+"$bin" "${m[@]}" "${f[@]}" -t 1 --dump-logits "$tmp/f32.bin" \
+	>"$tmp/f32.txt" 2>"$tmp/err" || not_ok "--act f32 reference run failed"
+if cmp -s "$tmp/ref.bin" "$tmp/f32.bin"; then
+	not_ok "--act f32 gives the --act q8 logits bit for bit"
+else
+	ok "--act f32 logits differ from --act q8's"
+fi
+for a in "-t 2" "--chips 2" "--chips 3" "--chips 2 -t 2" "--nmu off -t 2" \
+	"--chips 2 --tier flash --dram-budget 40M" "--chips 3 -b 3"; do
+	args=($a)
+	if "$bin" "${m[@]}" "${f[@]}" "${args[@]}" --dump-logits "$tmp/l.bin" \
+		>"$tmp/out.txt" 2>"$tmp/err" && cmp -s "$tmp/f32.bin" "$tmp/l.bin" &&
+		cmp -s "$tmp/f32.txt" "$tmp/out.txt"; then
+		ok "--act f32 $a: logits bit-identical to one chip, one unit"
+	else
+		not_ok "--act f32 $a: logits differ from one chip, one unit"
+	fi
+done
+for i in 1 2; do
+	"$bin" "${m[@]}" "${f[@]}" --chips 2 --tp allreduce \
+		--dump-logits "$tmp/ar$i.bin" >/dev/null 2>"$tmp/err" ||
+		not_ok "--act f32 --chips 2 --tp allreduce run $i failed"
+done
+if cmp -s "$tmp/ar1.bin" "$tmp/ar2.bin" && python3 - "$tmp" <<'PY'
+import sys
+import numpy as np
+t = sys.argv[1]
+a = np.fromfile(t + "/f32.bin", dtype=np.float32)
+b = np.fromfile(t + "/ar1.bin", dtype=np.float32)
+d = float(np.abs(a - b).max()) if a.size == b.size else float("inf")
+print(f"# --act f32 allreduce vs one chip: max |d logit| {d:.2e}")
+sys.exit(0 if d <= 5e-4 else 1)
+PY
+then
+	ok "--act f32 --chips 2 --tp allreduce: same bits twice, within 5e-4 of one chip"
+else
+	not_ok "--act f32 --chips 2 --tp allreduce: not deterministic or off one chip"
+fi
+
 # --tp allreduce (Megatron: Wo and ffn_down by input columns, partial
 # sums all-reduced): the same greedy tokens as one chip on the strict
 # prompts of the llama.cpp fixture (every top-2 gap >= 0.1 on their path),

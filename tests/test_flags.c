@@ -79,6 +79,7 @@ static void check_defaults(const struct decode_options *o)
 	assert_int_equal(o->n_threads, 0);
 	assert_int_equal(o->n_nmus, 0);
 	assert_int_equal(o->nmu_on, 1);
+	assert_int_equal(o->act_f32, 0);
 	assert_true(o->samp.temp == 0.8f);
 	assert_int_equal(o->samp.top_k, 40);
 	assert_true(o->samp.top_p == 0.95f);
@@ -269,6 +270,22 @@ static void test_nmu_flags(void **state)
 	assert_int_equal(o.nmu_on, 1);
 	refused("-t 2 and --nmus 3 disagree (they are the same setting)",
 		"-m", "m", "-t", "2", "--nmus", "3", NULL);
+}
+
+/* --act f32 is the float-activation check mode, q8 the default */
+static void test_act_flag(void **state)
+{
+	struct decode_options o;
+	char err[256];
+
+	assert_int_equal(parse(&o, err, sizeof(err), "-m", "m", "--act", "f32",
+			       NULL), 0);
+	assert_int_equal(o.act_f32, 1);
+	assert_int_equal(parse(&o, err, sizeof(err), "-m", "m", "--act=q8",
+			       NULL), 0);
+	assert_int_equal(o.act_f32, 0);
+	refused("--act: unknown activation format 'f16' (q8, f32)",
+		"-m", "m", "--act", "f16", NULL);
 }
 
 static void test_bad_usage(void **state)
@@ -652,6 +669,7 @@ int main(void)
 		cmocka_unit_test(test_cross_checks),
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_nmu_flags),
+		cmocka_unit_test(test_act_flag),
 		cmocka_unit_test(test_usage),
 		cmocka_unit_test(test_parse_twice),
 		cmocka_unit_test(test_ext),

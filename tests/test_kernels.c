@@ -7,7 +7,9 @@
  * a double-precision dot of its own dequantized values. Every ISA this CPU
  * runs is then compared with the reference, type by type from one table,
  * over odd lengths, odd row counts, sub-ranges, misaligned buffers and
- * random data with extreme scales. An ISA the CPU lacks is skipped with a
+ * random data with extreme scales; the float-activation products
+ * (kern_matmul_f32) of every ISA against a double dot of the reference's
+ * dequantized values. An ISA the CPU lacks is skipped with a
  * printed reason. A weight type without kernels fails
  * test_weight_types_complete and is skipped (with a message) elsewhere.
  */
@@ -1480,6 +1482,164 @@ static void test_isa_matmul_q32(void **state)
 	}
 }
 
+/* ---- float activations (kern_matmul_f32, --act f32), every type -------- */
+
+#define F32_NROWS 13
+#define F32_LDX_PAD 3 /* activations lie n + 3 floats apart */
+static const int64_t f32_toks[] = { 1, 3, 9 }; /* 9: past a group of 8 */
+
+/*
+ * One type, ISA, length and misalignment: kern_matmul_f32_isa against a
+ * double dot of the reference dequantization (the specification, pinned
+ * by the known-answer tests above) with float activations that are never
+ * rounded. Weights are misaligned by mis bytes, activations and y by one
+ * float; rows outside [r0, r1) and tokens past n_tok are left alone; a
+ * sub-range and a batch give the bits of the whole range and of single
+ * tokens (the contract that makes any split of rows give the same
+ * logits). Returns the worst error as a fraction of sum |w x|.
+ */
+static double check_matmul_f32(const struct type_case *tc, int isa,
+			       int64_t n, int mis, double tol)
+{
+	const struct kern_type_info *ti = kern_type_info(tc->type);
+	const struct kern_ops *ref = kern_ops_isa(KERN_ISA_REF, tc->type);
+	const int64_t ldx = n + F32_LDX_PAD, ldy = F32_NROWS + 2, maxt = 9;
+	size_t rb = (size_t)kern_row_bytes(tc->type, n);
+	uint8_t *wbuf = xmalloc(rb * F32_NROWS + 8), *w = wbuf + mis;
+	float *xbuf = xmalloc(sizeof(float) * (size_t)(ldx * maxt + 1));
+	float *x = xbuf + 1;
+	float *ybuf = xmalloc(sizeof(float) * (size_t)(ldy * maxt + 1));
+	float *y = ybuf + 1, *yall = xmalloc(sizeof(float) * (size_t)(ldy * maxt));
+	float *d0 = xmalloc((size_t)n * sizeof(float));
+	double *yref = xmalloc(sizeof(double) * F32_NROWS * (size_t)maxt);
+	double *mag = xmalloc(sizeof(double) * F32_NROWS * (size_t)maxt);
+	const float untouched = -1.2345e30f;
+	double worst = 0;
+
+	for (int r = 0; r < F32_NROWS; r++)
+		fill_row(tc, w + r * rb, n, r % 2);
+	for (int64_t t = 0; t < maxt; t++)
+		fill_random(x + t * ldx, n, 1);
+	for (int r = 0; r < F32_NROWS; r++) {
+		ref->dequant(w + r * rb, d0, n);
+		for (int64_t t = 0; t < maxt; t++) {
+			double s = 0, m = 0;
+
+			for (int64_t i = 0; i < n; i++) {
+				s += (double)d0[i] * x[t * ldx + i];
+				m += fabs((double)d0[i] * x[t * ldx + i]);
+			}
+			yref[t * F32_NROWS + r] = s;
+			mag[t * F32_NROWS + r] = m;
+		}
+	}
+	/* the whole range with every token: the bits the others must give */
+	assert_int_equal(kern_matmul_f32_isa(isa, tc->type, w, rb, x, ldx, yall,
+					     ldy, n, 0, F32_NROWS, maxt), 0);
+	for (size_t k = 0; k < sizeof(f32_toks) / sizeof(f32_toks[0]); k++) {
+		int64_t nt = f32_toks[k];
+
+		for (size_t g = 0; g < sizeof(ranges) / sizeof(ranges[0]); g++) {
+			int64_t r0 = ranges[g][0], r1 = ranges[g][1];
+
+			for (int64_t i = 0; i < ldy * maxt; i++)
+				y[i] = untouched;
+			assert_int_equal(kern_matmul_f32_isa(isa, tc->type, w, rb, x,
+							     ldx, y, ldy, n, r0, r1,
+							     nt), 0);
+			for (int64_t t = 0; t < maxt; t++) {
+				for (int64_t r = 0; r < ldy; r++) {
+					float v = y[t * ldy + r];
+					double err;
+
+					if (t >= nt || r < r0 || r >= r1) {
+						if (v != untouched)
+							fail_msg("%s %s f32: [%lld, %lld) x %lld wrote y[%lld][%lld]",
+								 ti->name, kern_isa_name(isa),
+								 (long long)r0, (long long)r1,
+								 (long long)nt, (long long)t,
+								 (long long)r);
+						continue;
+					}
+					if (memcmp(&v, &yall[t * ldy + r], sizeof(v)))
+						fail_msg("%s %s f32 n=%lld: rows [%lld, %lld) x %lld tokens: y[%lld][%lld] = %.9g, whole range %.9g",
+							 ti->name, kern_isa_name(isa), (long long)n,
+							 (long long)r0, (long long)r1, (long long)nt,
+							 (long long)t, (long long)r, v,
+							 yall[t * ldy + r]);
+					err = fabs((double)v - yref[t * F32_NROWS + r]);
+					if (!(err <= tol * mag[t * F32_NROWS + r] + FLT_MIN))
+						fail_msg("%s %s f32 n=%lld mis=%d y[%lld][%lld] = %.9g, double ref %.12g (sum|wx| %g, tol %g)",
+							 ti->name, kern_isa_name(isa), (long long)n,
+							 mis, (long long)t, (long long)r, v,
+							 yref[t * F32_NROWS + r],
+							 mag[t * F32_NROWS + r], tol);
+					if (mag[t * F32_NROWS + r] > 0)
+						worst = fmax(worst, err / mag[t * F32_NROWS + r]);
+				}
+			}
+		}
+	}
+	free(wbuf);
+	free(xbuf);
+	free(ybuf);
+	free(yall);
+	free(d0);
+	free(yref);
+	free(mag);
+	return worst;
+}
+
+/* Every weight type of one ISA. Tolerance: the reference (double sums of
+ * the same dequantized values) only rounds its result to float, at most
+ * 2^-24 of |y| <= sum |w x|; an ISA sums 256-element chunks in float
+ * lanes (and may dequantize with an fma): 1e-6, about 7x the worst seen
+ * (1.4e-7, f32 rows on AVX2 and AVX-512). */
+static void test_isa_matmul_f32(void **state)
+{
+	int isa = isa_or_skip(state);
+
+	rng_state = 11;
+	for (size_t c = 0; c < N_CASES; c++) {
+		const struct type_case *tc = &type_cases[c];
+		const struct kern_type_info *ti = kern_type_info(tc->type);
+		int fl = ti->blck == 1;
+		const int64_t *lens = fl ? float_lens : block_lens;
+		size_t n_lens = fl ? sizeof(float_lens) / sizeof(float_lens[0])
+				   : sizeof(block_lens) / sizeof(block_lens[0]);
+		double tol = isa == KERN_ISA_REF ? 1e-7 : 1e-6, worst = 0;
+
+		for (size_t l = 0; l < n_lens; l++) {
+			/* K-quant rows past 16 super-blocks add nothing new */
+			if (ti->blck == QK_K && lens[l] > 17)
+				continue;
+			for (size_t m = 0; m < sizeof(misaligns) / sizeof(misaligns[0]); m++)
+				worst = fmax(worst,
+					     check_matmul_f32(tc, isa, lens[l] * ti->blck,
+							      misaligns[m], tol));
+		}
+		printf("%-6s %-5s matmul_f32 max err %.3g of sum|wx| (tol %g)\n",
+		       kern_isa_name(isa), ti->name, worst, tol);
+	}
+}
+
+/* Refusals: a type without kernels, a length that is not whole blocks. */
+static void test_matmul_f32_refuses(void **state)
+{
+	float x[64] = { 0 }, y[2];
+	uint8_t w[256] = { 0 };
+
+	(void)state;
+	assert_int_equal(kern_matmul_f32(KT_Q2_K, w, 84, x, 0, y, 0, 256, 0, 1, 1),
+			 -EINVAL);
+	assert_int_equal(kern_matmul_f32(KT_Q8_A, w, 36, x, 0, y, 0, 32, 0, 1, 1),
+			 -EINVAL);
+	assert_int_equal(kern_matmul_f32(KT_Q4_0, w, 18, x, 0, y, 0, 31, 0, 1, 1),
+			 -EINVAL);
+	assert_int_equal(kern_matmul_f32(KT_Q4_0, w, 18, x, 0, y, 0, 32, 0, 1, 1), 0);
+	assert_true(y[0] == 0.0f);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -1518,6 +1678,10 @@ int main(void)
 		ISA_TEST(test_isa_matmul_k, KERN_ISA_AVX512),
 		ISA_TEST(test_isa_matmul_q32, KERN_ISA_AVX2),
 		ISA_TEST(test_isa_matmul_q32, KERN_ISA_AVX512),
+		ISA_TEST(test_isa_matmul_f32, KERN_ISA_REF),
+		ISA_TEST(test_isa_matmul_f32, KERN_ISA_AVX2),
+		ISA_TEST(test_isa_matmul_f32, KERN_ISA_AVX512),
+		cmocka_unit_test(test_matmul_f32_refuses),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);

@@ -11,7 +11,9 @@
 #
 # The last line on stdout is the directory holding llama-bench etc.; all
 # progress goes to stderr.  env: STRATA_CACHE (default ~/.cache/strata),
-# JOBS (default nproc).
+# JOBS (default nproc), LLAMA_ISA: native (default, -DGGML_NATIVE=ON, in
+# build/) or avx2 (AVX2/FMA/F16C and no AVX-512, the fair peer for
+# STRATA_KERNELS=avx2 on an AVX-512 machine, in build-avx2/).
 set -euo pipefail
 
 # the pinned sdist (version, sha256) and its fetch: shared with
@@ -26,7 +28,14 @@ TARGETS=(llama-bench llama-perplexity llama-tokenize llama-quantize
 cache=${STRATA_CACHE:-$HOME/.cache/strata}
 top=$cache/llama_cpp_python-$VERSION
 src=$top/vendor/llama.cpp
-bin=$src/build/bin
+case ${LLAMA_ISA:-native} in
+native) bdir=build isa_flags=(-DGGML_NATIVE=ON) ;;
+avx2) bdir=build-avx2 isa_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON
+	-DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF
+	-DGGML_AVX_VNNI=OFF) ;;
+*) echo "build-llamacpp: LLAMA_ISA=$LLAMA_ISA: native or avx2" >&2; exit 2 ;;
+esac
+bin=$src/$bdir/bin
 
 say() { echo "build-llamacpp: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -73,11 +82,11 @@ if [[ ! -f $src/CMakeLists.txt ]]; then
 fi
 
 # 3. configure and build only the tools we use
-say "configuring (Release, GGML_NATIVE=ON)"
-cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+say "configuring (Release, ${isa_flags[*]})"
+cmake -S "$src" -B "$src/$bdir" -DCMAKE_BUILD_TYPE=Release "${isa_flags[@]}" \
 	-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
 say "building ${TARGETS[*]} (this takes a while on 2 cores)"
-cmake --build "$src/build" -j "${JOBS:-$(nproc)}" --target "${TARGETS[@]}" >&2
+cmake --build "$src/$bdir" -j "${JOBS:-$(nproc)}" --target "${TARGETS[@]}" >&2
 built || die "build finished but some of ${TARGETS[*]} are missing in $bin"
 say "built: $bin"
 echo "$bin"

@@ -105,7 +105,7 @@ out=bench/results/vs-llamacpp-$stamp
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 ver=$("$bin/llama-bench" --version 2>&1 | head -n 1 || true)
 [[ -n $ver ]] || ver=$(strings "$bin/llama-bench" 2>/dev/null | grep -m1 -o 'build: [0-9a-f]*' || true)
-cmd="LB_REPS=$lb_reps DRAM_GBPS=$dram bench/vs-llamacpp.sh -r $rounds -t $threads ${types[*]}"
+cmd="${STRATA_KERNELS:+STRATA_KERNELS=$STRATA_KERNELS }${LLAMA_ISA:+LLAMA_ISA=$LLAMA_ISA }LB_REPS=$lb_reps DRAM_GBPS=$dram bench/vs-llamacpp.sh -r $rounds -t $threads ${types[*]}"
 
 RAW=$raw OUT=$out CPU=$cpu VER=${ver:-unknown} CMD=$cmd DRAM=$dram \
 	ROUNDS=$rounds THREADS=$threads DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" \
@@ -161,7 +161,9 @@ L.append(f"- date: {os.environ['DATE']}")
 L.append(f"- machine: {os.environ['CPU']}, {os.environ['THREADS']} threads")
 L.append(f"- llama.cpp: {os.environ['VER']} (vendor/llama.cpp of the "
          "llama-cpp-python 0.3.36 sdist, bench/build-llamacpp.sh: Release, "
-         "GGML_NATIVE=ON)")
+         f"LLAMA_ISA={os.environ.get('LLAMA_ISA') or 'native'})")
+L.append("- Strata kernels: STRATA_KERNELS="
+         f"{os.environ.get('STRATA_KERNELS') or '(unset: the widest the CPU has)'}")
 L.append(f"- command: `{os.environ['CMD']}`; {os.environ['ROUNDS']} rounds, "
          "engines alternated (order flipped each round), medians over all "
          "samples (ours: one run per round; llama-bench: LB_REPS "

@@ -469,7 +469,7 @@ static int chip_main(const struct decode_options *o, struct memtier_config fault
 	}
 	/* (MPI: this chip's own failure was printed by fabric_abort, which
 	 * ended the job; a verdict every chip reached, by chip 0) */
-	if (rc && !strcmp(fabric_backend_name(g_fab), "shm") &&
+	if (rc && !fabric_is_mpi(g_fab) &&
 	    getppid() != fabric_pid(g_fab, 0)) /* chip 0 has exited */
 		fprintf(stderr, "error: chip %d: %s\n", g_chip, err);
 	fabric_finish(g_fab, err, sizeof(err));
@@ -544,7 +544,6 @@ int main(int argc, char **argv)
 			fprintf(stderr, "error: %s\n", err);
 		return 1;
 	}
-	o.n_chips = fabric_chips(g_fab);
 	if (o.fabric == FABRIC_MPI && access(o.model, R_OK) != 0) {
 		snprintf(err, sizeof(err), "%s: %s", o.model, strerror(errno));
 		if (g_chip == 0)

@@ -124,6 +124,11 @@ const char *fabric_backend_name(const struct fabric *f)
 	return f && f->m ? "mpi" : "shm";
 }
 
+bool fabric_is_mpi(const struct fabric *f)
+{
+	return f && f->m;
+}
+
 const char *fabric_library(const struct fabric *f)
 {
 	return f && f->m ? fmpi_library(f->m) : "";
@@ -890,6 +895,19 @@ static int cma_wait(atomic_int *w)
 	return 2;
 }
 
+/* A wait's spin (both backends): cfg's, or 1 ms unless the chips on this
+ * host (n_here) x their units exceed its CPUs, where spinning on a shared
+ * core only delays the chip it waits for */
+static int64_t spin_of(const struct fabric_config *cfg, int n_here)
+{
+	long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int units = cfg->units_per_chip > 0 ? cfg->units_per_chip : 1;
+
+	if (cfg->spin_us >= 0)
+		return (int64_t)(cfg->spin_us * 1e3);
+	return (long)n_here * units > n_cpu ? 0 : 1000000;
+}
+
 static int mpi_start(struct fabric *f, const struct fabric_config *cfg,
 		     int *chip, char *err, size_t errlen)
 {
@@ -920,12 +938,7 @@ static int mpi_start(struct fabric *f, const struct fabric_config *cfg,
 		return -EINVAL;
 	}
 	f->n_chips = n;
-	long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
-	int units = cfg->units_per_chip > 0 ? cfg->units_per_chip : 1;
-	if (cfg->spin_us >= 0)
-		f->spin_ns = (int64_t)(cfg->spin_us * 1e3);
-	else
-		f->spin_ns = (long)f->n_local * units > n_cpu ? 0 : 1000000;
+	f->spin_ns = spin_of(cfg, f->n_local);
 	return 0;
 }
 
@@ -971,12 +984,7 @@ int fabric_start(struct fabric **out, const struct fabric_config *cfg, int *chip
 	size_t S = cfg->slot_bytes ? (cfg->slot_bytes + 63) / 64 * 64 : 1u << 20;
 	size_t off = (sizeof(struct fab_shm) + 4095) / 4096 * 4096;
 	f->map_bytes = off + (size_t)f->n_chips * 2 * S;
-	long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
-	int units = cfg->units_per_chip > 0 ? cfg->units_per_chip : 1;
-	if (cfg->spin_us >= 0)
-		f->spin_ns = (int64_t)(cfg->spin_us * 1e3);
-	else /* spinning on a shared core only delays the chip it waits for */
-		f->spin_ns = (long)f->n_chips * units > n_cpu ? 0 : 1000000;
+	f->spin_ns = spin_of(cfg, f->n_chips);
 	f->lat_ns = (int64_t)(cfg->latency_us * 1e3);
 	f->timeout_ns = (int64_t)((cfg->timeout_s > 0 ? cfg->timeout_s : 30) * 1e9);
 

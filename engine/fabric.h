@@ -132,8 +132,9 @@ int fabric_pid(const struct fabric *f, int chip);
 void fabric_local(const struct fabric *f, int *index, int *count);
 /* this chip's host name */
 const char *fabric_host(const struct fabric *f);
-/* "shm" or "mpi" */
+/* "shm" or "mpi"; whether it is MPI */
 const char *fabric_backend_name(const struct fabric *f);
+bool fabric_is_mpi(const struct fabric *f);
 /* the MPI library ("Open MPI v4.1.4"), or "" */
 const char *fabric_library(const struct fabric *f);
 

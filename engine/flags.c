@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "engine/plan.h"
+#include "engine/fabric.h"
 #include "models/util.h"
 
 /* offset and size of a field of struct decode_options, for a table row */
@@ -37,8 +38,8 @@ static const struct flags_choice tp_choices[] = {
 };
 
 static const struct flags_choice fabric_choices[] = {
-	{"shm", 0},
-	{"mpi", 1},
+	{"shm", FABRIC_SHM},
+	{"mpi", FABRIC_MPI},
 	{NULL, 0},
 };
 
@@ -92,7 +93,7 @@ static const struct flags_opt table[] = {
 		 "each projection (same logits as one chip); allreduce: "
 		 "Megatron's split, Wo and ffn_down by input columns, two "
 		 "all-reduces a layer (default {default})"},
-	{"fabric", 0, FLAGS_ENUM, FLAGS_FIELD(fabric), .def.i = 0,
+	{"fabric", 0, FLAGS_ENUM, FLAGS_FIELD(fabric), .def.i = FABRIC_SHM,
 	 .choices = fabric_choices, .noun = "fabric",
 	 .help = "shm: --chips processes on this host, joined by shared memory; "
 		 "mpi: the chips are the ranks of `mpirun -np N ./decode ...` "

@@ -476,7 +476,7 @@ static int chip_cpus(struct engine *e, int *units, char *err, size_t errlen)
 	 * affinity is less than the host's was bound by mpirun: those CPUs
 	 * are its own */
 	fabric_local(e->fab, &local, &n_local);
-	if (!strcmp(fabric_backend_name(e->fab), "mpi") &&
+	if (fabric_is_mpi(e->fab) &&
 	    m < sysconf(_SC_NPROCESSORS_ONLN))
 		local = 0, n_local = 1;
 	if (*units <= 0)
@@ -669,7 +669,7 @@ static int model_check(struct engine *e, const char *path, char *err,
 			 (unsigned long long)all[0].sum);
 	/* the others exit without a word (shm: marked, so that chip 0 does
 	 * not report their exit again; MPI: every rank ends cleanly) */
-	if (e->chip == 0 && !strcmp(fabric_backend_name(e->fab), "shm"))
+	if (e->chip == 0 && !fabric_is_mpi(e->fab))
 		fabric_abort(e->fab, -EINVAL, err);
 	return -EINVAL;
 }

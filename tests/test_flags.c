@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "engine/flags.h"
+#include "engine/fabric.h"
 
 #define MAX_ARGS 80
 
@@ -286,6 +287,21 @@ static void test_act_flag(void **state)
 	assert_int_equal(o.act_f32, 0);
 	refused("--act: unknown activation format 'f16' (q8, f32)",
 		"-m", "m", "--act", "f16", NULL);
+}
+
+/* --fabric shm (default) | mpi */
+static void test_fabric_flag(void **state)
+{
+	struct decode_options o;
+	char err[256];
+
+	assert_int_equal(parse(&o, err, sizeof(err), "-m", "m", NULL), 0);
+	assert_int_equal(o.fabric, FABRIC_SHM);
+	assert_int_equal(parse(&o, err, sizeof(err), "-m", "m", "--fabric",
+			       "mpi", NULL), 0);
+	assert_int_equal(o.fabric, FABRIC_MPI);
+	refused("--fabric: unknown fabric 'tcp' (shm, mpi)",
+		"-m", "m", "--fabric", "tcp", NULL);
 }
 
 static void test_bad_usage(void **state)
@@ -670,6 +686,7 @@ int main(void)
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_nmu_flags),
 		cmocka_unit_test(test_act_flag),
+		cmocka_unit_test(test_fabric_flag),
 		cmocka_unit_test(test_usage),
 		cmocka_unit_test(test_parse_twice),
 		cmocka_unit_test(test_ext),

@@ -12,6 +12,17 @@
  * between two barriers inside the OpenMP region, so fork and join are
  * not in it (bench/mvbench.c, shared with bench/probe).
  *
+ * -H measures the kernels' compute rate instead: the same shapes cut to
+ * the rows that fit HOT_BYTES (well inside L2), one copy read again and
+ * again, reported as GB/s of weights and GOP/s (2 rows cols / time), and
+ * the one-thread rate over the one-thread DRAM read: under about 1.5 the
+ * kernel, not memory, sets decode's speed.
+ *
+ * Both tables start with the DRAM read bandwidth measured in the same
+ * run (bench/mvbench.h: a streaming sum with the widest vector the CPU
+ * runs, capped by STRATA_KERNELS), 1 and 2 threads, so a GB/s figure can
+ * be read against it.
+ *
  * -M measures the batched product of prefill instead: n_tok (default 128)
  * activations times a 2048x2048, 2048x5632 and 5632x2048 matrix, swept in
  * row tiles over the threads as engine/forward.c does, once as a loop of
@@ -43,7 +54,11 @@ struct bench_opts {
 	int matmul;     /* -M: batched product instead of matvec */
 	int64_t n_tok;  /* tokens of a batched product */
 	int64_t mm_tile; /* rows per matmul call; 0: as engine/forward.c */
+	int hot;        /* -H: the matrix in L2, read again (compute rate) */
+	double dram_gbps[2]; /* DRAM read, 1 and 2 threads, this run */
 };
+
+#define HOT_BYTES (512 << 10) /* -H: a matrix at most this big */
 
 static const int64_t shapes[][2] = { { 2048, 5632 }, { 5632, 2048 } };
 static const int64_t mm_shapes[][2] = { { 2048, 2048 },
@@ -61,7 +76,7 @@ static double now_s(void)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kbench [-M [-T NTOK] [-R ROWS]] [-t TYPES] [-i ISAS] [-n ITERS]\n"
+		"usage: kbench [-H | -M [-T NTOK] [-R ROWS]] [-t TYPES] [-i ISAS] [-n ITERS]\n"
 		"              [-m MIB] [-h]\n"
 		"  matvec GB/s and us/call of each weight type and ISA, 1 and 2 threads,\n"
 		"  on 2048x5632 and 5632x2048 (rows x columns) random matrices\n"
@@ -70,6 +85,8 @@ static void usage(FILE *f)
 		"  -n ITERS  timed calls per figure, median reported (default 30; ref\n"
 		"            stops early after 0.25 s)\n"
 		"  -m MIB    arena the matrix copies rotate through (default 256, >> L3)\n"
+		"  -H        in L2: the matrix cut to <= 512 KiB, read again and again\n"
+		"            (the kernels' compute rate: GB/s, GOP/s, rate / DRAM read)\n"
 		"  -M        batched product (prefill): matmul vs a matvec loop per token\n"
 		"            on 2048x2048, 2048x5632, 5632x2048 (default ISAs avx2,avx512)\n"
 		"  -T NTOK   tokens of the batched product (default 128)\n"
@@ -84,9 +101,10 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 
 	*o = (struct bench_opts){ .iters = 30, .max_s = 0.25,
 				  .arena_bytes = 256u << 20, .n_tok = 128 };
-	while ((c = getopt(argc, argv, "t:i:n:m:MT:R:h")) != -1) {
+	while ((c = getopt(argc, argv, "t:i:n:m:MHT:R:h")) != -1) {
 		switch (c) {
 		case 'M': o->matmul = 1; break;
+		case 'H': o->hot = 1; break;
 		case 'T': o->n_tok = atol(optarg); break;
 		case 'R': o->mm_tile = atol(optarg); break;
 		case 't': list = optarg; break;
@@ -100,6 +118,11 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	if (o->iters < 1 || o->arena_bytes < (64u << 20) || o->n_tok < 1 ||
 	    o->mm_tile < 0) {
 		fprintf(stderr, "kbench: need -n >= 1, -m >= 64, -T >= 1, -R >= 0\n");
+		return -EINVAL;
+	}
+	if (o->hot && o->matmul) {
+		fprintf(stderr, "kbench: -H and -M are two different tables; "
+				"pick one\n");
 		return -EINVAL;
 	}
 	for (uint32_t t = 0; !list && t < KT_COUNT; t++)
@@ -139,11 +162,20 @@ static int bench_type(uint32_t type, uint8_t *arena, const struct bench_opts *o)
 	double us[KERN_ISA_COUNT][2][2] = { { { 0 } } };
 	size_t rb[2];
 
+	int64_t rows[2];
+
 	for (int s = 0; s < 2; s++) {
 		struct mvbench_mat m;
+		int64_t rbs = kern_row_bytes(type, shapes[s][1]);
+		/* -H: the rows that fit HOT_BYTES, a multiple of 8, one copy */
+		int64_t hr = rbs > 0 ? HOT_BYTES / rbs / 8 * 8 : 0;
 		float *y = malloc((size_t)shapes[s][0] * sizeof(float));
-		int rc = mvbench_fill(&m, arena, o->arena_bytes, type,
-				      shapes[s][0], shapes[s][1]);
+		int rc;
+
+		rows[s] = !o->hot ? shapes[s][0] : hr < 8 ? 8 : hr;
+		rc = mvbench_fill(&m, arena,
+				  o->hot ? (size_t)(rows[s] * rbs) : o->arena_bytes,
+				  type, rows[s], shapes[s][1]);
 
 		if (!y || rc) {
 			free(y);
@@ -182,10 +214,22 @@ static int bench_type(uint32_t type, uint8_t *arena, const struct bench_opts *o)
 		}
 		printf("%-5s %-6s", ti->name, kern_isa_name(isa));
 		for (int s = 0; s < 2; s++)
-			for (int th = 0; th < 2; th++)
-				printf(" %8.1f %6.1f", us[isa][s][th],
-				       (double)shapes[s][0] * rb[s] /
-					       (us[isa][s][th] * 1e3));
+			for (int th = 0; th < 2; th++) {
+				double gbps = (double)rows[s] * rb[s] /
+					      (us[isa][s][th] * 1e3);
+
+				if (o->hot)
+					printf(" %6.1f %6.1f", gbps,
+					       2.0 * rows[s] * shapes[s][1] /
+						       (us[isa][s][th] * 1e3));
+				else
+					printf(" %8.1f %6.1f", us[isa][s][th],
+					       gbps);
+			}
+		if (o->hot) /* the larger shape's one-thread rate */
+			printf("  %5.2f", (double)rows[0] * rb[0] /
+						  (us[isa][0][0] * 1e3) /
+						  o->dram_gbps[0]);
 		printf("\n");
 	}
 	fflush(stdout);
@@ -338,6 +382,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	arena = mem.base;
+	{
+		const char *sum_name;
+		mvbench_sum_fn sum = mvbench_pick_sum(&sum_name);
+
+		for (int th = 0; th < 2; th++)
+			o.dram_gbps[th] = mvbench_dram_gbps(
+				(const uint64_t *)arena, o.arena_bytes / 8,
+				th + 1, 5, sum);
+		printf("DRAM read (%s sum over %zu MiB, median of 5): "
+		       "1 thread %.1f GB/s, 2 threads %.1f GB/s\n", sum_name,
+		       o.arena_bytes >> 20, o.dram_gbps[0], o.dram_gbps[1]);
+	}
 
 	if (o.matmul) {
 		printf("kbench -M: %lld tokens, median of <= %d products (>= 3, "
@@ -360,16 +416,31 @@ int main(int argc, char **argv)
 		arena_unmap(&mem);
 		return rc < 0;
 	}
-	printf("kbench: median of %d calls (ref: >= 5, <= %.2f s), matrix "
-	       "copies rotating through %zu MiB\n",
-	       o.iters, o.max_s, o.arena_bytes >> 20);
-	printf("%-12s %-31s %-31s\n", "", "2048 rows x 5632", "5632 rows x 2048");
-	printf("%-12s %-15s %-15s %-15s %-15s\n", "type  isa", "  1 thread",
-	       "  2 threads", "  1 thread", "  2 threads");
-	printf("%-12s", "");
-	for (int i = 0; i < 4; i++)
-		printf(" %8s %6s", "us", "GB/s");
-	printf("\n");
+	if (o.hot) {
+		printf("kbench -H: median of %d calls, each matrix one copy of "
+		       "<= %d KiB read again (in L2)\n", o.iters, HOT_BYTES >> 10);
+		printf("%-12s %-27s %-27s\n", "", "<= 2048 rows x 5632",
+		       "<= 5632 rows x 2048");
+		printf("%-12s %-13s %-13s %-13s %-13s %s\n", "type  isa",
+		       "  1 thread", "  2 threads", "  1 thread", "  2 threads",
+		       "L2 1t /");
+		printf("%-12s", "");
+		for (int i = 0; i < 4; i++)
+			printf(" %6s %6s", "GB/s", "GOP/s");
+		printf("  DRAM 1t\n");
+	} else {
+		printf("kbench: median of %d calls (ref: >= 5, <= %.2f s), "
+		       "matrix copies rotating through %zu MiB\n",
+		       o.iters, o.max_s, o.arena_bytes >> 20);
+		printf("%-12s %-31s %-31s\n", "", "2048 rows x 5632",
+		       "5632 rows x 2048");
+		printf("%-12s %-15s %-15s %-15s %-15s\n", "type  isa",
+		       "  1 thread", "  2 threads", "  1 thread", "  2 threads");
+		printf("%-12s", "");
+		for (int i = 0; i < 4; i++)
+			printf(" %8s %6s", "us", "GB/s");
+		printf("\n");
+	}
 	for (int i = 0; i < o.n_types; i++) {
 		rc = bench_type(o.types[i], arena, &o);
 		if (rc < 0) {

@@ -4,6 +4,7 @@
 #include "bench/mvbench.h"
 
 #include <errno.h>
+#include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,5 +138,119 @@ double mvbench_time(const struct mvbench_mat *m, const struct kern_ops *ops,
 	}
 	med = mvbench_median(t, done);
 	free(t);
+	return med;
+}
+
+/* ---- DRAM read ---------------------------------------------------------- */
+
+/* Sum of n uint64 (n a multiple of 32, p 64-byte aligned): four independent
+ * accumulators so the adds never wait on each other; loads are the limit. */
+__attribute__((target("avx512f")))
+static uint64_t sum_avx512(const uint64_t *p, size_t n)
+{
+	__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+
+	for (size_t i = 0; i < n; i += 32) {
+		a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
+		a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + i + 8));
+		a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + i + 16));
+		a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + i + 24));
+	}
+	uint64_t lanes[8] __attribute__((aligned(64)));
+	uint64_t s = 0;
+
+	/* lanes summed as unsigned: gcc's _mm512_reduce_add_epi64 adds
+	 * signed long longs, which wrap here and UBSan reports */
+	a0 = _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3));
+	_mm512_store_si512(lanes, a0);
+	for (int i = 0; i < 8; i++)
+		s += lanes[i];
+	return s;
+}
+
+/* same contract as sum_avx512, for CPUs without AVX-512 */
+__attribute__((target("avx2")))
+static uint64_t sum_avx2(const uint64_t *p, size_t n)
+{
+	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+
+	for (size_t i = 0; i < n; i += 32) {
+		const __m256i *q = (const __m256i *)(p + i);
+
+		a0 = _mm256_add_epi64(a0, _mm256_load_si256(q));
+		a1 = _mm256_add_epi64(a1, _mm256_load_si256(q + 1));
+		a2 = _mm256_add_epi64(a2, _mm256_load_si256(q + 2));
+		a3 = _mm256_add_epi64(a3, _mm256_load_si256(q + 3));
+		a0 = _mm256_add_epi64(a0, _mm256_load_si256(q + 4));
+		a1 = _mm256_add_epi64(a1, _mm256_load_si256(q + 5));
+		a2 = _mm256_add_epi64(a2, _mm256_load_si256(q + 6));
+		a3 = _mm256_add_epi64(a3, _mm256_load_si256(q + 7));
+	}
+	uint64_t lanes[4] __attribute__((aligned(32)));
+
+	a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+	_mm256_store_si256((__m256i *)lanes, a0);
+	return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
+/* the reference: same contract as sum_avx512 */
+static uint64_t sum_scalar(const uint64_t *p, size_t n)
+{
+	uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+
+	for (size_t i = 0; i < n; i += 4) {
+		s0 += p[i];
+		s1 += p[i + 1];
+		s2 += p[i + 2];
+		s3 += p[i + 3];
+	}
+	return s0 + s1 + s2 + s3;
+}
+
+mvbench_sum_fn mvbench_pick_sum(const char **name)
+{
+	const char *env = getenv("STRATA_KERNELS");
+	int cap = !env || !*env ? 2 : !strcmp(env, "ref") ? 0
+				   : !strcmp(env, "avx2") ? 1 : 2;
+
+	if (cap >= 2 && __builtin_cpu_supports("avx512f")) {
+		*name = "avx512";
+		return sum_avx512;
+	}
+	if (cap >= 1 && __builtin_cpu_supports("avx2")) {
+		*name = "avx2";
+		return sum_avx2;
+	}
+	*name = "scalar";
+	return sum_scalar;
+}
+
+double mvbench_dram_gbps(const uint64_t *buf, size_t n, int nth, int passes,
+			 mvbench_sum_fn sum)
+{
+	size_t slice = n / (size_t)nth / 32 * 32;
+	double best[64], *g = passes <= 64 ? best : malloc(sizeof(double) * passes);
+	volatile uint64_t sink = 0;
+	double med;
+
+	if (!g || passes < 1 || slice == 0) {
+		if (g != best)
+			free(g);
+		return -1;
+	}
+	sink += sum(buf, slice); /* warm: TLB, pool, clocks */
+	for (int p = 0; p < passes; p++) {
+		int64_t t0 = now_ns();
+		uint64_t s = 0;
+
+#pragma omp parallel num_threads(nth) reduction(+ : s)
+		s += sum(buf + slice * omp_get_thread_num(), slice);
+		g[p] = (double)(slice * nth * 8) / (now_ns() - t0);
+		sink += s;
+	}
+	med = mvbench_median(g, passes);
+	if (g != best)
+		free(g);
+	(void)sink;
 	return med;
 }

@@ -50,7 +50,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <immintrin.h>
 #include <liburing.h>
 #include <omp.h>
 #include <sched.h>
@@ -65,6 +64,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/mvbench.h"
 #include "bench/probe.h"
 #include "kernels/kern.h"
 #include "memtier/arena.h"
@@ -191,92 +191,6 @@ static void fs_name(const char *dir, char *out, size_t len, int *ram)
 
 /* ---- DRAM ------------------------------------------------------------- */
 
-/* Sum of n uint64 (n a multiple of 32, p 64-byte aligned): four independent
- * accumulators so the adds never wait on each other; loads are the limit. */
-__attribute__((target("avx512f")))
-static uint64_t sum_avx512(const uint64_t *p, size_t n)
-{
-	__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-
-	for (size_t i = 0; i < n; i += 32) {
-		a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
-		a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + i + 8));
-		a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + i + 16));
-		a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + i + 24));
-	}
-	uint64_t lanes[8] __attribute__((aligned(64)));
-	uint64_t s = 0;
-
-	/* lanes summed as unsigned: gcc's _mm512_reduce_add_epi64 adds
-	 * signed long longs, which wrap here and UBSan reports */
-	a0 = _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3));
-	_mm512_store_si512(lanes, a0);
-	for (int i = 0; i < 8; i++)
-		s += lanes[i];
-	return s;
-}
-
-/* same contract as sum_avx512, for CPUs without AVX-512 */
-__attribute__((target("avx2")))
-static uint64_t sum_avx2(const uint64_t *p, size_t n)
-{
-	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-
-	for (size_t i = 0; i < n; i += 32) {
-		const __m256i *q = (const __m256i *)(p + i);
-
-		a0 = _mm256_add_epi64(a0, _mm256_load_si256(q));
-		a1 = _mm256_add_epi64(a1, _mm256_load_si256(q + 1));
-		a2 = _mm256_add_epi64(a2, _mm256_load_si256(q + 2));
-		a3 = _mm256_add_epi64(a3, _mm256_load_si256(q + 3));
-		a0 = _mm256_add_epi64(a0, _mm256_load_si256(q + 4));
-		a1 = _mm256_add_epi64(a1, _mm256_load_si256(q + 5));
-		a2 = _mm256_add_epi64(a2, _mm256_load_si256(q + 6));
-		a3 = _mm256_add_epi64(a3, _mm256_load_si256(q + 7));
-	}
-	uint64_t lanes[4] __attribute__((aligned(32)));
-
-	a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-	_mm256_store_si256((__m256i *)lanes, a0);
-	return lanes[0] + lanes[1] + lanes[2] + lanes[3];
-}
-
-/* the reference: same contract as sum_avx512 */
-static uint64_t sum_scalar(const uint64_t *p, size_t n)
-{
-	uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-
-	for (size_t i = 0; i < n; i += 4) {
-		s0 += p[i];
-		s1 += p[i + 1];
-		s2 += p[i + 2];
-		s3 += p[i + 3];
-	}
-	return s0 + s1 + s2 + s3;
-}
-
-typedef uint64_t (*sum_fn)(const uint64_t *p, size_t n);
-
-/* The widest sum this CPU runs (cpuid), no wider than STRATA_KERNELS
- * allows ("avx2": AVX2, "ref": scalar); its name in *name. */
-static sum_fn pick_sum(const char **name)
-{
-	const char *env = getenv("STRATA_KERNELS");
-	int cap = !env || !*env ? 2 : !strcmp(env, "ref") ? 0
-				   : !strcmp(env, "avx2") ? 1 : 2;
-
-	if (cap >= 2 && __builtin_cpu_supports("avx512f")) {
-		*name = "avx512";
-		return sum_avx512;
-	}
-	if (cap >= 1 && __builtin_cpu_supports("avx2")) {
-		*name = "avx2";
-		return sum_avx2;
-	}
-	*name = "scalar";
-	return sum_scalar;
-}
-
 /* the i-th CPU (0-based) of the set, or -1 */
 static int nth_cpu(const cpu_set_t *set, int i)
 {
@@ -315,7 +229,7 @@ static int probe_dram(const struct probe_opts *o, struct dram_result *r)
 {
 	cpu_set_t allowed;
 	const char *method;
-	sum_fn sum = pick_sum(&method);
+	mvbench_sum_fn sum = mvbench_pick_sum(&method);
 	size_t n = (o->dram_bytes / 8) & ~(size_t)(32 * CPU_SETSIZE - 1);
 	double *pass_gbps = xcalloc(o->passes, sizeof(double));
 	struct arena mem = {0};

@@ -88,8 +88,10 @@ BENCH_PROBE_DRAM="bench/probe --quick --no-flash --no-kv --no-kern --no-sys --no
 # DRAM_GBPS, when set, is taken as given (labelled so). Otherwise it runs
 # $BENCH_PROBE_DRAM (~2 s; STRATA_KERNELS=avx2 caps its sum at AVX2 like the
 # kernels) and takes read_gbps_by_threads at THREADS, or at the most threads
-# the probe measured (the CPUs it may run on) when THREADS is more. Exit 2
-# for a bad DRAM_GBPS, 1 when the probe is not built or fails.
+# the probe measured (the CPUs it may run on) when THREADS is more; the
+# note calls the figure disturbed when fewer threads read more (something
+# else ran: MACHINE.md's host stalls, or an unlocked build). Exit 2 for a
+# bad DRAM_GBPS, 1 when the probe is not built or fails.
 bench_dram() {
 	local want=${1:-$(nproc)} json line
 	[[ -n ${BENCH_DRAM_GBPS:-} ]] && return 0
@@ -120,6 +122,11 @@ t = want if want in by else max(by)
 at = f"{t} threads" + ("" if t == want else
                        f" (the most the probe measured; the run uses {want})")
 every = ", ".join(f"{k}: {v:g}" for k, v in sorted(by.items()))
+# more threads never read less on a quiet machine: a dip is a disturbance
+dip = [k for k in by if k < t and by[k] > by[t]]
+if dip:
+    every += (f"; **disturbed**: below the {max(dip)}-thread figure, "
+              "something else ran; rerun on a quiet machine")
 print(f"{by[t]:g}\t{p['machine'].get('kern_isa', '')}\t{by[t]:g} GB/s at {at}, "
       f"measured in this run by `{sys.argv[3]}` "
       f"({d['method']} sum, {d['buffer_bytes'] >> 20} MiB, median of "
@@ -141,10 +148,15 @@ bench_machine_md() {
 	local j=${1:-} isa="" src="" cpu fam mod step hyp
 	bench_dram "${BENCH_DRAM_THREADS:-$(nproc)}"
 	if [[ -n $j && -r $j ]]; then
-		isa=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
-print(d["kernels"] if "kernels" in d else d.get("machine", {}).get("kern_isa", ""))' "$j" 2>/dev/null) || isa=""
-		src="decode --stats-json \"kernels\""
-		grep -q '"kernels"' "$j" 2>/dev/null || src="bench/probe's kern_isa"
+		# decode's stats name the path as a string; a probe profile's
+		# "kernels" is its kernel measurements (or null)
+		IFS=$'\t' read -r isa src < <(python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+if isinstance(d.get("kernels"), str):
+    print(d["kernels"] + "\tdecode --stats-json \"kernels\"")
+elif (d.get("machine") or {}).get("kern_isa"):
+    print(d["machine"]["kern_isa"] + "\tbench/probe'"'"'s kern_isa, the dispatch decode uses")' \
+			"$j" 2>/dev/null) || isa="" src=""
 	fi
 	if [[ -z $isa && -n ${BENCH_PROBE_ISA:-} ]]; then
 		isa=$BENCH_PROBE_ISA src="bench/probe's kern_isa, the dispatch decode uses"

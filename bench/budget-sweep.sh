@@ -9,7 +9,10 @@
 #       point (default 32).
 # Output: bench/results/budget-sweep-DATE.{csv,png} (-HHMMSS if taken); columns: budget bytes,
 # decode tok/s (wall), median step tok/s, flash GB/s, weights streamed per
-# token, stall seconds, peak RSS.
+# token, stall seconds, peak RSS; after them, '#' lines with the date, the
+# command and the machine (CPU, CPUs used, the kernels' ISA path, the DRAM
+# read GB/s measured at the start of the run, bench/lib.sh; DRAM_GBPS, if
+# given, is taken instead and labelled so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,15 +21,17 @@ while getopts "n:s:h" opt; do
 	case $opt in
 	n) tokens=$OPTARG ;;
 	s) steps=$OPTARG ;;
-	*) sed -n '2,13p' "$0"; exit 2 ;;
+	*) sed -n '2,16p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
 BENCH=budget-sweep
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+bench_dram_check
 [[ -x ./decode ]] || die "./decode is not built (run make)"
 model=$(bench_model "${1:-}")
+bench_dram "$(nproc)" # decode's default: one thread per CPU it may run on
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out=$(bench_out budget-sweep)
@@ -54,8 +59,9 @@ PY
 	tail -n 1 "$out.csv" >&2
 done
 {
-	echo "# $(date -u '+%Y-%m-%d %H:%M UTC'); $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)"
-	echo "# bench/budget-sweep.sh -n $tokens -s $steps $model"
+	echo "# $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "# ${DRAM_GBPS:+DRAM_GBPS=$DRAM_GBPS }bench/budget-sweep.sh -n $tokens -s $steps $model"
+	bench_machine_md "$work/w.json" | sed 's/^- /# /'
 } >>"$out.csv"
 if command -v gnuplot >/dev/null; then
 	gnuplot <<GP

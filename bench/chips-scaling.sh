@@ -9,8 +9,11 @@
 # Every configuration uses all the CPUs: --chips 1 runs one unit per CPU,
 # --chips N one unit per CPU per chip (CPUs / N each). Runs are
 # interleaved, the median of RUNS kept. Writes
-# bench/results/chips-scaling-DATE.{csv,md}. Take
-# `flock /tmp/strata-bench.lock` around it on a shared machine.
+# bench/results/chips-scaling-DATE.{csv,md}; the .md names the machine
+# (CPU, CPUs used, the kernels' ISA path, the DRAM read GB/s measured at
+# the start of the run, bench/lib.sh; DRAM_GBPS, if given, is taken
+# instead and labelled so). Take `flock /tmp/strata-bench.lock` around it
+# on a shared machine.
 set -euo pipefail
 BENCH=chips-scaling
 source bench/lib.sh
@@ -22,10 +25,11 @@ while getopts "r:n:c:s:h" o; do
 	n) ntok=$OPTARG ;;
 	c) chips_list=$OPTARG ;;
 	s) shapes=$OPTARG ;;
-	h) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	h) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) bad "unknown option" ;;
 	esac
 done
+bench_dram_check
 [[ -x ./decode && -x models/mkmodel ]] || die "run make first"
 cache=${STRATA_CACHE:-$HOME/.cache/strata}/bench
 mkdir -p "$cache"
@@ -33,6 +37,7 @@ out=$(bench_out "$BENCH")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 ncpu=$(nproc)
+bench_dram "$ncpu" # every configuration uses all the CPUs
 
 for s in $shapes; do
 	m=$cache/$s-q4_0.gguf
@@ -64,12 +69,11 @@ for ((r = 0; r < runs; r++)); do
 	done
 done
 
-python3 - "$tmp" "$out" "$runs" "${configs[@]}" <<'PY'
-import json, statistics, subprocess, sys, datetime
+MACHINE=$(bench_machine_md "$tmp/${configs[0]// /_}-0.json") \
+	python3 - "$tmp" "$out" "$runs" "${configs[@]}" <<'PY'
+import json, os, statistics, sys, datetime
 tmp, out, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 configs = sys.argv[4:]
-cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p'"],
-                     capture_output=True, text=True).stdout.strip()
 rows, base = [], {}
 for cf in configs:
     shape, tier, chips, tp = cf.split()
@@ -79,7 +83,7 @@ for cf in configs:
         ms.append(d["decode"]["median_step_ms"])
         f = d.get("fabric")
         fab.append(f["seconds_per_token"] * 1e3 if f and f["chips"] > 1 else 0)
-        isa, units = d["kernels"], d["nmu_summary"]["units"]
+        units = d["nmu_summary"]["units"]
     m = statistics.median(ms)
     if chips == "1":
         base[shape] = m
@@ -93,8 +97,9 @@ with open(out + ".csv", "w") as f:
         f.write("%s,%s,%d,%s,%d,%.3f,%.3f,%.3f,%.4f,%.1f\n" % r)
 with open(out + ".md", "w") as f:
     f.write("# Decode tok/s by chips (Q4_0 shapes from models/mkmodel)\n\n")
-    f.write(f"- date: {date}\n- CPU: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs; kernels: {isa}\n")
-    f.write(f"- command: `bench/chips-scaling.sh -r {runs}`; median of {runs} interleaved runs of the median decode step; all CPUs in every row\n\n")
+    dg = f"DRAM_GBPS={os.environ['DRAM_GBPS']} " if os.environ.get("DRAM_GBPS") else ""
+    f.write(f"- date: {date}\n{os.environ['MACHINE']}\n")
+    f.write(f"- command: `{dg}bench/chips-scaling.sh -r {runs}`; median of {runs} interleaved runs of the median decode step; all CPUs in every row\n\n")
     f.write("| shape | tier | chips | tp | units (all chips) | ms/token | tok/s | vs 1 chip | fabric ms/token | fabric % |\n|---|---|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         f.write("| %s | %s | %d | %s | %d | %.2f | %.2f | %.3f | %.3f | %.1f |\n" % r)

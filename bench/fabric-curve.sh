@@ -10,8 +10,11 @@
 #       -c A,B  the two CPUs (probe --fabric-cpus; default: the first two)
 # Output: bench/results/fabric-curve-DATE.{csv,png,md,json} (-HHMMSS if
 # taken); CSV columns: series, bytes, median us, p99 us, link GB/s (bytes
-# one process publishes / median), samples. Wrap timed runs in
-# `flock /tmp/strata-bench.lock` on a shared machine.
+# one process publishes / median), samples; the .md names the machine
+# (CPU, the kernels' ISA path, the DRAM read GB/s at 2 threads measured in
+# the same run, bench/lib.sh; DRAM_GBPS, if given, is taken instead and
+# labelled so). Wrap timed runs in `flock /tmp/strata-bench.lock` on a
+# shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +23,7 @@ while getopts "qc:h" opt; do
 	case $opt in
 	q) quick=(--quick) ;;
 	c) cpus=(--fabric-cpus "$OPTARG") ;;
-	*) sed -n '2,14p' "$0"; exit 2 ;;
+	*) sed -n '2,17p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -28,6 +31,7 @@ BENCH=fabric-curve
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 (($# == 0)) || bad "no arguments expected: $*"
+bench_dram_check
 [[ -x bench/probe ]] || die "bench/probe is not built (run make)"
 if ! python3 -c 'import matplotlib' 2>/dev/null; then
 	echo "$BENCH: installing matplotlib for the plot" >&2
@@ -36,10 +40,11 @@ if ! python3 -c 'import matplotlib' 2>/dev/null; then
 		die "cannot install matplotlib (pip)"
 fi
 out=$(bench_out fabric-curve)
+bench_dram 2 # the fabric's two processes
 cmd=(bench/probe --fabric-only "${quick[@]}" "${cpus[@]}" -o "$out.json")
 "${cmd[@]}" 2>"$out.log" || { cat "$out.log" >&2; rm -f "$out.json"; die "probe failed"; }
-python3 - "$out" "${cmd[*]}" <<'PY'
-import json, subprocess, sys
+MACHINE=$(bench_machine_md "$out.json") python3 - "$out" "${cmd[*]}" <<'PY'
+import json, os, sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -76,21 +81,14 @@ fig.savefig(out + ".png", dpi=120)
 def at(s, n):
     return next(q for q in f[s] if q["bytes"] == n)
 
-lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines()
-              if l.startswith("Model name:")), m["cpu"])
-hyp = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines()
-            if l.startswith("Hypervisor vendor:")), "")
 fl = at("floor", 8192)["us"]
 name = out.rsplit("/", 1)[-1]
 with open(out + ".md", "w") as md:
     md.write(f"# Fabric latency and bandwidth by message size\n\n"
              f"- date: {m['date']}\n- command: `{cmd}` (via bench/fabric-curve.sh,"
              f" under `flock /tmp/strata-bench.lock`)\n"
-             f"- CPU: {model} (family {m['cpu_family']} model {m['cpu_model']}),"
-             f" {m['online_cpus']} CPUs online{', ' + hyp + ' guest' if hyp else ''};"
-             f" kernel {m['kernel']}; ISA {m['kern_isa']}"
-             f" (avx512f {str(m['avx512f']).lower()})\n"
+             f"{os.environ['MACHINE']}\n- the CPU's avx512f:"
+             f" {str(m['avx512f']).lower()}\n"
              f"- the two processes on CPUs {f['cpus'][0]} and {f['cpus'][1]};"
              f" fabric slots of {f['slot_bytes'] >> 10} KiB\n"
              f"- files: {name}.csv, {name}.png, {name}.json (the profile)\n\n"

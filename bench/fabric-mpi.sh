@@ -17,14 +17,17 @@
 #       -d  netem delays (default "100us 1ms"; skipped without netem)
 # MODEL: default the TinyLlama-1.1B-shaped Q4_0 (bench/lib.sh). Needs
 # root (namespaces) and Open MPI (make deps). Writes
-# bench/results/fabric-mpi-DATE.{md,csv} and the probes' JSON profiles.
+# bench/results/fabric-mpi-DATE.{md,csv} and the probes' JSON profiles;
+# the .md names the machine (CPU, CPUs used, the kernels' ISA path, the
+# DRAM read GB/s measured at the start of the run, bench/lib.sh; DRAM_GBPS,
+# if given, is taken instead and labelled so).
 # Take `flock /tmp/strata-bench.lock` around it on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=fabric-mpi
 source bench/lib.sh
 
-CMDLINE="bench/fabric-mpi.sh $*"
+CMDLINE="${DRAM_GBPS:+DRAM_GBPS=$DRAM_GBPS }bench/fabric-mpi.sh $*"
 export CMDLINE
 quick=() runs=3 ntok=64 delays="100us 1ms"
 while getopts "qr:n:d:h" o; do
@@ -33,7 +36,7 @@ while getopts "qr:n:d:h" o; do
 	r) runs=$OPTARG ;;
 	n) ntok=$OPTARG ;;
 	d) delays=$OPTARG ;;
-	h) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	h) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) bad "unknown option" ;;
 	esac
 done
@@ -41,11 +44,13 @@ shift $((OPTIND - 1))
 (($# <= 1)) || bad "one MODEL at most: $*"
 [[ $runs =~ ^[1-9][0-9]*$ ]] || bad "-r $runs: want a count"
 [[ $ntok =~ ^[1-9][0-9]*$ ]] || bad "-n $ntok: want a count"
+bench_dram_check
 [[ -x ./decode && -x bench/probe ]] || die "./decode and bench/probe are not built (run make)"
 model=$(bench_model "${1:-}")
 command -v mpirun >/dev/null || die "no mpirun: install Open MPI (make deps)"
 [[ $(id -u) == 0 ]] || die "network namespaces need root"
 out=$(bench_out "$BENCH")
+bench_dram "$(nproc)" # the two chips share this host's CPUs
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 source tests/netns.sh
 tmp=$(mktemp -d)
@@ -116,7 +121,8 @@ for ((r = 0; r < runs; r++)); do
 		die "decode (shm + X) failed: $(tail -2 "$tmp/err")"
 done
 
-python3 - "$out" "$tmp" "$runs" "$x" "$netem" "$model" "${profiles[@]}" <<'PY'
+MACHINE=$(bench_machine_md "$tmp/shm-0.json") \
+	python3 - "$out" "$tmp" "$runs" "$x" "$netem" "$model" "${profiles[@]}" <<'PY'
 import json, os, statistics as st, sys
 out, tmp, runs, x, netem, model = sys.argv[1:7]
 runs = int(runs)
@@ -131,10 +137,9 @@ for k, p in prof.items():
             csv.append(f"collective,{k}:{op},{q['bytes']},{q['us']:.3f},"
                        f"{q['p99_us']:.3f},{q['gbps']:.3f}")
 md = [f"# MPI backend vs the shm fabric, 2 chips ({m['date'][:10]})", "",
-      f"Machine: {m['hostname']}, {m['cpu']} (family {m['cpu_family']} model "
-      f"{m['cpu_model']}), {m['online_cpus']} CPUs, kernels {m['kern_isa']}; "
-      f"kernel {m['kernel']}. Library: {prof['mpi-host']['fabric']['backend']}.",
-      f"netem: {netem}.", "",
+      f"- host: {m['hostname']}", os.environ["MACHINE"],
+      f"- library: {prof['mpi-host']['fabric']['backend']}",
+      f"- netem: {netem}", "",
       f"Command: `{os.environ['CMDLINE']}` (collectives: `bench/probe --fabric-only [--fabric mpi]` under "
       "`mpirun -np 2 --bind-to core` on this host and `tests/netns.sh`'s "
       "mpirun across two namespace hosts, btl tcp,self).", "",

@@ -8,8 +8,11 @@
 #
 # MODEL: default the TinyLlama-1.1B-shaped Q4_0 (bench/lib.sh). Runs are
 # interleaved (every X once, then again) and the median of RUNS kept.
-# Writes bench/results/fabric-sweep-DATE.{csv,md,png}. Take
-# `flock /tmp/strata-bench.lock` around it on a shared machine.
+# Writes bench/results/fabric-sweep-DATE.{csv,md,png}; the .md names the
+# machine (CPU, CPUs used, the kernels' ISA path, the DRAM read GB/s
+# measured at the start of the run, bench/lib.sh; DRAM_GBPS, if given, is
+# taken instead and labelled so). Take `flock /tmp/strata-bench.lock`
+# around it on a shared machine.
 set -euo pipefail
 BENCH=fabric-sweep
 source bench/lib.sh
@@ -21,14 +24,16 @@ while getopts "r:n:x:c:h" o; do
 	n) ntok=$OPTARG ;;
 	x) xs=$OPTARG ;;
 	c) chips=$OPTARG ;;
-	h) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	h) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) bad "unknown option" ;;
 	esac
 done
 shift $((OPTIND - 1))
+bench_dram_check
 [[ -x ./decode ]] || die "./decode is not built (run make)"
 model=$(bench_model "${1:-}")
 out=$(bench_out "$BENCH")
+bench_dram "$(nproc)" # the chips share the CPUs, decode's default
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -41,8 +46,10 @@ for ((r = 0; r < runs; r++)); do
 	done
 done
 
-python3 - "$tmp" "$out" "$model" "$runs" "$chips" "$xs" <<'PY'
-import json, statistics, subprocess, sys, datetime
+read -r x0 _ <<<"$xs"
+MACHINE=$(bench_machine_md "$tmp/$x0-0.json") \
+	python3 - "$tmp" "$out" "$model" "$runs" "$chips" "$xs" <<'PY'
+import json, os, statistics, subprocess, sys, datetime
 tmp, out, model, runs, chips, xs = sys.argv[1:7]
 runs, xs = int(runs), [float(x) for x in xs.split()]
 cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p'"],
@@ -57,7 +64,6 @@ for x in xs:
         f = d["fabric"]
         fab.append(f["seconds_per_token"] * 1e3)
         coll.append(sum(o["count"] for o in f["ops"].values()) / t)
-        isa = d["kernels"] if "kernels" in d else d.get("isa", "?")
     m = statistics.median(ms)
     rows.append((x, m, 1e3 / m, statistics.median(fab), statistics.median(coll)))
 # least-squares slope of ms/token against X (us): ms per us of hop latency
@@ -73,9 +79,10 @@ with open(out + ".csv", "w") as f:
 date = datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%MZ")
 with open(out + ".md", "w") as f:
     f.write(f"# Decode vs fabric hop latency, --chips {chips}\n\n")
-    f.write(f"- date: {date}\n- CPU: {cpu}; kernels: {isa}\n")
+    f.write(f"- date: {date}\n{os.environ['MACHINE']}\n")
     f.write(f"- model: {model}\n")
-    f.write(f"- command: `bench/fabric-sweep.sh -r {runs}` (decode --prompt-tokens 16 "
+    dg = f"DRAM_GBPS={os.environ['DRAM_GBPS']} " if os.environ.get("DRAM_GBPS") else ""
+    f.write(f"- command: `{dg}bench/fabric-sweep.sh -r {runs}` (decode --prompt-tokens 16 "
             f"-n N --ignore-eos --temp 0 --chips {chips} --fabric-latency-us X; "
             f"median of {runs} interleaved runs of the median step)\n\n")
     f.write("| X us | ms/token | tok/s | fabric ms/token | collectives/token |\n|---|---|---|---|---|\n")

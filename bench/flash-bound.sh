@@ -37,7 +37,10 @@
 # Medians are taken over rounds, of each figure and of the per-round
 # percentages.
 #
-# Output: bench/results/flash-bound-DATE.{csv,md} (-HHMMSS added if taken).
+# Output: bench/results/flash-bound-DATE.{csv,md} (-HHMMSS added if taken);
+# the .md names the machine (CPU, CPUs used, the kernels' ISA path, the
+# DRAM read GB/s measured at the start of the run by bench/probe --quick,
+# bench/lib.sh; DRAM_GBPS, if given, is taken instead and labelled so).
 # Exit status: 0 done, 1 runtime error, 2 usage error.
 set -euo pipefail
 export LC_ALL=C
@@ -93,6 +96,7 @@ if [[ -n $probe_gbps ]]; then
 	[[ -z $probe_json ]] || bad "--probe-gbps and --probe-json: give one"
 fi
 [[ -z $probe_json || -r $probe_json ]] || bad "--probe-json '$probe_json' is not readable"
+bench_dram_check
 
 command -v python3 >/dev/null || die "'python3' is missing"
 [[ -x ./decode ]] || die "./decode is not built (run make)"
@@ -122,6 +126,9 @@ fio_read() { # BS QD
 		--runtime=3 --output-format=json 2>/dev/null |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["read"]["bw_bytes"] / 1e9)'
 }
+
+# 0. the DRAM read bandwidth at the run's threads, for the machine lines
+bench_dram "${threads:-$(nproc)}"
 
 # 1. the device's read bandwidth, measured on the model's own filesystem
 probe_src=""
@@ -182,10 +189,10 @@ done
 
 # 3. per round and medians; csv + markdown under bench/results
 out=$(bench_out flash-bound)
-cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
+machine=$(bench_machine_md "$work/dram-1.json")
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 disk=$(df --output=source,fstype "$model" | tail -n 1 | tr -s ' ')
-cmd="bench/flash-bound.sh -r $rounds -n $tokens --prompt-tokens $prompt"
+cmd="${DRAM_GBPS:+DRAM_GBPS=$DRAM_GBPS }bench/flash-bound.sh -r $rounds -n $tokens --prompt-tokens $prompt"
 [[ -z $threads ]] || cmd+=" -t $threads"
 [[ -z $prefetch ]] || cmd+=" --prefetch $prefetch"
 if [[ -n $probe_given ]]; then
@@ -195,7 +202,7 @@ cmd+=" $model"
 
 WORK=$work OUT=$out ROUNDS=$rounds GBPS=$probe_gbps PSRC=$probe_src \
 	PROFILE=$probe_json CMD=$cmd MODEL=$model DISK=$disk \
-	CPU="$cpu, $(nproc) CPUs, $mem, kernel $(uname -r)" \
+	MACHINE=$machine MEM=$mem \
 	RUN="./decode ${common[*]}" FLASH="${flash_opts[*]}" FIO=$use_fio \
 	FIO_MEM=$fio_mem \
 	DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" python3 - <<'PY'
@@ -248,7 +255,8 @@ med = {k: st.median(r[k] for r in rows) for k in cols
        if not isinstance(rows[0][k], str)}
 L = ["# Flash at device speed: the flash tier against its bound", ""]
 L.append(f"- date: {E['DATE']}")
-L.append(f"- machine: {E['CPU']}; model on {E['DISK']}")
+L.append(E["MACHINE"])
+L.append(f"- memory {E['MEM']}; model on {E['DISK']}")
 L.append(f"- model: `{E['MODEL']}`")
 L.append(f"- command: `{E['CMD']}`")
 L.append(f"- device read: {E['PSRC']}")

@@ -11,7 +11,10 @@
 #       prompt (default 32); -r: rounds, the two tiers alternated and the
 #       order flipped every round (default 3); -d: --flash-dir (default:
 #       the model's directory, the disk bench/probe measures).
-# Output: bench/results/kv-sweep-DATE.{csv,md} (-HHMMSS added if taken).
+# Output: bench/results/kv-sweep-DATE.{csv,md} (-HHMMSS added if taken);
+# the .md names the machine: CPU, CPUs used, the kernels' ISA path, the
+# DRAM read GB/s measured at the start of the run (bench/lib.sh; DRAM_GBPS,
+# if given, is taken instead and labelled so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +22,7 @@ BENCH=kv-sweep
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 rounds=3 tokens=32 ctxs="64 512 1024 1900" dir=""
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 while getopts "r:n:c:d:h" opt; do
 	case $opt in
 	r) rounds=$OPTARG ;;
@@ -38,10 +41,12 @@ for p in $ctxs; do
 		bad "-c: '$p' + $tokens tokens must fit 2048"
 	fi
 done
+bench_dram_check
 [[ -x ./decode ]] || die "./decode is not built (run make)"
 model=$(bench_model "${1:-}")
 dir=${dir:-$(dirname "$model")}
 [[ -d $dir && -w $dir ]] || die "-d '$dir' is not a writable directory"
+bench_dram "$(nproc)" # decode's default: one thread per CPU it may run on
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out=$(bench_out kv-sweep)
@@ -73,7 +78,8 @@ for ((r = 1; r <= rounds; r++)); do
 	done
 done
 
-python3 - "$out.csv" "$model" "$dir" "$rounds $tokens" >"$out.md" <<'PY'
+MACHINE=$(bench_machine_md "$work/r.json") \
+	python3 - "$out.csv" "$model" "$dir" "$rounds $tokens" >"$out.md" <<'PY'
 import csv, statistics as st, sys, time, os
 rows = list(csv.DictReader(open(sys.argv[1])))
 model, kvdir, (rounds, tokens) = sys.argv[2], sys.argv[3], sys.argv[4].split()
@@ -81,10 +87,11 @@ med = lambda p, t, k: st.median(float(r[k]) for r in rows
                                 if r["prompt_tokens"] == p and r["kv_tier"] == t)
 print("# KV cache on flash against context length\n")
 print(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-      f"machine: {os.uname().nodename}, {os.cpu_count()} CPUs, "
-      f"kernel {os.uname().release}")
+      f"host {os.uname().nodename}")
+print(os.environ["MACHINE"])
 print(f"- model: `{model}`, weights resident (`--tier dram`), 2048 context")
-print(f"- command: `bench/kv-sweep.sh -r {rounds} -n {tokens}`; each point "
+dg = f"DRAM_GBPS={os.environ['DRAM_GBPS']} " if os.environ.get("DRAM_GBPS") else ""
+print(f"- command: `{dg}bench/kv-sweep.sh -r {rounds} -n {tokens}`; each point "
       f"`./decode -m MODEL -c 2048 --prompt-tokens P -n {tokens} --ignore-eos "
       f"--temp 0 [--kv-tier flash --flash-dir {kvdir}] --stats-json J`, "
       "tiers alternated, medians of the rounds\n")

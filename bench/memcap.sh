@@ -35,7 +35,10 @@
 # it never got there); the ratio ours/theirs is then a lower bound (">").
 # Needs root and the cgroup v1 memory controller.
 #
-# Output: bench/results/memcap-DATE.{csv,md} (-HHMMSS added if taken).
+# Output: bench/results/memcap-DATE.{csv,md} (-HHMMSS added if taken);
+# the .md names the machine (CPU, CPUs used, the kernels' ISA path, the
+# DRAM read GB/s measured at the start of the run, bench/lib.sh; DRAM_GBPS,
+# if given, is taken instead and labelled so).
 # CSV columns: limit, limit_bytes, round, engine, budget_bytes, tok_s,
 # peak_rss_bytes (Strata's own, from its stats), cgroup_max_usage_bytes,
 # status (ok | timeout: tok_s is an upper bound | oom: the cgroup's OOM
@@ -106,6 +109,7 @@ for l in "${lim_list[@]}"; do
 	((b >= 64 << 20)) || bad "limit '$l' is below 64M: nothing would run"
 	lim_bytes+=("$b")
 done
+bench_dram_check
 
 # the peer: a missing build is a usage error, before the machine checks
 if [[ -z $llama_bin ]]; then
@@ -127,6 +131,7 @@ for tool in timeout python3; do
 done
 [[ -x ./decode ]] || die "./decode is not built (run make)"
 llama_bin=$(cd "$llama_bin" && pwd)
+bench_dram "$threads" # outside the cgroups, before the first run
 
 work=$(mktemp -d)
 cg=$cg_root/strata-memcap-$$
@@ -273,13 +278,14 @@ done
 # medians and the ratio; markdown + csv under bench/results
 out=$(bench_out memcap)
 cp "$csv" "$out.csv"
-cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
+first=$(compgen -G "$work/strata-*.json" | head -n 1 || true)
+machine=$(bench_machine_md "$first")
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 disk=$(df --output=source,fstype "$model" | tail -n 1 | tr -s ' ')
 ver=$("$llama_bin/llama-bench" --version 2>&1 | grep -m1 -i 'version' || true)
-cmd="bench/memcap.sh -l \"$limits\" -r $rounds -n $tokens -T $tmo -t $threads --headroom $headroom $model"
+cmd="${DRAM_GBPS:+DRAM_GBPS=$DRAM_GBPS }bench/memcap.sh -l \"$limits\" -r $rounds -n $tokens -T $tmo -t $threads --headroom $headroom $model"
 
-CSV=$out.csv OUT=$out.md CPU="$cpu, $(nproc) CPUs, $mem, kernel $(uname -r)" \
+CSV=$out.csv OUT=$out.md MACHINE=$machine MEM=$mem \
 	DISK=$disk VER=${ver:-unknown} CMD=$cmd MODEL=$model TOKENS=$tokens TMO=$tmo \
 	THREADS=$threads HEADROOM=$headroom LLAMA=$llama_bin/llama-bench ROOT=$cg_root \
 	DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" python3 - <<'PY'
@@ -333,7 +339,8 @@ def ratio(o, ok, t, tk):
 L = ["# Same memory for both: Strata flash tier vs llama.cpp mmap under a "
      "cgroup memory limit", ""]
 L.append(f"- date: {E['DATE']}")
-L.append(f"- machine: {E['CPU']}; model on {E['DISK']}")
+L.append(E["MACHINE"])
+L.append(f"- memory {E['MEM']}; model on {E['DISK']}")
 L.append(f"- model: `{E['MODEL']}`")
 L.append(f"- llama.cpp: {E['VER']} (`{E['LLAMA']}`)")
 L.append(f"- command: `{E['CMD']}`")

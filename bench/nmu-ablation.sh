@@ -18,8 +18,10 @@
 # (wall), median step tok/s, prefill tok/s, and for the unit engines the
 # barrier wait per token, the imbalance and the bytes moved between units
 # per token (their --stats-json nmu_summary). Ratios are nmu-on over base
-# and over nmu-off. Results: bench/results/nmu-ablation-DATE.{md,csv},
-# with the CPU, the kernels' ISA path and the date.
+# and over nmu-off. Results: bench/results/nmu-ablation-DATE.{md,csv};
+# the .md names the machine (CPU, CPUs used, the kernels' ISA path, the
+# DRAM read GB/s at UNITS threads measured at the start of the run,
+# bench/lib.sh; DRAM_GBPS, if given, is taken instead and labelled so).
 set -euo pipefail
 
 BENCH=nmu-ablation
@@ -34,7 +36,7 @@ while getopts "r:t:n:b:h" opt; do
 	t) units=$OPTARG ;;
 	n) tokens=$OPTARG ;;
 	b) base=$OPTARG ;;
-	*) sed -n '2,24p' "$0"; exit 2 ;;
+	*) sed -n '2,26p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -44,6 +46,7 @@ bench_types "${types[@]}"
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || bad "bad -r '$rounds'"
 [[ $units =~ ^[1-9][0-9]*$ ]] || bad "bad -t '$units'"
 [[ $tokens =~ ^[1-9][0-9]*$ ]] || bad "bad -n '$tokens'"
+bench_dram_check
 [[ -x ./decode && -x models/mkmodel ]] || die "run make first"
 
 cache=${STRATA_CACHE:-$HOME/.cache/strata}
@@ -74,10 +77,10 @@ for t in "${types[@]}"; do
 done
 
 # 3. the runs: config = engine:tier:type
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-isa=$(./decode -m "${files[0]}" --prompt-tokens 4 -n 1 --temp 0 \
-	--stats-json "$work/isa.json" >/dev/null 2>&1 &&
-	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kernels"])' "$work/isa.json")
+bench_dram "$units"
+./decode -m "${files[0]}" --prompt-tokens 4 -n 1 --temp 0 \
+	--stats-json "$work/isa.json" >/dev/null 2>&1 || die "./decode failed on ${files[0]}"
+machine=$(bench_machine_md "$work/isa.json")
 out=$(bench_out "$BENCH")
 csv=$out.csv
 echo "round,engine,tier,type,decode_tok_s,step_tok_s,prefill_tok_s,barrier_ms_per_token,imbalance,moved_bytes_per_token" >"$csv"
@@ -123,10 +126,10 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 # 4. medians and ratios
-python3 - "$csv" "$out.md" "$cpu" "$isa" "$units" "$rounds" "$tokens" "$sha" <<'EOF'
+python3 - "$csv" "$out.md" "$machine" "${DRAM_GBPS:+DRAM_GBPS=$DRAM_GBPS }" "$units" "$rounds" "$tokens" "$sha" <<'EOF'
 import csv, statistics, sys, datetime
 rows = list(csv.DictReader(open(sys.argv[1])))
-md, cpu, isa, units, rounds, tokens, sha = sys.argv[2:9]
+md, machine, dg, units, rounds, tokens, sha = sys.argv[2:9]
 med = {}
 for r in rows:
     k = (r["tier"], r["type"], r["engine"])
@@ -137,11 +140,12 @@ def m(k, f):
     return statistics.median(v) if v else float("nan")
 with open(md, "w") as o:
     o.write(f"# Near-memory units: ablation and the engine before them\n\n")
-    o.write(f"{datetime.date.today()}, {cpu}, kernels {isa}, {units} units, "
+    o.write(f"- date: {datetime.date.today()}\n{machine}\n")
+    o.write(f"- {units} units, "
             f"TinyLlama-1.1B-shaped files, prompt 128, {tokens} tokens, "
             f"medians of {rounds} rounds, engines alternated. base = {sha} "
-            f"(OpenMP). Command: bench/nmu-ablation.sh -r {rounds} -t {units} "
-            f"-n {tokens}\n\n")
+            f"(OpenMP). Command: `{dg}bench/nmu-ablation.sh -r {rounds} -t {units} "
+            f"-n {tokens}`\n\n")
     o.write("| tier | type | engine | decode tok/s | median-step tok/s | prefill tok/s | barrier ms/token | imbalance | moved KiB/token |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n")
     keys = sorted({(k[0], k[1]) for k in med})
     for t, ty in keys:

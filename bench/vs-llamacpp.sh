@@ -14,11 +14,15 @@
 #   Strata:    ./decode -m F -t T --prompt-tokens 128 -n 128 --ignore-eos
 #              --temp 0 --stats-json J  (its prefill and decode figures).
 # DRAM roofline fraction = weight bytes read per token x tok/s / DRAM
-# bandwidth; the bandwidth is DRAM_GBPS (GB/s, default 73: two-core AVX-512
-# streaming read measured on the development machine, MACHINE.md).
+# bandwidth; the bandwidth is measured at the start of the run, at THREADS
+# threads, by bench/probe --quick (its DRAM read only; STRATA_KERNELS=avx2
+# caps its sum at AVX2 like the kernels) - or DRAM_GBPS (GB/s), if given,
+# which the results then label as given, not measured.
 #
 # Files: models/mkmodel --shape tinyllama-1.1b --type TYPE, made once into
-# $STRATA_CACHE/bench/.  Results: bench/results/vs-llamacpp-DATE.{md,csv}.
+# $STRATA_CACHE/bench/.  Results: bench/results/vs-llamacpp-DATE.{md,csv};
+# the .md names the machine (CPU, threads, the kernels' ISA path, the DRAM
+# figure and where it came from).
 # Needs: make (./decode, models/mkmodel) and bench/build-llamacpp.sh.
 set -euo pipefail
 
@@ -34,7 +38,7 @@ while getopts "r:t:h" opt; do
 	case $opt in
 	r) rounds=$OPTARG ;;
 	t) threads=$OPTARG ;;
-	*) sed -n '2,25p' "$0"; exit 2 ;;
+	*) sed -n '2,26p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -43,10 +47,9 @@ types=("$@")
 bench_types "${types[@]}"
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "vs-llamacpp: bad -r '$rounds'" >&2; exit 2; }
 [[ $threads =~ ^[1-9][0-9]*$ ]] || { echo "vs-llamacpp: bad -t '$threads'" >&2; exit 2; }
-dram=${DRAM_GBPS:-73}
 lb_reps=${LB_REPS:-3}
 [[ $lb_reps =~ ^[1-9][0-9]*$ ]] || { echo "vs-llamacpp: bad LB_REPS '$lb_reps'" >&2; exit 2; }
-[[ $dram =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "vs-llamacpp: bad DRAM_GBPS '$dram'" >&2; exit 2; }
+bench_dram_check
 
 [[ -x ./decode && -x models/mkmodel ]] ||
 	die "./decode or models/mkmodel is not built (run make)"
@@ -68,7 +71,11 @@ for ty in "${types[@]}"; do
 	fi
 done
 
-# 2. alternate the engines, one JSON line per measurement
+# 2. the DRAM read bandwidth of this run, at its thread count (bench/lib.sh)
+bench_dram "$threads"
+dram=$BENCH_DRAM_GBPS
+
+# 3. alternate the engines, one JSON line per measurement
 raw=$work/raw.jsonl
 for ((r = 1; r <= rounds; r++)); do
 	for ty in "${types[@]}"; do
@@ -98,16 +105,16 @@ for ((r = 1; r <= rounds; r++)); do
 	done
 done
 
-# 3. medians, ratios, roofline; markdown + csv
+# 4. medians, ratios, roofline; markdown + csv
 stamp=$(date +%Y-%m-%d)
 out=bench/results/vs-llamacpp-$stamp
 [[ -e $out.md ]] && out=$out-$(date +%H%M%S)
-cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
+machine=$(bench_machine_md "$work/ours-${types[0]}-1.json")
 ver=$("$bin/llama-bench" --version 2>&1 | head -n 1 || true)
 [[ -n $ver ]] || ver=$(strings "$bin/llama-bench" 2>/dev/null | grep -m1 -o 'build: [0-9a-f]*' || true)
-cmd="${STRATA_KERNELS:+STRATA_KERNELS=$STRATA_KERNELS }${LLAMA_ISA:+LLAMA_ISA=$LLAMA_ISA }LB_REPS=$lb_reps DRAM_GBPS=$dram bench/vs-llamacpp.sh -r $rounds -t $threads ${types[*]}"
+cmd="${STRATA_KERNELS:+STRATA_KERNELS=$STRATA_KERNELS }${LLAMA_ISA:+LLAMA_ISA=$LLAMA_ISA }LB_REPS=$lb_reps ${DRAM_GBPS:+DRAM_GBPS=$DRAM_GBPS }bench/vs-llamacpp.sh -r $rounds -t $threads ${types[*]}"
 
-RAW=$raw OUT=$out CPU=$cpu VER=${ver:-unknown} CMD=$cmd DRAM=$dram \
+RAW=$raw OUT=$out MACHINE=$machine VER=${ver:-unknown} CMD=$cmd DRAM=$dram \
 	ROUNDS=$rounds THREADS=$threads DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" \
 	python3 - <<'EOF'
 import json, os, statistics as st
@@ -142,13 +149,14 @@ for ty in types:
         ours_step_ms=o_step, ours_tg_by_step=1000.0 / o_step,
         ours_pp=o_pp, theirs_pp=t_pp, ratio_pp=o_pp / t_pp,
         bytes_per_token=bpt, roof_ours=roof(o_tg), roof_theirs=roof(t_tg),
+        dram_gbps=dram,
         ours_tg_all=[round(s["decode"]["tok_per_s"], 2) for s in ours],
         theirs_tg_all=[round(x, 2) for x in tg]))
 
 out = os.environ["OUT"]
 cols = ["type", "ours_tg", "theirs_tg", "ratio_tg", "ours_step_ms",
         "ours_tg_by_step", "ours_pp", "theirs_pp", "ratio_pp",
-        "bytes_per_token", "roof_ours", "roof_theirs"]
+        "bytes_per_token", "roof_ours", "roof_theirs", "dram_gbps"]
 with open(out + ".csv", "w") as f:
     f.write(",".join(cols) + "\n")
     for r in res:
@@ -158,20 +166,18 @@ with open(out + ".csv", "w") as f:
 L = []
 L.append(f"# Strata vs llama.cpp - decode (tg128) and prefill (pp128)\n")
 L.append(f"- date: {os.environ['DATE']}")
-L.append(f"- machine: {os.environ['CPU']}, {os.environ['THREADS']} threads")
+L.append(os.environ["MACHINE"])
 L.append(f"- llama.cpp: {os.environ['VER']} (vendor/llama.cpp of the "
          "llama-cpp-python 0.3.36 sdist, bench/build-llamacpp.sh: Release, "
          f"LLAMA_ISA={os.environ.get('LLAMA_ISA') or 'native'})")
-L.append("- Strata kernels: STRATA_KERNELS="
-         f"{os.environ.get('STRATA_KERNELS') or '(unset: the widest the CPU has)'}")
 L.append(f"- command: `{os.environ['CMD']}`; {os.environ['ROUNDS']} rounds, "
          "engines alternated (order flipped each round), medians over all "
          "samples (ours: one run per round; llama-bench: LB_REPS "
          "repetitions per round)")
 L.append("- files: `models/mkmodel --shape tinyllama-1.1b --type TYPE` "
          "(synthetic weights, real shape)")
-L.append(f"- DRAM roofline: {dram:g} GB/s (DRAM_GBPS; default from MACHINE.md, "
-         "2-core streaming read), fraction = bytes/token x tok/s / bandwidth")
+L.append(f"- DRAM roofline: fraction = bytes/token x tok/s / {dram:g} GB/s, "
+         "the DRAM read above (csv: roof_ours, roof_theirs, dram_gbps)")
 L.append("")
 L.append("| type | ours tg tok/s | llama.cpp tg tok/s | ratio | ours median "
          "step ms (tok/s) | ours pp tok/s | llama.cpp pp tok/s | ratio | "

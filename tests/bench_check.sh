@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # bench_check.sh - every bench/ script refuses what a user gets wrong
 # before measuring anything: an unknown flag, a model or weight type that
-# does not exist, no llama.cpp build where it needs one. Each must exit 2
-# with the reason on stderr (never 0, 1 or a signal). Run from the
-# repository root after make (the scripts check for ./decode first).
+# does not exist, no llama.cpp build where it needs one, a DRAM_GBPS that
+# is not a bandwidth. Each must exit 2 with the reason on stderr (never 0,
+# 1 or a signal). Run from the repository root after make (the scripts
+# check for ./decode first).
 set -u
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/strata_bench_check.XXXXXX") || exit 1
@@ -57,6 +58,15 @@ for s in nmu-ablation vs-llamacpp; do
 done
 refuse "vs-llamacpp: no llama.cpp build" "llama.cpp is not built" \
 	"${nollama[@]}" -- bench/vs-llamacpp.sh q4_0
+# DRAM_GBPS overrides the DRAM read every script measures (bench/lib.sh);
+# a figure that is not GB/s > 0 is refused before the probe runs
+for s in budget-sweep kv-sweep flash-bound memcap nmu-ablation vs-llamacpp \
+	chips-scaling fabric-sweep fabric-curve fabric-mpi; do
+	refuse "$s: bad DRAM_GBPS" "bad DRAM_GBPS 'fast'" DRAM_GBPS=fast -- \
+		bench/$s.sh
+done
+refuse "vs-llamacpp: DRAM_GBPS 0" "bad DRAM_GBPS '0'" DRAM_GBPS=0 -- \
+	bench/vs-llamacpp.sh q4_0
 refuse "fabric-mpi: bad flag" "illegal option -- Z" -- bench/fabric-mpi.sh -Z
 refuse "fabric-mpi: missing model" "$none" -- bench/fabric-mpi.sh "$none"
 refuse "build-llamacpp: bad flag" "unknown argument '--bogus'" -- \

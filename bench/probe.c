@@ -1117,10 +1117,51 @@ static void usage(FILE *f)
 		"                    (default shm: two processes it forks)\n"
 		"  --fabric-cpus A,B the fabric's two CPUs (default: the first\n"
 		"                    two this process may run on)\n"
+		"  --kern-types LIST only these weight types' matvec and matmul\n"
+		"                    (comma list of names: q4_0,q6_K,f32); the\n"
+		"                    short probe bench/validate runs before each\n"
+		"                    configuration\n"
 		"  -h, --help        this text\n"
 		"  STRATA_KERNELS=ref|avx2 caps the ISA of the kernels and of the\n"
 		"  DRAM sum; STRATA_FAULT (nodirect:1, eio:N ...) breaks the KV\n"
 		"  writes, for tests.\n");
+}
+
+/* --kern-types LIST: comma-separated type names (kern_type_info's
+ * spelling, case-sensitive as GGUF's) into a mask; 0 or 2 with a message */
+static int parse_kern_types(const char *list, uint64_t *mask)
+{
+	char buf[256], *save = NULL;
+
+	if (strlen(list) >= sizeof(buf) || !*list) {
+		fprintf(stderr, "probe: --kern-types '%s': want a comma list of "
+			"weight types (q4_0,q6_K,f32 ...)\n", list);
+		return 2;
+	}
+	strcpy(buf, list);
+	*mask = 0;
+	for (char *tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		uint32_t t;
+		for (t = 0; t < 64; t++) {
+			const struct kern_type_info *ti = kern_type_info(t);
+			if (ti && ti->name && !strcmp(ti->name, tok) &&
+			    kern_row_bytes(t, KERN_COLS) > 0)
+				break;
+		}
+		if (t == 64) {
+			fprintf(stderr, "probe: --kern-types: '%s' is not a weight "
+				"type this probe measures (f32, f16, bf16, q4_0, "
+				"q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K)\n", tok);
+			return 2;
+		}
+		*mask |= (uint64_t)1 << t;
+	}
+	if (!*mask) {
+		fprintf(stderr, "probe: --kern-types '%s': no type named\n", list);
+		return 2;
+	}
+	return 0;
 }
 
 /* --flash-dir must be a directory; 0 or 1 with a message */
@@ -1155,6 +1196,7 @@ int main(int argc, char **argv)
 		{ "fabric-only", no_argument, NULL, 'O' },
 		{ "fabric", required_argument, NULL, 'B' },
 		{ "fabric-cpus", required_argument, NULL, 'C' },
+		{ "kern-types", required_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct probe_opts o = { 0 };
@@ -1206,6 +1248,10 @@ int main(int argc, char **argv)
 					"different CPU numbers, A,B\n", optarg);
 				return 2;
 			}
+			break;
+		case 'T':
+			if (parse_kern_types(optarg, &o.kern_mask))
+				return 2;
 			break;
 		default: usage(stderr); return 2;
 		}

@@ -30,7 +30,15 @@ struct probe_opts {
 	int fabric_cpu[2];     /* --fabric-cpus A,B; -1: the first two allowed */
 	int fabric_mpi;        /* --fabric mpi: the collectives over MPI, under
 				* mpirun -np 2 (no floor, no pinning) */
+	uint64_t kern_mask;    /* --kern-types: bit t = measure type t's matvec
+				* and matmul; 0: every type */
 };
+
+/* true when --kern-types lets type t be measured */
+static inline int probe_kern_wanted(const struct probe_opts *o, uint32_t t)
+{
+	return !o->kern_mask || (t < 64 && (o->kern_mask >> t & 1));
+}
 
 /*
  * A huge-page-backed arena of `bytes` (memtier/arena.h: rounded up to and

@@ -208,7 +208,8 @@ int probe_kern(const struct probe_opts *o, struct probe_kern *r)
 	for (uint64_t ws = 16 * MIB; ws < r->arena_bytes && r->n_ws < KERN_MAX_WS; ws *= 2)
 		r->ws_bytes[r->n_ws++] = ws;
 	for (uint32_t t = 0; t < KT_COUNT && r->n_types < KERN_MAX_TYPES; t++)
-		if (kern_ops_isa(r->isa, t) && kern_row_bytes(t, KERN_COLS) > 0)
+		if (kern_ops_isa(r->isa, t) && kern_row_bytes(t, KERN_COLS) > 0 &&
+		    probe_kern_wanted(o, t))
 			r->types[r->n_types++] = t;
 	err = probe_huge_alloc(&mem, r->arena_bytes, r->n_threads);
 	arena = mem.base;

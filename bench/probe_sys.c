@@ -359,7 +359,8 @@ int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 	}
 	arena = mem.base;
 	for (uint32_t t = 0; t < KT_COUNT && r->n_mm < KERN_MAX_TYPES; t++) {
-		if (!kern_ops(t) || kern_row_bytes(t, KERN_COLS) <= 0)
+		if (!kern_ops(t) || kern_row_bytes(t, KERN_COLS) <= 0 ||
+		    !probe_kern_wanted(o, t))
 			continue;
 		fprintf(stderr, "\rmatmul: %-5s ...", kern_type_info(t)->name);
 		err = mm_type(o, r, &allowed, t, arena, arena_bytes, &r->mm[r->n_mm]);

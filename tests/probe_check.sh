@@ -163,6 +163,20 @@ assert "skipped" in p["fabric"] or p["fabric"]["allreduce"][0]["us"] > 0, p["fab
 then ok "--fabric-only: the fabric alone"
 else bad "--fabric-only: $(tail -n 2 "$tmp/err")"; fi
 
+# --kern-types: the named types' matvec and matmul only (the short
+# probe bench/validate runs before each configuration)
+if timeout 60 "$probe" --quick --no-dram --no-flash --no-kv --no-fabric \
+	--kern-types q4_0,q6_K -o "$tmp/kt.json" 2>"$tmp/err" &&
+	python3 -c '
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert set(p["kernels"]["types"]) == {"q4_0", "q6_K"}, sorted(p["kernels"]["types"])
+assert set(p["matmul"]["types"]) == {"q4_0", "q6_K"}, sorted(p["matmul"]["types"])
+assert p["barrier"]["us_by_units"] and p["ops"]["ns_per_elem"], p
+' "$tmp/kt.json"
+then ok "--kern-types q4_0,q6_K: those two types only"
+else bad "--kern-types: $(tail -n 2 "$tmp/err")"; fi
+
 expect() { # expect STATUS TEXT ARGS...
 	local want=$1 text=$2 st
 	shift 2
@@ -180,6 +194,9 @@ expect 2 "--fabric-cpus" --fabric-cpus 1 --fabric-only
 expect 2 "--fabric-cpus" --fabric-cpus 0,0 --fabric-only
 expect 1 "cannot run on CPU" --fabric-cpus 1000,1 --fabric-only
 expect 1 "CPU 1000" --fabric-cpus 0,1000 --fabric-only
+expect 2 "'q9' is not a weight type" --kern-types q4_0,q9 --fabric-only
+expect 2 "--kern-types" --kern-types "" --fabric-only
+expect 2 "--kern-types" --kern-types , --fabric-only
 expect 1 "No such file" --no-dram --flash-dir "$tmp/none"
 expect 1 "not a directory" --no-dram --flash-dir "$tmp/file"
 expect 1 "not a directory" --no-dram --no-kern --no-flash --flash-dir "$tmp/file"

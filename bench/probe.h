@@ -97,10 +97,20 @@ void probe_kern_json(FILE *f, const struct probe_kern *k);
 #define PROBE_MM_TOKENS 64
 #define PROBE_MAX_UNITS 64
 
+/* the "mem" series: a 5632 x 2048 matrix (TinyLlama's gate/up), copies
+ * rotating through PROBE_MM_MEM_MIB so each product streams its weights
+ * from memory as prefill does, at batches of 16 .. 128 tokens */
+#define PROBE_MM_NTOK 4
+#define PROBE_MM_MEM_ROWS 5632
+#define PROBE_MM_MEM_MIB 256
+static const int probe_mm_tokens[PROBE_MM_NTOK] = { 16, 32, 64, 128 };
+
 struct probe_mm {
 	uint32_t type;
 	double gmacs[2]; /* weight elements x tokens per second / 1e9:
 			  * [0] one thread, [1] all threads */
+	double mem_gmacs[PROBE_MM_NTOK][2]; /* the same, weights from memory,
+					     * by probe_mm_tokens */
 };
 
 /* the O(n) float ops of a layer and attention (kernels/ops.h), one

@@ -85,6 +85,30 @@ double sim_kern_ws_gbps(const struct sim_profile *p, uint32_t type, int n,
 	return at_threads(g, p->n_threads, n);
 }
 
+double sim_mm_gmacs(const struct sim_profile *p, uint32_t type, int n, int nb)
+{
+	const struct sim_kern_rate *r = type < KT_COUNT ? &p->kern[type] : NULL;
+	double g[2];
+	int i;
+
+	if (!r || !r->have_mm)
+		return 0;
+	if (r->n_mm_tok < 1)
+		return at_threads(r->mm_gmacs, p->n_threads, n);
+	for (i = 0; i + 1 < r->n_mm_tok && nb > r->mm_tok[i + 1]; i++)
+		;
+	if (nb <= r->mm_tok[0] || i + 1 >= r->n_mm_tok) {
+		const double *v = nb <= r->mm_tok[0] ? r->mm_mem_gmacs[0]
+						     : r->mm_mem_gmacs[r->n_mm_tok - 1];
+		return at_threads(v, p->n_threads, n);
+	}
+	double w = log2(nb / r->mm_tok[i]) / log2(r->mm_tok[i + 1] / r->mm_tok[i]);
+	for (int k = 0; k < 2; k++)
+		g[k] = r->mm_mem_gmacs[i][k] +
+		       w * (r->mm_mem_gmacs[i + 1][k] - r->mm_mem_gmacs[i][k]);
+	return at_threads(g, p->n_threads, n);
+}
+
 /* one head's time at n_pos from a row of the probe's [hd][pos] table */
 static double attn_table(const struct sim_ops *o, const double (*tab)[SIM_MAX_ATT],
 			 int head_dim, double n_pos)
@@ -895,16 +919,42 @@ static void decode_compute(struct ctx *c, int32_t pos, double *comp,
 	}
 }
 
+/* prefill attention of unit i for a batch of nb tokens from p0: token j
+ * attends p0 + j + 1 positions, each query head at the probe's in-cache
+ * time (the batch's K/V rows were just written, and every head of a
+ * group reads them again); without "ops": the old flop count at the f32
+ * L2 kernel rate */
+static double prefill_attention_s(const struct ctx *c, int i, int32_t p0,
+				  int32_t nb)
+{
+	const double hd = c->in->hp.head_dim;
+	double s = 0;
+
+	if (!c->p->ops.have) {
+		double f32_macs = sim_kern_gbps(c->p, KT_F32, c->n, false) * 1e9 / 4 / c->n;
+		double pos_sum = (double)nb * p0 + (double)nb * (nb + 1) / 2;
+		return c->u[i].q_heads * hd * 2 * pos_sum / f32_macs;
+	}
+	for (int32_t j = 0; j < nb; j++)
+		s += sim_attn_ns(c->p, (int)hd, (double)p0 + j + 1);
+	return c->u[i].q_heads * s * 1e-9;
+}
+
 /* prefill compute of every layer for a batch of nb tokens from p0, each
- * layer's collectives fab_s */
+ * layer's collectives fab_s: the matmuls at the probe's batched rate
+ * with weights from memory at nb tokens (sim_mm_gmacs),
+ * attention per token (prefill_attention_s) and, per token, the same
+ * float ops a decode token runs (norms, quantizing, RoPE, K/V copies,
+ * SiLU, adds: layer_ops), since engine/layer.c runs them token by token */
 static double prefill_compute(struct ctx *c, int32_t p0, int32_t nb,
 			      double fab_s, double *comp)
 {
-	const double hd = c->in->hp.head_dim;
 	double f32_macs = sim_kern_gbps(c->p, KT_F32, c->n, false) * 1e9 / 4 / c->n;
-	double pos_sum = (double)nb * p0 + (double)nb * (nb + 1) / 2;
+	double *att = xcalloc((size_t)c->nu, sizeof(double));
 	double total = 0;
 
+	for (int i = 0; i < c->nu; i++)
+		att[i] = prefill_attention_s(c, i, p0, nb);
 	for (int l = 0; l < c->L; l++) {
 		static const int phase_of[LT_COUNT] = {
 			[LT_WQ] = 0, [LT_WK] = 0, [LT_WV] = 0, [LT_WO] = 1,
@@ -921,18 +971,19 @@ static double prefill_compute(struct ctx *c, int32_t p0, int32_t nb,
 				double macs = c->u[i].rows[k] * c->u[i].colfrac[k] *
 					      (double)t->cols * nb;
 				double rate = kr->have_mm
-					? at_threads(kr->mm_gmacs, c->p->n_threads, c->n) * 1e9 / c->n
+					? sim_mm_gmacs(c->p, t->type, c->n, nb) * 1e9 / c->n
 					: f32_macs;
 				u[phase_of[k]] += macs / rate;
 			}
-			u[0] += c->u[i].q_heads * hd * 2 * pos_sum / f32_macs;
+			u[0] += att[i] + nb * c->ops0[i];
 			for (int q = 0; q < SIM_PHASES; q++)
 				ph[q] = fmax(ph[q], u[q]);
 		}
-		comp[l] = ph[0] + ph[1] + ph[2] + ph[3] + c->bars_layer * c->bar_s +
-			  fab_s;
+		comp[l] = ph[0] + ph[1] + ph[2] + ph[3] + nb * c->ops_rest +
+			  c->bars_layer * c->bar_s + fab_s;
 		total += comp[l];
 	}
+	free(att);
 	return total;
 }
 
@@ -1248,8 +1299,11 @@ int sim_predict(const struct sim_input *in, const struct sim_profile *prof,
 		struct fab_sum fp, fl, fh;
 		fabric_costs(c, nb, &fp, &fl, &fh);
 		pre_comp += prefill_compute(c, p0, nb, fl.s, comp);
+		/* the head runs for the last batch only, on its last token
+		 * (engine_prefill: logits of the last position) */
+		bool last = p0 + nb >= in->n_prompt;
 		t = replay(c, tok, p0, t, comp, c->embed_s * nb + c->bar_s + fp.s,
-			   c->head_s + fh.s);
+			   last ? c->head_s + fh.s : 0);
 	}
 	r->prefill_s = t;
 	r->prefill_tok_per_s = in->n_prompt / t;

@@ -288,6 +288,67 @@ static int load_kernels(struct ld *c, json_t *root, struct sim_profile *p)
 	return 0;
 }
 
+/* one thread count's array of a "mem" series: n numbers > 0 */
+static int mm_row(struct ld *c, json_t *g, const char *at, const char *key,
+		  int n, double *v)
+{
+	json_t *a = json_object_get(g, key);
+
+	if (!json_is_array(a) || (int)json_array_size(a) != n)
+		return bad(c, "%s.gmacs.%s: want an array of %d numbers", at, key, n);
+	for (int j = 0; j < n; j++) {
+		json_t *x = json_array_get(a, (size_t)j);
+		if (!json_is_number(x) || !(json_number_value(x) > 0) ||
+		    !isfinite(json_number_value(x)))
+			return bad(c, "%s.gmacs.%s[%d]: want a number > 0", at, key, j);
+		v[j] = json_number_value(x);
+	}
+	return 0;
+}
+
+/* optional "mem": {"tokens": [16, ...], "gmacs": {"1": [..], "<all>": [..]}},
+ * tokens ascending */
+static int mm_mem(struct ld *c, json_t *t, const char *at0, int all,
+		  struct sim_kern_rate *r)
+{
+	json_t *m = json_object_get(t, "mem"), *tok, *g;
+	double v[2][SIM_MAX_MM_TOK];
+	char at[200], k[16];
+	int n, rc;
+
+	r->n_mm_tok = 0;
+	if (!m || json_is_null(m))
+		return 0;
+	snprintf(at, sizeof(at), "%s.mem", at0);
+	if (!json_is_object(m))
+		return bad(c, "%s: not an object", at);
+	tok = json_object_get(m, "tokens");
+	n = json_is_array(tok) ? (int)json_array_size(tok) : 0;
+	if (n < 1 || n > SIM_MAX_MM_TOK)
+		return bad(c, "%s.tokens: want an array of 1 .. %d batch sizes", at,
+			   SIM_MAX_MM_TOK);
+	for (int j = 0; j < n; j++) {
+		json_t *x = json_array_get(tok, (size_t)j);
+		double d = json_is_number(x) ? json_number_value(x) : 0;
+		if (!(d >= 1) || (j && d <= r->mm_tok[j - 1]))
+			return bad(c, "%s.tokens[%d]: want ascending batch sizes >= 1",
+				   at, j);
+		r->mm_tok[j] = d;
+	}
+	if ((rc = obj(c, m, at, "gmacs", &g)) ||
+	    (rc = mm_row(c, g, at, "1", n, v[0])))
+		return rc;
+	snprintf(k, sizeof(k), "%d", all);
+	if (all > 1 && (rc = mm_row(c, g, at, k, n, v[1])))
+		return rc;
+	for (int j = 0; j < n; j++) {
+		r->mm_mem_gmacs[j][0] = v[0][j];
+		r->mm_mem_gmacs[j][1] = all > 1 ? v[1][j] : v[0][j];
+	}
+	r->n_mm_tok = n;
+	return 0;
+}
+
 /* matmul: optional as a whole and per type */
 static int load_matmul(struct ld *c, json_t *root, struct sim_profile *p)
 {
@@ -313,6 +374,9 @@ static int load_matmul(struct ld *c, json_t *root, struct sim_profile *p)
 		if ((rc = by_threads(c, g, at, p->n_threads, p->kern[ty].mm_gmacs)))
 			return rc;
 		p->kern[ty].have_mm = true;
+		snprintf(at, sizeof(at), "matmul.types.%s", ti->name);
+		if ((rc = mm_mem(c, t, at, p->n_threads, &p->kern[ty])))
+			return rc;
 	}
 	return 0;
 }

@@ -78,6 +78,11 @@ assert mm["tokens"] > 1 and mm["threads"] == m["cores"], mm
 assert {"q4_0", "q8_0", "q4_K", "q6_K"} <= set(mm["types"]), sorted(mm["types"])
 for name, t in mm["types"].items():
     assert set(t["gmacs"]) == threads and all(0.1 < g < 1e5 for g in t["gmacs"].values()), (name, t)
+    # weights from memory, by batch tokens
+    mem = t["mem"]
+    assert mem["rows"] > 0 and mem["tokens"] == [16, 32, 64, 128], (name, mem)
+    assert set(mem["gmacs"]) == threads, (name, mem)
+    assert all(len(v) == 4 and all(0.1 < g < 1e5 for g in v) for v in mem["gmacs"].values()), (name, mem)
 bar = p["barrier"]["us_by_units"]
 assert set(bar) == {str(n) for n in range(1, m["cores"] + 1)}, bar
 assert all(0 <= v < 10000 for v in bar.values()), bar

@@ -97,7 +97,7 @@ static double mm_sample(const struct mvbench_mat *m, const struct kern_ops *ops,
 /* one type into *pt; 0, 1 (not measured: a float type) or -ENOMEM */
 static int mm_type(const struct probe_opts *o, struct probe_sys *r,
 		   const cpu_set_t *allowed, uint32_t type, void *arena,
-		   size_t arena_bytes, struct probe_mm *pt)
+		   void *small, size_t arena_bytes, struct probe_mm *pt)
 {
 	const struct kern_type_info *ti = kern_type_info(type);
 	const struct kern_ops *ops = kern_ops(type);
@@ -142,25 +142,30 @@ static int mm_type(const struct probe_opts *o, struct probe_sys *r,
 			       s[n / 2] * 1e-9;
 	}
 	/* from memory: 5632 x 2048 copies filling the arena, each product
-	 * on the next copy, by batch size */
-	if (mvbench_fill(&m, arena, arena_bytes, type, PROBE_MM_MEM_ROWS, KERN_COLS)) {
-		err = -ENOMEM;
-		goto out;
-	}
-	int64_t copy = 0;
-	for (int i = 0; i < (r->n_threads > 1 ? 2 : 1); i++) {
-		int nth = i ? r->n_threads : 1, n = o->quick ? 5 : 9;
+	 * on the next copy, by batch size; then the same on 4 KiB pages */
+	for (int sp = 0; sp < (small ? 2 : 1); sp++) {
+		if (mvbench_fill(&m, sp ? small : arena, arena_bytes, type,
+				 PROBE_MM_MEM_ROWS, KERN_COLS)) {
+			err = -ENOMEM;
+			goto out;
+		}
+		int64_t copy = 0;
+		for (int i = 0; i < (r->n_threads > 1 ? 2 : 1); i++) {
+			int nth = i ? r->n_threads : 1, n = o->quick ? 5 : 9;
 
-		probe_pin_team(allowed, nth);
-		for (int j = 0; j < PROBE_MM_NTOK; j++) {
-			int nt = probe_mm_tokens[j];
-			double s[9];
-			mm_sample(&m, ops, acts, stride, y, nth, nt, copy++); /* warm */
-			for (int k = 0; k < n; k++)
-				s[k] = mm_sample(&m, ops, acts, stride, y, nth, nt, copy++);
-			qsort(s, (size_t)n, sizeof(double), cmp_d);
-			pt->mem_gmacs[j][i] = (double)PROBE_MM_MEM_ROWS * KERN_COLS *
-					      nt / s[n / 2] * 1e-9;
+			probe_pin_team(allowed, nth);
+			for (int j = 0; j < PROBE_MM_NTOK; j++) {
+				int nt = probe_mm_tokens[j];
+				double s[9];
+				mm_sample(&m, ops, acts, stride, y, nth, nt, copy++); /* warm */
+				for (int k = 0; k < n; k++)
+					s[k] = mm_sample(&m, ops, acts, stride, y, nth, nt,
+							 copy++);
+				qsort(s, (size_t)n, sizeof(double), cmp_d);
+				(sp ? pt->sp_gmacs : pt->mem_gmacs)[j][i] =
+					(double)PROBE_MM_MEM_ROWS * KERN_COLS * nt /
+					s[n / 2] * 1e-9;
+			}
 		}
 	}
 out:
@@ -377,7 +382,7 @@ int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 {
 	cpu_set_t allowed;
 	size_t arena_bytes = PROBE_MM_MEM_MIB * MIB;
-	struct arena mem = {0};
+	struct arena mem = {0}, small = {0};
 	void *arena = NULL;
 	int err;
 
@@ -389,12 +394,22 @@ int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 		return err;
 	}
 	arena = mem.base;
+	if (!o->no_small_pages) {
+		if ((err = probe_small_alloc(&small, arena_bytes))) {
+			arena_unmap(&mem);
+			snprintf(msg, msglen, "matmul arena on 4 KiB pages: %s",
+				 strerror(-err));
+			return err;
+		}
+		r->small_pages = 1;
+	}
 	for (uint32_t t = 0; t < KT_COUNT && r->n_mm < KERN_MAX_TYPES; t++) {
 		if (!kern_ops(t) || kern_row_bytes(t, KERN_COLS) <= 0 ||
 		    !probe_kern_wanted(o, t))
 			continue;
 		fprintf(stderr, "\rmatmul: %-5s ...", kern_type_info(t)->name);
-		err = mm_type(o, r, &allowed, t, arena, arena_bytes, &r->mm[r->n_mm]);
+		err = mm_type(o, r, &allowed, t, arena, small.base, arena_bytes,
+			      &r->mm[r->n_mm]);
 		if (err < 0) {
 			snprintf(msg, msglen, "matmul: out of memory");
 			break;
@@ -405,6 +420,7 @@ int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 	}
 	fprintf(stderr, "\n");
 	sched_setaffinity(0, sizeof(allowed), &allowed);
+	arena_unmap(&small);
 	arena_unmap(&mem);
 	if (err)
 		return err;
@@ -497,7 +513,20 @@ void probe_sys_json(FILE *f, const struct probe_sys *r)
 				fprintf(f, "%s%.3f", j ? ", " : "", r->mm[i].mem_gmacs[j][k]);
 			fputc(']', f);
 		}
-		fprintf(f, "}}}");
+		fputc('}', f);
+		if (r->small_pages) { /* the same on 4 KiB pages */
+			fprintf(f, ", \"small_pages_gmacs\": {");
+			for (int k = 0; k < (r->n_threads > 1 ? 2 : 1); k++) {
+				fprintf(f, "%s\"%d\": [", k ? ", " : "",
+					k ? r->n_threads : 1);
+				for (int j = 0; j < PROBE_MM_NTOK; j++)
+					fprintf(f, "%s%.3f", j ? ", " : "",
+						r->mm[i].sp_gmacs[j][k]);
+				fputc(']', f);
+			}
+			fputc('}', f);
+		}
+		fprintf(f, "}}");
 	}
 	fprintf(f, "}},\n  \"barrier\": {\"us_by_units\": {");
 	for (int n = 1; n <= r->n_bar; n++)

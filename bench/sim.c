@@ -61,31 +61,53 @@ double sim_kern_gbps(const struct sim_profile *p, uint32_t type, int n,
 	return at_threads(dram ? r->dram_gbps : r->l2_gbps, p->n_threads, n);
 }
 
+/* a series of (bytes, GB/s by threads) points at ws: linear in log2,
+ * flat outside */
+static double series_gbps(const struct sim_profile *p, int n_pts,
+			  const double *bytes, const double (*gbps)[2], int n,
+			  double ws)
+{
+	double g[2];
+	int i;
+
+	for (i = 0; i + 1 < n_pts && ws > bytes[i + 1]; i++)
+		;
+	if (ws <= bytes[0] || i + 1 >= n_pts) {
+		const double *v = ws <= bytes[0] ? gbps[0] : gbps[n_pts - 1];
+		return at_threads(v, p->n_threads, n);
+	}
+	double w = log2(ws / bytes[i]) / log2(bytes[i + 1] / bytes[i]);
+	for (int k = 0; k < 2; k++)
+		g[k] = gbps[i][k] + w * (gbps[i + 1][k] - gbps[i][k]);
+	return at_threads(g, p->n_threads, n);
+}
+
 double sim_kern_ws_gbps(const struct sim_profile *p, uint32_t type, int n,
 			double ws)
 {
 	const struct sim_kern_rate *r = type < KT_COUNT ? &p->kern[type] : NULL;
-	double g[2];
-	int i;
 
 	if (!r || !r->have)
 		return 0;
 	if (r->n_ws < 1 || !(ws > 0))
 		return sim_kern_gbps(p, type, n, true);
-	for (i = 0; i + 1 < r->n_ws && ws > r->ws_bytes[i + 1]; i++)
-		;
-	if (ws <= r->ws_bytes[0] || i + 1 >= r->n_ws) {
-		const double *v = ws <= r->ws_bytes[0] ? r->ws_gbps[0]
-						       : r->ws_gbps[r->n_ws - 1];
-		return at_threads(v, p->n_threads, n);
-	}
-	double w = log2(ws / r->ws_bytes[i]) / log2(r->ws_bytes[i + 1] / r->ws_bytes[i]);
-	for (int k = 0; k < 2; k++)
-		g[k] = r->ws_gbps[i][k] + w * (r->ws_gbps[i + 1][k] - r->ws_gbps[i][k]);
-	return at_threads(g, p->n_threads, n);
+	return series_gbps(p, r->n_ws, r->ws_bytes,
+			   (const double (*)[2])r->ws_gbps, n, ws);
 }
 
-double sim_mm_gmacs(const struct sim_profile *p, uint32_t type, int n, int nb)
+double sim_kern_mmap_gbps(const struct sim_profile *p, uint32_t type, int n,
+			  double ws)
+{
+	const struct sim_kern_rate *r = type < KT_COUNT ? &p->kern[type] : NULL;
+
+	if (!r || !r->have || r->n_sp < 1 || !(ws > 0))
+		return sim_kern_ws_gbps(p, type, n, ws);
+	return series_gbps(p, r->n_sp, r->sp_bytes,
+			   (const double (*)[2])r->sp_gbps, n, ws);
+}
+
+double sim_mm_gmacs(const struct sim_profile *p, uint32_t type, int n, int nb,
+		    bool small_pages)
 {
 	const struct sim_kern_rate *r = type < KT_COUNT ? &p->kern[type] : NULL;
 	double g[2];
@@ -95,17 +117,17 @@ double sim_mm_gmacs(const struct sim_profile *p, uint32_t type, int n, int nb)
 		return 0;
 	if (r->n_mm_tok < 1)
 		return at_threads(r->mm_gmacs, p->n_threads, n);
+	const double (*v)[2] = small_pages && r->have_mm_sp
+		? (const double (*)[2])r->mm_sp_gmacs
+		: (const double (*)[2])r->mm_mem_gmacs;
 	for (i = 0; i + 1 < r->n_mm_tok && nb > r->mm_tok[i + 1]; i++)
 		;
-	if (nb <= r->mm_tok[0] || i + 1 >= r->n_mm_tok) {
-		const double *v = nb <= r->mm_tok[0] ? r->mm_mem_gmacs[0]
-						     : r->mm_mem_gmacs[r->n_mm_tok - 1];
-		return at_threads(v, p->n_threads, n);
-	}
+	if (nb <= r->mm_tok[0] || i + 1 >= r->n_mm_tok)
+		return at_threads(v[nb <= r->mm_tok[0] ? 0 : r->n_mm_tok - 1],
+				  p->n_threads, n);
 	double w = log2(nb / r->mm_tok[i]) / log2(r->mm_tok[i + 1] / r->mm_tok[i]);
 	for (int k = 0; k < 2; k++)
-		g[k] = r->mm_mem_gmacs[i][k] +
-		       w * (r->mm_mem_gmacs[i + 1][k] - r->mm_mem_gmacs[i][k]);
+		g[k] = v[i][k] + w * (v[i + 1][k] - v[i][k]);
 	return at_threads(g, p->n_threads, n);
 }
 
@@ -375,8 +397,20 @@ static double rate_bps(const struct ctx *c, uint32_t type, bool dram)
 {
 	/* per unit: the aggregate figure at n threads, shared by n; from
 	 * memory at the token's working set */
-	double g = dram ? sim_kern_ws_gbps(c->p, type, c->n, c->ws_bytes)
-			: sim_kern_gbps(c->p, type, c->n, false);
+	double g = !dram ? sim_kern_gbps(c->p, type, c->n, false)
+		   : c->in->tier == MEMTIER_MMAP
+		   ? sim_kern_mmap_gbps(c->p, type, c->n, c->ws_bytes)
+		   : sim_kern_ws_gbps(c->p, type, c->n, c->ws_bytes);
+
+	return g * 1e9 / c->n;
+}
+
+/* per unit: the f32 kernel's rate on the K/V cache (DRAM arenas on every
+ * tier) at the token's working set, or in L2 */
+static double kv_rate_bps(const struct ctx *c, bool dram)
+{
+	double g = dram ? sim_kern_ws_gbps(c->p, KT_F32, c->n, c->ws_bytes)
+			: sim_kern_gbps(c->p, KT_F32, c->n, false);
 
 	return g * 1e9 / c->n;
 }
@@ -637,10 +671,10 @@ static double attention_s(const struct ctx *c, int i, int32_t pos)
 	if (c->p->ops.have) {
 		double s = c->u[i].q_heads * sim_attn_ns(c->p, (int)hd, np) * 1e-9;
 		if (uniq > (double)c->p->l2_bytes)
-			s += uniq / rate_bps(c, KT_F32, true);
+			s += uniq / kv_rate_bps(c, true);
 		return s;
 	}
-	return bytes / rate_bps(c, KT_F32, uniq > (double)c->p->l2_bytes);
+	return bytes / kv_rate_bps(c, uniq > (double)c->p->l2_bytes);
 }
 
 /* The float ops of a decode layer besides matvecs and attention, per
@@ -951,6 +985,7 @@ static double prefill_compute(struct ctx *c, int32_t p0, int32_t nb,
 {
 	double f32_macs = sim_kern_gbps(c->p, KT_F32, c->n, false) * 1e9 / 4 / c->n;
 	double *att = xcalloc((size_t)c->nu, sizeof(double));
+	const bool mmap = c->in->tier == MEMTIER_MMAP;
 	double total = 0;
 
 	for (int i = 0; i < c->nu; i++)
@@ -971,9 +1006,14 @@ static double prefill_compute(struct ctx *c, int32_t p0, int32_t nb,
 				double macs = c->u[i].rows[k] * c->u[i].colfrac[k] *
 					      (double)t->cols * nb;
 				double rate = kr->have_mm
-					? sim_mm_gmacs(c->p, t->type, c->n, nb) * 1e9 / c->n
+					? sim_mm_gmacs(c->p, t->type, c->n, nb, mmap) *
+					  1e9 / c->n
 					: f32_macs;
 				u[phase_of[k]] += macs / rate;
+				/* the first pass maps the page cache's pages */
+				if (mmap && p0 == 0)
+					u[phase_of[k]] += unit_bytes(c, i, t, k) *
+							  c->p->pc_fault_ns_per_byte * 1e-9;
 			}
 			u[0] += att[i] + nb * c->ops0[i];
 			for (int q = 0; q < SIM_PHASES; q++)

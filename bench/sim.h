@@ -23,7 +23,11 @@
  * between 1 and all CPUs; flat beyond), at the token's working set W =
  * the weights it reads from DRAM (on flash: the pinned segments and the
  * ring's --prefetch + 2 buffers) + the K/V of the median position, every
- * chip together, linear in log2 W between the probe's points. A model
+ * chip together, linear in log2 W between the probe's points. On the
+ * mmap tier the weights are the page cache's, mapped in 4 KiB pages: G
+ * is then the same series measured on 4 KiB pages (kernels.types.T.
+ * small_pages; TLB misses and prefetches stopped at page boundaries cost
+ * TinyLlama ~20% here), when the profile has it. A model
  * that fits the last-level cache (SmolLM2, 97 MB) so gets the cached
  * rate the probe measured at that size, a larger one the DRAM class.
  * That figure is already max(compute, bytes / bandwidth) as this CPU does
@@ -94,7 +98,10 @@
  * at the probe's in-cache time (ops.attention.ns_by_head_dim; the
  * batch's K/V were just written). Four barriers a layer, weights
  * streamed once per batch through the same flash replay, the head only
- * in the last batch (the last position's logits).
+ * in the last batch (the last position's logits). On the mmap tier the
+ * products take the series measured on 4 KiB pages (mem.small_pages_
+ * gmacs), and the first batch maps every weight page: + the unit's bytes
+ * x page_cache.fault_ns_per_byte (the probe maps a cached file afresh).
  *
  * Chips (--chips N, engine/fabric.h): engine/plan.h splits the model over
  * the chips first (whole KV heads and their query heads; n_embd, n_ff and
@@ -125,7 +132,8 @@
  * past 16. Fabric bytes are what chip 0 copies in and out (decode
  * --stats-json's fabric.ops.*.bytes).
  *
- * Not modelled: the page cache's faults (mmap is taken as warm DRAM),
+ * Not modelled: the page cache's faults (mmap weights are taken as
+ * mapped; the first pass maps them),
  * NUMA distance, the host's stalls (MACHINE.md), prefill's matmul at
  * other shapes than the probe's 5632 x 2048.
  */
@@ -168,9 +176,15 @@ struct sim_kern_rate {
 			      * ascending; 0: none */
 	double mm_tok[SIM_MAX_MM_TOK];
 	double mm_mem_gmacs[SIM_MAX_MM_TOK][2];
+	bool have_mm_sp;     /* the same on 4 KiB pages (the mmap tier) */
+	double mm_sp_gmacs[SIM_MAX_MM_TOK][2];
 	int n_ws;            /* the dram class by working set, ascending */
 	double ws_bytes[SIM_MAX_WS];
 	double ws_gbps[SIM_MAX_WS][2];
+	int n_sp;            /* the same on 4 KiB pages (small_pages): the
+			      * mmap tier's; 0: none */
+	double sp_bytes[SIM_MAX_WS];
+	double sp_gbps[SIM_MAX_WS][2];
 };
 
 /* the per-layer float ops and attention (probe's "ops"), one thread */
@@ -212,6 +226,8 @@ struct sim_profile {
 	double fabric_lat_us, fabric_gbps; /* a hop; a link's GB/s */
 	struct sim_fab_curve fab[FABRIC_OP_COUNT]; /* by enum fabric_op */
 	double watts;                      /* 0: the profile gives no power */
+	double pc_fault_ns_per_byte;       /* page_cache: mapping a cached
+					    * page on first touch; 0: none */
 };
 
 /* Read the profile at path (JSON) into *p. Returns 0, or -errno / -EINVAL
@@ -355,11 +371,17 @@ double sim_kern_ws_gbps(const struct sim_profile *p, uint32_t type, int n,
 /* ns of one query head's attention over n_pos positions (probe's "ops";
  * 0 without) */
 double sim_attn_ns(const struct sim_profile *p, int head_dim, double n_pos);
+/* the same with the weights on 4 KiB pages (the mmap tier: the page
+ * cache maps a file so): the probe's small_pages series, else ws */
+double sim_kern_mmap_gbps(const struct sim_profile *p, uint32_t type, int n,
+			  double ws);
 /* aggregate prefill matmul GMAC/s of type at n threads for a batch of nb
  * tokens: the probe's rate with weights from memory at the batch size
  * (matmul.types.T.mem, linear in log2 of tokens between its points, flat
- * outside), else its in-cache figure; 0 without either */
-double sim_mm_gmacs(const struct sim_profile *p, uint32_t type, int n, int nb);
+ * outside; small_pages: the series on 4 KiB pages when the profile has
+ * it, the mmap tier's), else its in-cache figure; 0 without either */
+double sim_mm_gmacs(const struct sim_profile *p, uint32_t type, int n, int nb,
+		    bool small_pages);
 /* the same with K/V from memory (the probe's cold figures; 0 without) */
 double sim_attn_cold_ns(const struct sim_profile *p, int head_dim, double n_pos);
 /* barrier microseconds for n units */

@@ -310,6 +310,24 @@ static void test_ops(void **state)
 	predict(&in, &p, &r);
 	NEAR(r.tok.ws_bytes, 2 * 147968 + 65792 + 512 * 1);
 	NEAR(r.tok.matvec_s[KT_F32], 360448 / 4e9);
+	/* the mmap tier: the series on 4 KiB pages (2 GB/s at 1 MB, 1 at 4
+	 * MB: 1.5 at 2 MB); the tiny model's 362240 B working set is below
+	 * the first point, so 2 GB/s: 180.224 us. The dram tier keeps ws. */
+	snprintf(text, sizeof(text), fmt,
+		 ", \"ws\": [{\"ws_bytes\": 1000000, \"gbps\": {\"1\": 4, \"2\": 8}},"
+		 " {\"ws_bytes\": 4000000, \"gbps\": {\"1\": 2, \"2\": 4}}],"
+		 " \"small_pages\": [{\"ws_bytes\": 1000000, \"gbps\": {\"1\": 2, \"2\": 4}},"
+		 " {\"ws_bytes\": 4000000, \"gbps\": {\"1\": 1, \"2\": 2}}]");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
+	NEAR(sim_kern_mmap_gbps(&p, KT_F32, 1, 2e6), 1.5);
+	NEAR(sim_kern_mmap_gbps(&p, KT_F32, 2, 2e6), 3);
+	NEAR(sim_kern_ws_gbps(&p, KT_F32, 1, 2e6), 3);
+	in.tier = MEMTIER_MMAP;
+	predict(&in, &p, &r);
+	NEAR(r.tok.matvec_s[KT_F32], 360448 / 2e9);
+	in.tier = MEMTIER_DRAM;
+	predict(&in, &p, &r);
+	NEAR(r.tok.matvec_s[KT_F32], 360448 / 4e9);
 	/* a bad point is refused, naming it */
 	snprintf(text, sizeof(text), fmt,
 		 ", \"ws\": [{\"ws_bytes\": 4000000, \"gbps\": {\"1\": 4, \"2\": 8}},"
@@ -354,10 +372,10 @@ static void test_prefill_mm(void **state)
 	snprintf(text, sizeof(text), fmt, mem);
 	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
 	/* linear in log2 of tokens between the points, flat outside */
-	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 32), 1.25);
-	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 2, 32), 2.5);
-	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 8), 0.5);
-	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 128), 2);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 32, false), 1.25);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 2, 32, false), 2.5);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 8, false), 0.5);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 128, false), 2);
 	tiny(&in, 4, 2);
 	for (int l = 0; l < L; l++)
 		for (int i = 0; i < LT_COUNT; i++) {
@@ -381,10 +399,32 @@ static void test_prefill_mm(void **state)
 	NEAR(r.prefill_s, (2359296 / 0.5e9 + (100352 + 34816) / 2.5e9) +
 			  (8.192 + 65.536) * 1e-6);
 	in.n_batch = 0;
+	/* the mmap tier: the first batch maps every weight page, at the
+	 * probe's 0.5 ns a byte: the layer matrices' 2 x 39168 B (q8_0:
+	 * 34 B a block of 32) = 39.168 us; the profile has no small-page
+	 * matmul series, so the products keep the mem series */
+	snprintf(text, sizeof(text), fmt, mem);
+	text[strlen(text) - 1] = '\0';
+	strcat(text, ", \"page_cache\": {\"fault_ns_per_byte\": 0.5}}");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
+	in.tier = MEMTIER_MMAP;
+	predict(&in, &p, &r);
+	NEAR(r.prefill_compute_s, (1887.4368 + 54.0672 + 39.168) * 1e-6);
+	/* ... and the series on 4 KiB pages where it has one: 0.25 / 1
+	 * GMAC/s at 16 / 64 tokens, 0.625 at 32 */
+	snprintf(text, sizeof(text), fmt,
+		 ", \"mem\": {\"tokens\": [16, 64], \"gmacs\": {\"1\": [0.5, 2], \"2\": [1, 4]},"
+		 " \"small_pages_gmacs\": {\"1\": [0.25, 1], \"2\": [0.5, 2]}}");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 32, true), 0.625);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 32, false), 1.25);
+	predict(&in, &p, &r);
+	NEAR(r.prefill_compute_s, 2359296 / 0.625e9 + 54.0672e-6);
+	in.tier = MEMTIER_DRAM;
 	/* without "mem": the in-cache figure, 1 GMAC/s at any batch */
 	snprintf(text, sizeof(text), fmt, "");
 	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
-	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 32), 1);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 32, false), 1);
 	predict(&in, &p, &r);
 	NEAR(r.prefill_compute_s, 2359296 / 1e9 + 54.0672e-6);
 	/* bad series are refused, naming the field */

@@ -58,6 +58,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/utsname.h>
@@ -140,7 +142,7 @@ int probe_huge_alloc(struct arena *a, size_t bytes, int threads)
 
 /* AnonHugePages of the mapping that holds p, from /proc/self/smaps;
  * 0 when it cannot be read. */
-static uint64_t thp_bytes_of(const void *p)
+uint64_t probe_thp_bytes(const void *p)
 {
 	FILE *f = fopen("/proc/self/smaps", "r");
 	char line[512];
@@ -245,7 +247,7 @@ static int probe_dram(const struct probe_opts *o, struct dram_result *r)
 	buf = mem.base;
 	r->method = method;
 	r->n_threads = n_cpu;
-	r->thp_bytes = thp_bytes_of(buf);
+	r->thp_bytes = probe_thp_bytes(buf);
 	for (int t = 1; t <= n_cpu; t++) {
 		/* slices a multiple of 32 elements: n is a multiple of 32*CPU_SETSIZE */
 		size_t slice = n / t;
@@ -615,7 +617,7 @@ static int probe_flash(const struct probe_opts *o, struct flash_result *r,
 	if (err)
 		goto out;
 	r->buf_bytes = c->buf_bytes;
-	r->thp_bytes = thp_bytes_of(c->buf);
+	r->thp_bytes = probe_thp_bytes(c->buf);
 
 	/* sequential: every block size at every queue depth */
 	for (int b = 0; b < N_BS; b++)
@@ -778,6 +780,105 @@ static int probe_kv(const struct probe_opts *o, struct kv_result *r,
 	return err;
 }
 
+/* ---- page cache: the mmap tier's first touch ----------------------------- */
+
+struct pc_result {
+	uint64_t bytes;      /* of the mapped file */
+	double ns_per_byte;  /* median pass: map, read a byte a 4 KiB page, unmap */
+	double faults;       /* minor faults a pass */
+	double cold_ns_per_byte; /* the first pass, the file out of the cache */
+};
+
+/*
+ * What the mmap tier pays the first time it reads a weight: the page
+ * fault that maps a page-cache page (with the kernel's fault-around). A
+ * file of `bytes` in --flash-dir (mkstemp and unlinked at once, as the
+ * flash test file), written through the page cache, then mapped
+ * MAP_SHARED read-only and read one byte every 4 KiB, in order, by one
+ * thread, o->passes times on a fresh mapping, after one untimed pass
+ * with the file dropped from the cache (so the pages are those a
+ * mapping's own faults and readahead brought in, as a model's are after
+ * its first mmap run). Returns 0 or -errno with a message.
+ */
+static int probe_page_cache(const struct probe_opts *o, struct pc_result *r,
+			    char *msg, size_t msg_len)
+{
+	const size_t bytes = o->quick ? 16 * MIB : 64 * MIB, chunk = MIB;
+	char path[4096], *buf = NULL;
+	double ns[16];
+	sigset_t block, old;
+	int fd, err = 0, n = o->passes < 16 ? o->passes : 16;
+
+	snprintf(path, sizeof(path), "%s/strata-pc-XXXXXX", o->flash_dir);
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	fd = mkstemp(path);
+	if (fd >= 0 && unlink(path) < 0)
+		err = -errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (fd < 0 || err) {
+		err = fd < 0 ? -errno : err;
+		snprintf(msg, msg_len, "page cache: cannot create a file in %s: %s",
+			 o->flash_dir, strerror(-err));
+		goto out;
+	}
+	if (!(buf = malloc(chunk))) {
+		err = -ENOMEM;
+		snprintf(msg, msg_len, "page cache: out of memory");
+		goto out;
+	}
+	memset(buf, 7, chunk);
+	for (size_t off = 0; off < bytes; off += chunk)
+		if (pwrite(fd, buf, chunk, (off_t)off) != (ssize_t)chunk) {
+			err = -EIO;
+			snprintf(msg, msg_len, "page cache: writing %zu MiB in %s: %s",
+				 bytes / MIB, o->flash_dir, strerror(errno ? errno : EIO));
+			goto out;
+		}
+	/* out of the cache, then mapped once cold (the disk, readahead): the
+	 * page cache then holds the file as a mapping's faults bring in a
+	 * model; the timed passes map those pages again (a warm mmap run) */
+	if (fdatasync(fd) < 0 || posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)) {
+		err = -EIO;
+		snprintf(msg, msg_len, "page cache: cannot drop the file from the cache");
+		goto out;
+	}
+	r->bytes = bytes;
+	for (int p = -1; p < n; p++) {
+		struct rusage u0, u1;
+		getrusage(RUSAGE_SELF, &u0);
+		int64_t t0 = now_ns();
+		volatile const uint8_t *m = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
+		if (m == MAP_FAILED) {
+			err = -errno;
+			snprintf(msg, msg_len, "page cache: mmap: %s", strerror(-err));
+			goto out;
+		}
+		unsigned sum = 0;
+		for (size_t off = 0; off < bytes; off += 4096)
+			sum += m[off];
+		munmap((void *)m, bytes);
+		double v = (double)(now_ns() - t0) / (double)bytes;
+		getrusage(RUSAGE_SELF, &u1);
+		(void)sum;
+		if (p < 0) {
+			r->cold_ns_per_byte = v;
+			continue;
+		}
+		ns[p] = v;
+		r->faults = (double)(u1.ru_minflt - u0.ru_minflt);
+	}
+	r->ns_per_byte = median(ns, n);
+out:
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+	return err;
+}
+
 /* ---- output ----------------------------------------------------------- */
 
 /* what was measured; NULL for a part that was skipped */
@@ -788,6 +889,7 @@ struct probe_results {
 	const struct flash_result *flash;
 	const struct kv_result *kv;
 	const struct probe_fabric *fabric;
+	const struct pc_result *pc;
 };
 
 struct cpu_id {
@@ -1000,6 +1102,13 @@ static int write_json(FILE *f, const struct probe_opts *o,
 		fprintf(f, "  \"flash\": null,\n");
 	}
 	json_kv(f, o, pr->kv);
+	if (pr->pc)
+		fprintf(f, "  \"page_cache\": {\"bytes\": %llu, \"fault_ns_per_byte\": "
+			"%.5f, \"minor_faults\": %.0f, \"cold_ns_per_byte\": %.5f},\n",
+			(unsigned long long)pr->pc->bytes, pr->pc->ns_per_byte,
+			pr->pc->faults, pr->pc->cold_ns_per_byte);
+	else
+		fprintf(f, "  \"page_cache\": null,\n");
 	probe_fabric_json(f, pr->fabric);
 	fprintf(f, "  \"quick\": %s,\n  \"date\": \"%s\"\n}\n",
 		o->quick ? "true" : "false", date);
@@ -1019,11 +1128,14 @@ static void usage(FILE *f)
 		"                    (default: $STRATA_CACHE or ~/.cache/strata)\n"
 		"  --file-size SIZE  test file size (default 1G, --quick 256M)\n"
 		"  --quick           smaller buffers, fewer passes (~10 s)\n"
-		"  --no-flash        skip the flash read measurements\n"
+		"  --no-flash        skip the flash read measurements (and the\n"
+		"                    page cache's first-touch cost)\n"
 		"  --no-kv           skip the KV-cache writes (with --no-flash: no\n"
 		"                    disk is touched)\n"
 		"  --no-dram         skip the DRAM measurements\n"
 		"  --no-kern         skip the kernel measurements\n"
+		"  --no-small-pages  skip the kernels on 4 KiB pages (the mmap\n"
+		"                    tier's figures)\n"
 		"  --no-sys          skip prefill matmul, barrier and sampler\n"
 		"  --no-fabric       skip the fabric (floor and collectives)\n"
 		"  --fabric-only     only the fabric (machine identity and it)\n"
@@ -1031,10 +1143,51 @@ static void usage(FILE *f)
 		"                    (default shm: two processes it forks)\n"
 		"  --fabric-cpus A,B the fabric's two CPUs (default: the first\n"
 		"                    two this process may run on)\n"
+		"  --kern-types LIST only these weight types' matvec and matmul\n"
+		"                    (comma list of names: q4_0,q6_K,f32); the\n"
+		"                    short probe bench/validate runs before each\n"
+		"                    configuration\n"
 		"  -h, --help        this text\n"
 		"  STRATA_KERNELS=ref|avx2 caps the ISA of the kernels and of the\n"
 		"  DRAM sum; STRATA_FAULT (nodirect:1, eio:N ...) breaks the KV\n"
 		"  writes, for tests.\n");
+}
+
+/* --kern-types LIST: comma-separated type names (kern_type_info's
+ * spelling, case-sensitive as GGUF's) into a mask; 0 or 2 with a message */
+static int parse_kern_types(const char *list, uint64_t *mask)
+{
+	char buf[256], *save = NULL;
+
+	if (strlen(list) >= sizeof(buf) || !*list) {
+		fprintf(stderr, "probe: --kern-types '%s': want a comma list of "
+			"weight types (q4_0,q6_K,f32 ...)\n", list);
+		return 2;
+	}
+	strcpy(buf, list);
+	*mask = 0;
+	for (char *tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		uint32_t t;
+		for (t = 0; t < 64; t++) {
+			const struct kern_type_info *ti = kern_type_info(t);
+			if (ti && ti->name && !strcmp(ti->name, tok) &&
+			    kern_row_bytes(t, KERN_COLS) > 0)
+				break;
+		}
+		if (t == 64) {
+			fprintf(stderr, "probe: --kern-types: '%s' is not a weight "
+				"type this probe measures (f32, f16, bf16, q4_0, "
+				"q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K)\n", tok);
+			return 2;
+		}
+		*mask |= (uint64_t)1 << t;
+	}
+	if (!*mask) {
+		fprintf(stderr, "probe: --kern-types '%s': no type named\n", list);
+		return 2;
+	}
+	return 0;
 }
 
 /* --flash-dir must be a directory; 0 or 1 with a message */
@@ -1069,6 +1222,8 @@ int main(int argc, char **argv)
 		{ "fabric-only", no_argument, NULL, 'O' },
 		{ "fabric", required_argument, NULL, 'B' },
 		{ "fabric-cpus", required_argument, NULL, 'C' },
+		{ "kern-types", required_argument, NULL, 'T' },
+		{ "no-small-pages", no_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct probe_opts o = { 0 };
@@ -1078,6 +1233,7 @@ int main(int argc, char **argv)
 	struct flash_result flash = { 0 };
 	struct kv_result kv = { 0 };
 	struct probe_fabric fab = { 0 };
+	struct pc_result pc = { 0 };
 	struct probe_results pr = { 0 };
 	const char *file_size = NULL;
 	char default_dir[4096], msg[512] = "";
@@ -1120,6 +1276,11 @@ int main(int argc, char **argv)
 					"different CPU numbers, A,B\n", optarg);
 				return 2;
 			}
+			break;
+		case 'P': o.no_small_pages = 1; break;
+		case 'T':
+			if (parse_kern_types(optarg, &o.kern_mask))
+				return 2;
 			break;
 		default: usage(stderr); return 2;
 		}
@@ -1215,6 +1376,17 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		pr.kv = &kv;
+	}
+	if (!o.no_flash) {
+		err = probe_page_cache(&o, &pc, msg, sizeof(msg));
+		if (err) {
+			fprintf(stderr, "probe: %s\n", msg);
+			return 1;
+		}
+		pr.pc = &pc;
+		fprintf(stderr, "\npage cache: %.3f ns a byte mapped on first touch "
+			"(%.0f minor faults for %llu MiB)\n", pc.ns_per_byte, pc.faults,
+			(unsigned long long)(pc.bytes / MIB));
 	}
 	print_table(&o, &pr);
 

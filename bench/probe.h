@@ -27,10 +27,19 @@ struct probe_opts {
 	int lat_ops;           /* QD1 4 KiB reads for p50/p99 ... */
 	double rand_max_s;     /* ... and the time cap of each random phase */
 	int quick, no_flash, no_dram, no_kern, no_kv, no_sys, no_fabric;
+	int no_small_pages;    /* skip the kernels on 4 KiB pages */
 	int fabric_cpu[2];     /* --fabric-cpus A,B; -1: the first two allowed */
 	int fabric_mpi;        /* --fabric mpi: the collectives over MPI, under
 				* mpirun -np 2 (no floor, no pinning) */
+	uint64_t kern_mask;    /* --kern-types: bit t = measure type t's matvec
+				* and matmul; 0: every type */
 };
+
+/* true when --kern-types lets type t be measured */
+static inline int probe_kern_wanted(const struct probe_opts *o, uint32_t t)
+{
+	return !o->kern_mask || (t < 64 && (o->kern_mask >> t & 1));
+}
 
 /*
  * A huge-page-backed arena of `bytes` (memtier/arena.h: rounded up to and
@@ -39,6 +48,15 @@ struct probe_opts {
  * back with arena_unmap.
  */
 int probe_huge_alloc(struct arena *a, size_t bytes, int threads);
+
+/* an arena of bytes on 4 KiB pages (MADV_NOHUGEPAGE whatever the THP
+ * setting: as the page cache maps a file), every page touched once;
+ * 0 or -errno. Give it back with arena_unmap. */
+int probe_small_alloc(struct arena *a, size_t bytes);
+
+/* AnonHugePages bytes of the mapping that holds p (/proc/self/smaps); 0
+ * when it cannot be read */
+uint64_t probe_thp_bytes(const void *p);
 
 /* Pin each thread of an OpenMP team of n to its own CPU of `allowed`
  * (the pool keeps its threads, so the pinning holds for later regions of
@@ -74,6 +92,12 @@ struct probe_kern {
 	int n_ws;
 	uint64_t ws_bytes[KERN_MAX_WS];
 	struct kern_point ws[KERN_MAX_TYPES][KERN_MAX_WS];
+	/* the same series, the arena's own size last, on 4 KiB pages
+	 * (MADV_NOHUGEPAGE, as the page cache maps a file): what the mmap
+	 * tier's weights get. small_pages: measured (--no-small-pages: not) */
+	int small_pages;
+	uint64_t thp_small_bytes;   /* of that arena in huge pages: 0 wanted */
+	struct kern_point sp[KERN_MAX_TYPES][KERN_MAX_WS + 1];
 };
 
 /* Measure into *k (zeroed by the caller); restores the CPU affinity.
@@ -89,10 +113,21 @@ void probe_kern_json(FILE *f, const struct probe_kern *k);
 #define PROBE_MM_TOKENS 64
 #define PROBE_MAX_UNITS 64
 
+/* the "mem" series: a 5632 x 2048 matrix (TinyLlama's gate/up), copies
+ * rotating through PROBE_MM_MEM_MIB so each product streams its weights
+ * from memory as prefill does, at batches of 16 .. 128 tokens */
+#define PROBE_MM_NTOK 4
+#define PROBE_MM_MEM_ROWS 5632
+#define PROBE_MM_MEM_MIB 256
+static const int probe_mm_tokens[PROBE_MM_NTOK] = { 16, 32, 64, 128 };
+
 struct probe_mm {
 	uint32_t type;
 	double gmacs[2]; /* weight elements x tokens per second / 1e9:
 			  * [0] one thread, [1] all threads */
+	double mem_gmacs[PROBE_MM_NTOK][2]; /* the same, weights from memory,
+					     * by probe_mm_tokens */
+	double sp_gmacs[PROBE_MM_NTOK][2];  /* ... on 4 KiB pages */
 };
 
 /* the O(n) float ops of a layer and attention (kernels/ops.h), one
@@ -115,6 +150,7 @@ struct probe_sys {
 	struct probe_ops ops;
 	int n_threads;
 	int n_mm;
+	int small_pages;                   /* sp_gmacs measured */
 	struct probe_mm mm[KERN_MAX_TYPES];
 	int n_bar;                         /* units 1 .. n_bar */
 	double barrier_us[PROBE_MAX_UNITS]; /* mean per barrier, by units */

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "bench/mvbench.h"
@@ -127,7 +128,7 @@ static int kern_point_run(const struct probe_kern *r, const cpu_set_t *allowed,
  * matrix at the start of the same arena. Returns 0 or -errno. */
 static int kern_type_run(const struct probe_opts *o, struct probe_kern *r,
 			 const cpu_set_t *allowed, int i, uint8_t *arena,
-			 uint64_t dram_target, uint64_t l2_target)
+			 uint8_t *small, uint64_t dram_target, uint64_t l2_target)
 {
 	uint32_t t = r->types[i];
 	const struct kern_ops *ops = kern_ops_isa(r->isa, t);
@@ -163,6 +164,18 @@ static int kern_type_run(const struct probe_opts *o, struct probe_kern *r,
 			err = kern_point_run(r, allowed, &m, ops, act, run, &r->ws[i][w]);
 		}
 	}
+	/* the series again on 4 KiB pages (the mmap tier), the whole small
+	 * arena last */
+	for (int w = 0; r->small_pages && w <= r->n_ws && !err; w++) {
+		err = mvbench_fill(&m, small, w < r->n_ws ? r->ws_bytes[w] : r->arena_bytes,
+				   t, (int64_t)(dram_target / (uint64_t)rb), KERN_COLS);
+		if (!err) {
+			run.reps = 1;
+			run.iters = o->quick ? 9 : 21;
+			run.max_s = o->quick ? 0.1 : 0.25;
+			err = kern_point_run(r, allowed, &m, ops, act, run, &r->sp[i][w]);
+		}
+	}
 	run.max_s = o->quick ? 0.2 : 0.5;
 	/* one copy, read again and again: samples of many calls, so a
 	 * sample is far longer than the barriers around it */
@@ -182,6 +195,20 @@ static int kern_type_run(const struct probe_opts *o, struct probe_kern *r,
 	return err;
 }
 
+int probe_small_alloc(struct arena *a, size_t bytes)
+{
+	struct arena_config ac = {.bytes = bytes, .huge_pages = false, .node = -1};
+	char msg[160];
+	int err = arena_map(a, &ac, msg, sizeof(msg));
+
+	if (err)
+		return err;
+	madvise(a->base, a->bytes, MADV_NOHUGEPAGE);
+	for (size_t off = 0; off < a->bytes; off += 4096)
+		((volatile uint8_t *)a->base)[off] = 1;
+	return 0;
+}
+
 /*
  * Kernel throughput of every weight type on the active ISA into *r.
  * Restores the caller's CPU affinity. Returns 0 or -errno.
@@ -190,7 +217,7 @@ int probe_kern(const struct probe_opts *o, struct probe_kern *r)
 {
 	cpu_set_t allowed;
 	uint64_t dram_target = 8 * MIB, l2_target;
-	struct arena mem = {0};
+	struct arena mem = {0}, small = {0};
 	uint8_t *arena = NULL;
 	int err;
 
@@ -208,20 +235,31 @@ int probe_kern(const struct probe_opts *o, struct probe_kern *r)
 	for (uint64_t ws = 16 * MIB; ws < r->arena_bytes && r->n_ws < KERN_MAX_WS; ws *= 2)
 		r->ws_bytes[r->n_ws++] = ws;
 	for (uint32_t t = 0; t < KT_COUNT && r->n_types < KERN_MAX_TYPES; t++)
-		if (kern_ops_isa(r->isa, t) && kern_row_bytes(t, KERN_COLS) > 0)
+		if (kern_ops_isa(r->isa, t) && kern_row_bytes(t, KERN_COLS) > 0 &&
+		    probe_kern_wanted(o, t))
 			r->types[r->n_types++] = t;
 	err = probe_huge_alloc(&mem, r->arena_bytes, r->n_threads);
 	arena = mem.base;
 	if (err)
 		return err;
+	if (!o->no_small_pages) {
+		err = probe_small_alloc(&small, r->arena_bytes);
+		if (err) {
+			arena_unmap(&mem);
+			return err;
+		}
+		r->small_pages = 1;
+		r->thp_small_bytes = probe_thp_bytes(small.base);
+	}
 	for (int i = 0; i < r->n_types && !err; i++) {
 		fprintf(stderr, "\rkernels: %-5s ...",
 			kern_type_info(r->types[i])->name);
-		err = kern_type_run(o, r, &allowed, i, arena, dram_target,
+		err = kern_type_run(o, r, &allowed, i, arena, small.base, dram_target,
 				    l2_target);
 	}
 	fprintf(stderr, "\n");
 	sched_setaffinity(0, sizeof(allowed), &allowed);
+	arena_unmap(&small);
 	arena_unmap(&mem);
 	return err;
 }
@@ -284,11 +322,12 @@ void probe_kern_json(FILE *f, const struct probe_kern *k)
 	fprintf(f, "  \"kernels\": {\"isa\": \"%s\", \"cols\": %d, \"threads\": "
 		"%d, \"l2_bytes\": %llu, \"l2_source\": \"%s\", \"llc_bytes\": "
 		"%llu, \"llc_source\": \"%s\", \"dram_arena_bytes\": %llu,"
-		"\n    \"types\": {",
+		" \"small_pages_thp_bytes\": %llu,\n    \"types\": {",
 		kern_isa_name(k->isa), KERN_COLS, k->n_threads,
 		(unsigned long long)k->l2_bytes, k->l2_src,
 		(unsigned long long)k->llc_bytes, k->llc_src,
-		(unsigned long long)k->arena_bytes);
+		(unsigned long long)k->arena_bytes,
+		(unsigned long long)k->thp_small_bytes);
 	for (int i = 0; i < k->n_types; i++) {
 		fprintf(f, "%s\n      \"%s\": {\"row_bytes\": %llu, ", i ? "," : "",
 			kern_type_info(k->types[i])->name,
@@ -307,7 +346,20 @@ void probe_kern_json(FILE *f, const struct probe_kern *k)
 		fprintf(f, ", {\"ws_bytes\": %llu, \"gbps\": ",
 			(unsigned long long)k->arena_bytes);
 		json_by_threads(f, k, k->dram[i].gbps, "%.2f");
-		fprintf(f, "}]}");
+		fprintf(f, "}]");
+		/* "small_pages": the same on 4 KiB pages (the mmap tier) */
+		if (k->small_pages) {
+			fprintf(f, ",\n        \"small_pages\": [");
+			for (int w = 0; w <= k->n_ws; w++) {
+				fprintf(f, "%s{\"ws_bytes\": %llu, \"gbps\": ", w ? ", " : "",
+					(unsigned long long)(w < k->n_ws ? k->ws_bytes[w]
+									 : k->arena_bytes));
+				json_by_threads(f, k, k->sp[i][w].gbps, "%.2f");
+				fputc('}', f);
+			}
+			fputc(']', f);
+		}
+		fputc('}', f);
 	}
 	fprintf(f, "}},\n");
 }

@@ -60,10 +60,13 @@ static int cmp_d(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* one sample: nth threads, each its share of rows in tiles */
+/* one sample of nt tokens on copy `copy` of m: nth threads, each its
+ * share of rows in tiles */
 static double mm_sample(const struct mvbench_mat *m, const struct kern_ops *ops,
-			const void *act, size_t stride, float *y, int nth)
+			const void *act, size_t stride, float *y, int nth,
+			int nt, int64_t copy)
 {
+	const uint8_t *base = m->base + (size_t)(copy % m->copies) * m->stride;
 	double t0 = 0, t1 = 0;
 
 #pragma omp parallel num_threads(nth)
@@ -76,11 +79,11 @@ static double mm_sample(const struct mvbench_mat *m, const struct kern_ops *ops,
 		for (int64_t a = r0; a < r1; a += MM_TILE) {
 			int64_t b = a + MM_TILE < r1 ? a + MM_TILE : r1;
 			if (ops->matmul)
-				ops->matmul(m->base, m->row_bytes, act, stride, y,
-					    m->rows, m->n, a, b, PROBE_MM_TOKENS);
+				ops->matmul(base, m->row_bytes, act, stride, y,
+					    m->rows, m->n, a, b, nt);
 			else
-				for (int t = 0; t < PROBE_MM_TOKENS; t++)
-					ops->matvec(m->base, m->row_bytes,
+				for (int t = 0; t < nt; t++)
+					ops->matvec(base, m->row_bytes,
 						    (const char *)act + (size_t)t * stride,
 						    y + (int64_t)t * m->rows, m->n, a, b);
 		}
@@ -94,7 +97,7 @@ static double mm_sample(const struct mvbench_mat *m, const struct kern_ops *ops,
 /* one type into *pt; 0, 1 (not measured: a float type) or -ENOMEM */
 static int mm_type(const struct probe_opts *o, struct probe_sys *r,
 		   const cpu_set_t *allowed, uint32_t type, void *arena,
-		   size_t arena_bytes, struct probe_mm *pt)
+		   void *small, size_t arena_bytes, struct probe_mm *pt)
 {
 	const struct kern_type_info *ti = kern_type_info(type);
 	const struct kern_ops *ops = kern_ops(type);
@@ -106,18 +109,23 @@ static int mm_type(const struct probe_opts *o, struct probe_sys *r,
 
 	if (!ti || ti->act_type == KT_F32)
 		return 1;
-	if (mvbench_fill(&m, arena, arena_bytes, type, MM_ROWS, KERN_COLS))
+	const int nt_max = probe_mm_tokens[PROBE_MM_NTOK - 1];
+
+	/* in cache: one 2048 x 2048 matrix read again and again */
+	size_t one_bytes = MM_ROWS * (size_t)kern_row_bytes(type, KERN_COLS);
+	if (mvbench_fill(&m, arena, (one_bytes + 4095) / 4096 * 4096, type,
+			 MM_ROWS, KERN_COLS))
 		return -ENOMEM;
 	ab = kern_act_bytes(ti->act_type, KERN_COLS);
 	stride = (ab + 63) / 64 * 64;
-	acts = aligned_alloc(64, stride * PROBE_MM_TOKENS);
-	y = malloc(sizeof(float) * MM_ROWS * PROBE_MM_TOKENS);
+	acts = aligned_alloc(64, stride * (size_t)nt_max);
+	y = malloc(sizeof(float) * PROBE_MM_MEM_ROWS * (size_t)nt_max);
 	void *one = mvbench_act(type, kern_isa_active(), KERN_COLS);
 	if (!acts || !y || !one) {
 		err = -ENOMEM;
 		goto out;
 	}
-	for (int t = 0; t < PROBE_MM_TOKENS; t++)
+	for (int t = 0; t < nt_max; t++)
 		memcpy(acts + (size_t)t * stride, one, ab);
 	pt->type = type;
 	for (int i = 0; i < (r->n_threads > 1 ? 2 : 1); i++) {
@@ -125,12 +133,40 @@ static int mm_type(const struct probe_opts *o, struct probe_sys *r,
 		double s[9];
 
 		probe_pin_team(allowed, nth);
-		mm_sample(&m, ops, acts, stride, y, nth); /* warm */
+		mm_sample(&m, ops, acts, stride, y, nth, PROBE_MM_TOKENS, 0); /* warm */
 		for (int k = 0; k < n; k++)
-			s[k] = mm_sample(&m, ops, acts, stride, y, nth);
+			s[k] = mm_sample(&m, ops, acts, stride, y, nth,
+					 PROBE_MM_TOKENS, 0);
 		qsort(s, (size_t)n, sizeof(double), cmp_d);
 		pt->gmacs[i] = (double)MM_ROWS * KERN_COLS * PROBE_MM_TOKENS /
 			       s[n / 2] * 1e-9;
+	}
+	/* from memory: 5632 x 2048 copies filling the arena, each product
+	 * on the next copy, by batch size; then the same on 4 KiB pages */
+	for (int sp = 0; sp < (small ? 2 : 1); sp++) {
+		if (mvbench_fill(&m, sp ? small : arena, arena_bytes, type,
+				 PROBE_MM_MEM_ROWS, KERN_COLS)) {
+			err = -ENOMEM;
+			goto out;
+		}
+		int64_t copy = 0;
+		for (int i = 0; i < (r->n_threads > 1 ? 2 : 1); i++) {
+			int nth = i ? r->n_threads : 1, n = o->quick ? 5 : 9;
+
+			probe_pin_team(allowed, nth);
+			for (int j = 0; j < PROBE_MM_NTOK; j++) {
+				int nt = probe_mm_tokens[j];
+				double s[9];
+				mm_sample(&m, ops, acts, stride, y, nth, nt, copy++); /* warm */
+				for (int k = 0; k < n; k++)
+					s[k] = mm_sample(&m, ops, acts, stride, y, nth, nt,
+							 copy++);
+				qsort(s, (size_t)n, sizeof(double), cmp_d);
+				(sp ? pt->sp_gmacs : pt->mem_gmacs)[j][i] =
+					(double)PROBE_MM_MEM_ROWS * KERN_COLS * nt /
+					s[n / 2] * 1e-9;
+			}
+		}
 	}
 out:
 	free(one);
@@ -345,8 +381,8 @@ int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 	      size_t msglen)
 {
 	cpu_set_t allowed;
-	size_t arena_bytes = 64 * MIB;
-	struct arena mem = {0};
+	size_t arena_bytes = PROBE_MM_MEM_MIB * MIB;
+	struct arena mem = {0}, small = {0};
 	void *arena = NULL;
 	int err;
 
@@ -358,11 +394,22 @@ int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 		return err;
 	}
 	arena = mem.base;
+	if (!o->no_small_pages) {
+		if ((err = probe_small_alloc(&small, arena_bytes))) {
+			arena_unmap(&mem);
+			snprintf(msg, msglen, "matmul arena on 4 KiB pages: %s",
+				 strerror(-err));
+			return err;
+		}
+		r->small_pages = 1;
+	}
 	for (uint32_t t = 0; t < KT_COUNT && r->n_mm < KERN_MAX_TYPES; t++) {
-		if (!kern_ops(t) || kern_row_bytes(t, KERN_COLS) <= 0)
+		if (!kern_ops(t) || kern_row_bytes(t, KERN_COLS) <= 0 ||
+		    !probe_kern_wanted(o, t))
 			continue;
 		fprintf(stderr, "\rmatmul: %-5s ...", kern_type_info(t)->name);
-		err = mm_type(o, r, &allowed, t, arena, arena_bytes, &r->mm[r->n_mm]);
+		err = mm_type(o, r, &allowed, t, arena, small.base, arena_bytes,
+			      &r->mm[r->n_mm]);
 		if (err < 0) {
 			snprintf(msg, msglen, "matmul: out of memory");
 			break;
@@ -373,6 +420,7 @@ int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 	}
 	fprintf(stderr, "\n");
 	sched_setaffinity(0, sizeof(allowed), &allowed);
+	arena_unmap(&small);
 	arena_unmap(&mem);
 	if (err)
 		return err;
@@ -401,12 +449,21 @@ int probe_sys(const struct probe_opts *o, struct probe_sys *r, char *msg,
 
 void probe_sys_print(const struct probe_sys *r)
 {
-	fprintf(stderr, "\nprefill matmul (%d tokens, GMAC/s)  1 thread  %d threads\n",
-		PROBE_MM_TOKENS, r->n_threads);
-	for (int i = 0; i < r->n_mm; i++)
-		fprintf(stderr, "  %-6s %18.2f %10.2f\n",
-			kern_type_info(r->mm[i].type)->name, r->mm[i].gmacs[0],
-			r->mm[i].gmacs[r->n_threads > 1 ? 1 : 0]);
+	fprintf(stderr, "\nprefill matmul (GMAC/s; in cache: 2048x2048, %d tokens; "
+		"from memory: %dx2048 by tokens)\n  type     cache 1t  %dt", PROBE_MM_TOKENS,
+		PROBE_MM_MEM_ROWS, r->n_threads);
+	for (int j = 0; j < PROBE_MM_NTOK; j++)
+		fprintf(stderr, "  mem %3d: 1t  %dt", probe_mm_tokens[j], r->n_threads);
+	fputc('\n', stderr);
+	for (int i = 0; i < r->n_mm; i++) {
+		int a = r->n_threads > 1 ? 1 : 0;
+		fprintf(stderr, "  %-6s %9.1f %6.1f", kern_type_info(r->mm[i].type)->name,
+			r->mm[i].gmacs[0], r->mm[i].gmacs[a]);
+		for (int j = 0; j < PROBE_MM_NTOK; j++)
+			fprintf(stderr, "  %11.1f %5.1f", r->mm[i].mem_gmacs[j][0],
+				r->mm[i].mem_gmacs[j][a]);
+		fputc('\n', stderr);
+	}
 	fprintf(stderr, "barrier (engine/nmu, us):");
 	for (int n = 1; n <= r->n_bar; n++)
 		fprintf(stderr, " %d units %.2f", n, r->barrier_us[n - 1]);
@@ -444,6 +501,31 @@ void probe_sys_json(FILE *f, const struct probe_sys *r)
 			kern_type_info(r->mm[i].type)->name, r->mm[i].gmacs[0]);
 		if (r->n_threads > 1)
 			fprintf(f, ", \"%d\": %.3f", r->n_threads, r->mm[i].gmacs[1]);
+		/* "mem": weights from memory, by batch tokens */
+		fprintf(f, "},\n      \"mem\": {\"rows\": %d, \"tokens\": [",
+			PROBE_MM_MEM_ROWS);
+		for (int j = 0; j < PROBE_MM_NTOK; j++)
+			fprintf(f, "%s%d", j ? ", " : "", probe_mm_tokens[j]);
+		fprintf(f, "], \"gmacs\": {");
+		for (int k = 0; k < (r->n_threads > 1 ? 2 : 1); k++) {
+			fprintf(f, "%s\"%d\": [", k ? ", " : "", k ? r->n_threads : 1);
+			for (int j = 0; j < PROBE_MM_NTOK; j++)
+				fprintf(f, "%s%.3f", j ? ", " : "", r->mm[i].mem_gmacs[j][k]);
+			fputc(']', f);
+		}
+		fputc('}', f);
+		if (r->small_pages) { /* the same on 4 KiB pages */
+			fprintf(f, ", \"small_pages_gmacs\": {");
+			for (int k = 0; k < (r->n_threads > 1 ? 2 : 1); k++) {
+				fprintf(f, "%s\"%d\": [", k ? ", " : "",
+					k ? r->n_threads : 1);
+				for (int j = 0; j < PROBE_MM_NTOK; j++)
+					fprintf(f, "%s%.3f", j ? ", " : "",
+						r->mm[i].sp_gmacs[j][k]);
+				fputc(']', f);
+			}
+			fputc('}', f);
+		}
 		fprintf(f, "}}");
 	}
 	fprintf(f, "}},\n  \"barrier\": {\"us_by_units\": {");

@@ -61,27 +61,73 @@ double sim_kern_gbps(const struct sim_profile *p, uint32_t type, int n,
 	return at_threads(dram ? r->dram_gbps : r->l2_gbps, p->n_threads, n);
 }
 
+/* a series of (bytes, GB/s by threads) points at ws: linear in log2,
+ * flat outside */
+static double series_gbps(const struct sim_profile *p, int n_pts,
+			  const double *bytes, const double (*gbps)[2], int n,
+			  double ws)
+{
+	double g[2];
+	int i;
+
+	for (i = 0; i + 1 < n_pts && ws > bytes[i + 1]; i++)
+		;
+	if (ws <= bytes[0] || i + 1 >= n_pts) {
+		const double *v = ws <= bytes[0] ? gbps[0] : gbps[n_pts - 1];
+		return at_threads(v, p->n_threads, n);
+	}
+	double w = log2(ws / bytes[i]) / log2(bytes[i + 1] / bytes[i]);
+	for (int k = 0; k < 2; k++)
+		g[k] = gbps[i][k] + w * (gbps[i + 1][k] - gbps[i][k]);
+	return at_threads(g, p->n_threads, n);
+}
+
 double sim_kern_ws_gbps(const struct sim_profile *p, uint32_t type, int n,
 			double ws)
 {
 	const struct sim_kern_rate *r = type < KT_COUNT ? &p->kern[type] : NULL;
-	double g[2];
-	int i;
 
 	if (!r || !r->have)
 		return 0;
 	if (r->n_ws < 1 || !(ws > 0))
 		return sim_kern_gbps(p, type, n, true);
-	for (i = 0; i + 1 < r->n_ws && ws > r->ws_bytes[i + 1]; i++)
+	return series_gbps(p, r->n_ws, r->ws_bytes,
+			   (const double (*)[2])r->ws_gbps, n, ws);
+}
+
+double sim_kern_mmap_gbps(const struct sim_profile *p, uint32_t type, int n,
+			  double ws)
+{
+	const struct sim_kern_rate *r = type < KT_COUNT ? &p->kern[type] : NULL;
+
+	if (!r || !r->have || r->n_sp < 1 || !(ws > 0))
+		return sim_kern_ws_gbps(p, type, n, ws);
+	return series_gbps(p, r->n_sp, r->sp_bytes,
+			   (const double (*)[2])r->sp_gbps, n, ws);
+}
+
+double sim_mm_gmacs(const struct sim_profile *p, uint32_t type, int n, int nb,
+		    bool small_pages)
+{
+	const struct sim_kern_rate *r = type < KT_COUNT ? &p->kern[type] : NULL;
+	double g[2];
+	int i;
+
+	if (!r || !r->have_mm)
+		return 0;
+	if (r->n_mm_tok < 1)
+		return at_threads(r->mm_gmacs, p->n_threads, n);
+	const double (*v)[2] = small_pages && r->have_mm_sp
+		? (const double (*)[2])r->mm_sp_gmacs
+		: (const double (*)[2])r->mm_mem_gmacs;
+	for (i = 0; i + 1 < r->n_mm_tok && nb > r->mm_tok[i + 1]; i++)
 		;
-	if (ws <= r->ws_bytes[0] || i + 1 >= r->n_ws) {
-		const double *v = ws <= r->ws_bytes[0] ? r->ws_gbps[0]
-						       : r->ws_gbps[r->n_ws - 1];
-		return at_threads(v, p->n_threads, n);
-	}
-	double w = log2(ws / r->ws_bytes[i]) / log2(r->ws_bytes[i + 1] / r->ws_bytes[i]);
+	if (nb <= r->mm_tok[0] || i + 1 >= r->n_mm_tok)
+		return at_threads(v[nb <= r->mm_tok[0] ? 0 : r->n_mm_tok - 1],
+				  p->n_threads, n);
+	double w = log2(nb / r->mm_tok[i]) / log2(r->mm_tok[i + 1] / r->mm_tok[i]);
 	for (int k = 0; k < 2; k++)
-		g[k] = r->ws_gbps[i][k] + w * (r->ws_gbps[i + 1][k] - r->ws_gbps[i][k]);
+		g[k] = v[i][k] + w * (v[i + 1][k] - v[i][k]);
 	return at_threads(g, p->n_threads, n);
 }
 
@@ -351,8 +397,20 @@ static double rate_bps(const struct ctx *c, uint32_t type, bool dram)
 {
 	/* per unit: the aggregate figure at n threads, shared by n; from
 	 * memory at the token's working set */
-	double g = dram ? sim_kern_ws_gbps(c->p, type, c->n, c->ws_bytes)
-			: sim_kern_gbps(c->p, type, c->n, false);
+	double g = !dram ? sim_kern_gbps(c->p, type, c->n, false)
+		   : c->in->tier == MEMTIER_MMAP
+		   ? sim_kern_mmap_gbps(c->p, type, c->n, c->ws_bytes)
+		   : sim_kern_ws_gbps(c->p, type, c->n, c->ws_bytes);
+
+	return g * 1e9 / c->n;
+}
+
+/* per unit: the f32 kernel's rate on the K/V cache (DRAM arenas on every
+ * tier) at the token's working set, or in L2 */
+static double kv_rate_bps(const struct ctx *c, bool dram)
+{
+	double g = dram ? sim_kern_ws_gbps(c->p, KT_F32, c->n, c->ws_bytes)
+			: sim_kern_gbps(c->p, KT_F32, c->n, false);
 
 	return g * 1e9 / c->n;
 }
@@ -613,10 +671,10 @@ static double attention_s(const struct ctx *c, int i, int32_t pos)
 	if (c->p->ops.have) {
 		double s = c->u[i].q_heads * sim_attn_ns(c->p, (int)hd, np) * 1e-9;
 		if (uniq > (double)c->p->l2_bytes)
-			s += uniq / rate_bps(c, KT_F32, true);
+			s += uniq / kv_rate_bps(c, true);
 		return s;
 	}
-	return bytes / rate_bps(c, KT_F32, uniq > (double)c->p->l2_bytes);
+	return bytes / kv_rate_bps(c, uniq > (double)c->p->l2_bytes);
 }
 
 /* The float ops of a decode layer besides matvecs and attention, per
@@ -895,16 +953,43 @@ static void decode_compute(struct ctx *c, int32_t pos, double *comp,
 	}
 }
 
+/* prefill attention of unit i for a batch of nb tokens from p0: token j
+ * attends p0 + j + 1 positions, each query head at the probe's in-cache
+ * time (the batch's K/V rows were just written, and every head of a
+ * group reads them again); without "ops": the old flop count at the f32
+ * L2 kernel rate */
+static double prefill_attention_s(const struct ctx *c, int i, int32_t p0,
+				  int32_t nb)
+{
+	const double hd = c->in->hp.head_dim;
+	double s = 0;
+
+	if (!c->p->ops.have) {
+		double f32_macs = sim_kern_gbps(c->p, KT_F32, c->n, false) * 1e9 / 4 / c->n;
+		double pos_sum = (double)nb * p0 + (double)nb * (nb + 1) / 2;
+		return c->u[i].q_heads * hd * 2 * pos_sum / f32_macs;
+	}
+	for (int32_t j = 0; j < nb; j++)
+		s += sim_attn_ns(c->p, (int)hd, (double)p0 + j + 1);
+	return c->u[i].q_heads * s * 1e-9;
+}
+
 /* prefill compute of every layer for a batch of nb tokens from p0, each
- * layer's collectives fab_s */
+ * layer's collectives fab_s: the matmuls at the probe's batched rate
+ * with weights from memory at nb tokens (sim_mm_gmacs),
+ * attention per token (prefill_attention_s) and, per token, the same
+ * float ops a decode token runs (norms, quantizing, RoPE, K/V copies,
+ * SiLU, adds: layer_ops), since engine/layer.c runs them token by token */
 static double prefill_compute(struct ctx *c, int32_t p0, int32_t nb,
 			      double fab_s, double *comp)
 {
-	const double hd = c->in->hp.head_dim;
 	double f32_macs = sim_kern_gbps(c->p, KT_F32, c->n, false) * 1e9 / 4 / c->n;
-	double pos_sum = (double)nb * p0 + (double)nb * (nb + 1) / 2;
+	double *att = xcalloc((size_t)c->nu, sizeof(double));
+	const bool mmap = c->in->tier == MEMTIER_MMAP;
 	double total = 0;
 
+	for (int i = 0; i < c->nu; i++)
+		att[i] = prefill_attention_s(c, i, p0, nb);
 	for (int l = 0; l < c->L; l++) {
 		static const int phase_of[LT_COUNT] = {
 			[LT_WQ] = 0, [LT_WK] = 0, [LT_WV] = 0, [LT_WO] = 1,
@@ -921,18 +1006,24 @@ static double prefill_compute(struct ctx *c, int32_t p0, int32_t nb,
 				double macs = c->u[i].rows[k] * c->u[i].colfrac[k] *
 					      (double)t->cols * nb;
 				double rate = kr->have_mm
-					? at_threads(kr->mm_gmacs, c->p->n_threads, c->n) * 1e9 / c->n
+					? sim_mm_gmacs(c->p, t->type, c->n, nb, mmap) *
+					  1e9 / c->n
 					: f32_macs;
 				u[phase_of[k]] += macs / rate;
+				/* the first pass maps the page cache's pages */
+				if (mmap && p0 == 0)
+					u[phase_of[k]] += unit_bytes(c, i, t, k) *
+							  c->p->pc_fault_ns_per_byte * 1e-9;
 			}
-			u[0] += c->u[i].q_heads * hd * 2 * pos_sum / f32_macs;
+			u[0] += att[i] + nb * c->ops0[i];
 			for (int q = 0; q < SIM_PHASES; q++)
 				ph[q] = fmax(ph[q], u[q]);
 		}
-		comp[l] = ph[0] + ph[1] + ph[2] + ph[3] + c->bars_layer * c->bar_s +
-			  fab_s;
+		comp[l] = ph[0] + ph[1] + ph[2] + ph[3] + nb * c->ops_rest +
+			  c->bars_layer * c->bar_s + fab_s;
 		total += comp[l];
 	}
+	free(att);
 	return total;
 }
 
@@ -1248,8 +1339,11 @@ int sim_predict(const struct sim_input *in, const struct sim_profile *prof,
 		struct fab_sum fp, fl, fh;
 		fabric_costs(c, nb, &fp, &fl, &fh);
 		pre_comp += prefill_compute(c, p0, nb, fl.s, comp);
+		/* the head runs for the last batch only, on its last token
+		 * (engine_prefill: logits of the last position) */
+		bool last = p0 + nb >= in->n_prompt;
 		t = replay(c, tok, p0, t, comp, c->embed_s * nb + c->bar_s + fp.s,
-			   c->head_s + fh.s);
+			   last ? c->head_s + fh.s : 0);
 	}
 	r->prefill_s = t;
 	r->prefill_tok_per_s = in->n_prompt / t;

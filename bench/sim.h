@@ -23,7 +23,11 @@
  * between 1 and all CPUs; flat beyond), at the token's working set W =
  * the weights it reads from DRAM (on flash: the pinned segments and the
  * ring's --prefetch + 2 buffers) + the K/V of the median position, every
- * chip together, linear in log2 W between the probe's points. A model
+ * chip together, linear in log2 W between the probe's points. On the
+ * mmap tier the weights are the page cache's, mapped in 4 KiB pages: G
+ * is then the same series measured on 4 KiB pages (kernels.types.T.
+ * small_pages; TLB misses and prefetches stopped at page boundaries cost
+ * TinyLlama ~20% here), when the profile has it. A model
  * that fits the last-level cache (SmolLM2, 97 MB) so gets the cached
  * rate the probe measured at that size, a larger one the DRAM class.
  * That figure is already max(compute, bytes / bandwidth) as this CPU does
@@ -82,10 +86,22 @@
  * kv_write.write_gbps on the disk, spread over the B tokens.
  *
  * Prefill (batches of -b tokens, default 128): every matrix is
- *   rows_u x cols x tokens / (matmul.types.T.gmacs(n) / n)
- * (float matrices: the f32 L2 kernel rate), attention sum over the
- * batch's positions, four barriers a layer, weights streamed once per
- * batch through the same flash replay.
+ *   rows_u x cols x nb / (G_mm(type, n, nb) / n)
+ * with G_mm the probe's batched kernel with the weights streamed from
+ * memory (matmul.types.T.mem: a 5632 x 2048 matrix, copies rotating
+ * through 256 MiB, at 16 .. 128 tokens; linear in log2 nb between them;
+ * a profile without it: the in-cache figure at 64 tokens, gmacs; float
+ * matrices: the f32 L2 kernel rate). Per token of the batch, the float
+ * ops of a decode token (engine/layer.c runs them token by token:
+ * norms, quantizing, RoPE, K/V copies, SiLU, adds, at ops.ns_per_elem),
+ * and attention: token j attends p0 + j + 1 positions, each query head
+ * at the probe's in-cache time (ops.attention.ns_by_head_dim; the
+ * batch's K/V were just written). Four barriers a layer, weights
+ * streamed once per batch through the same flash replay, the head only
+ * in the last batch (the last position's logits). On the mmap tier the
+ * products take the series measured on 4 KiB pages (mem.small_pages_
+ * gmacs), and the first batch maps every weight page: + the unit's bytes
+ * x page_cache.fault_ns_per_byte (the probe maps a cached file afresh).
  *
  * Chips (--chips N, engine/fabric.h): engine/plan.h splits the model over
  * the chips first (whole KV heads and their query heads; n_embd, n_ff and
@@ -116,10 +132,10 @@
  * past 16. Fabric bytes are what chip 0 copies in and out (decode
  * --stats-json's fabric.ops.*.bytes).
  *
- * Not modelled: the page cache's faults (mmap is taken as warm DRAM),
- * NUMA distance, the host's stalls (MACHINE.md), prefill's float ops
- * and its matmul at other shapes than the probe's (2048 x 2048, 64
- * tokens).
+ * Not modelled: the page cache's faults (mmap weights are taken as
+ * mapped; the first pass maps them),
+ * NUMA distance, the host's stalls (MACHINE.md), prefill's matmul at
+ * other shapes than the probe's 5632 x 2048.
  */
 #ifndef STRATA_SIM_H
 #define STRATA_SIM_H
@@ -138,6 +154,7 @@
 #define SIM_MAX_GRID 8
 #define SIM_MAX_FAB 32 /* points of a fabric curve */
 #define SIM_MAX_WS 8   /* working-set points of a kernel rate */
+#define SIM_MAX_MM_TOK 8 /* batch sizes of the prefill matmul from memory */
 
 /* one collective's median by message size (probe's fabric curves) */
 struct sim_fab_curve {
@@ -153,10 +170,21 @@ struct sim_kern_rate {
 	double dram_gbps[2]; /* matvec, weights from DRAM: 1 thread, all */
 	double l2_gbps[2];   /* matvec, weights in L2 */
 	bool have_mm;
-	double mm_gmacs[2];  /* prefill matmul: 1 thread, all */
+	double mm_gmacs[2];  /* prefill matmul, weights in cache: 1 thread, all */
+	int n_mm_tok;        /* prefill matmul with weights from memory
+			      * (matmul.types.T.mem), by batch tokens,
+			      * ascending; 0: none */
+	double mm_tok[SIM_MAX_MM_TOK];
+	double mm_mem_gmacs[SIM_MAX_MM_TOK][2];
+	bool have_mm_sp;     /* the same on 4 KiB pages (the mmap tier) */
+	double mm_sp_gmacs[SIM_MAX_MM_TOK][2];
 	int n_ws;            /* the dram class by working set, ascending */
 	double ws_bytes[SIM_MAX_WS];
 	double ws_gbps[SIM_MAX_WS][2];
+	int n_sp;            /* the same on 4 KiB pages (small_pages): the
+			      * mmap tier's; 0: none */
+	double sp_bytes[SIM_MAX_WS];
+	double sp_gbps[SIM_MAX_WS][2];
 };
 
 /* the per-layer float ops and attention (probe's "ops"), one thread */
@@ -198,6 +226,8 @@ struct sim_profile {
 	double fabric_lat_us, fabric_gbps; /* a hop; a link's GB/s */
 	struct sim_fab_curve fab[FABRIC_OP_COUNT]; /* by enum fabric_op */
 	double watts;                      /* 0: the profile gives no power */
+	double pc_fault_ns_per_byte;       /* page_cache: mapping a cached
+					    * page on first touch; 0: none */
 };
 
 /* Read the profile at path (JSON) into *p. Returns 0, or -errno / -EINVAL
@@ -341,6 +371,17 @@ double sim_kern_ws_gbps(const struct sim_profile *p, uint32_t type, int n,
 /* ns of one query head's attention over n_pos positions (probe's "ops";
  * 0 without) */
 double sim_attn_ns(const struct sim_profile *p, int head_dim, double n_pos);
+/* the same with the weights on 4 KiB pages (the mmap tier: the page
+ * cache maps a file so): the probe's small_pages series, else ws */
+double sim_kern_mmap_gbps(const struct sim_profile *p, uint32_t type, int n,
+			  double ws);
+/* aggregate prefill matmul GMAC/s of type at n threads for a batch of nb
+ * tokens: the probe's rate with weights from memory at the batch size
+ * (matmul.types.T.mem, linear in log2 of tokens between its points, flat
+ * outside; small_pages: the series on 4 KiB pages when the profile has
+ * it, the mmap tier's), else its in-cache figure; 0 without either */
+double sim_mm_gmacs(const struct sim_profile *p, uint32_t type, int n, int nb,
+		    bool small_pages);
 /* the same with K/V from memory (the probe's cold figures; 0 without) */
 double sim_attn_cold_ns(const struct sim_profile *p, int head_dim, double n_pos);
 /* barrier microseconds for n units */

@@ -103,38 +103,50 @@ static int series(struct ld *c, json_t *o, const char *at, double lo,
 	return 0;
 }
 
-/* optional "ws": [{"ws_bytes": B, "gbps": {"1": x, "<all>": y}}, ...],
- * ws_bytes ascending */
-static int kern_ws(struct ld *c, json_t *t, const char *at, int all,
-		   struct sim_kern_rate *r)
+/* optional series key ("ws", "small_pages"): [{"ws_bytes": B, "gbps":
+ * {"1": x, "<all>": y}}, ...], ws_bytes ascending, into n points of
+ * bytes[] and gbps[][2] */
+static int kern_series(struct ld *c, json_t *t, const char *at, const char *key,
+		       int all, int *n, double *bytes, double (*gbps)[2])
 {
-	json_t *a = json_object_get(t, "ws"), *pt, *g;
+	json_t *a = json_object_get(t, key), *pt, *g;
 	char p[200];
 	size_t i;
 	int rc;
 
-	r->n_ws = 0;
+	*n = 0;
 	if (!a || json_is_null(a))
 		return 0;
 	if (!json_is_array(a) || json_array_size(a) < 1)
-		return bad(c, "%s.ws: not an array of points", at);
+		return bad(c, "%s.%s: not an array of points", at, key);
 	if (json_array_size(a) > SIM_MAX_WS)
-		return bad(c, "%s.ws: more than %d points", at, SIM_MAX_WS);
+		return bad(c, "%s.%s: more than %d points", at, key, SIM_MAX_WS);
 	json_array_foreach(a, i, pt) {
-		snprintf(p, sizeof(p), "%s.ws[%zu]", at, i);
+		snprintf(p, sizeof(p), "%s.%s[%zu]", at, key, i);
 		if (!json_is_object(pt))
 			return bad(c, "%s: not an object", p);
-		if ((rc = num(c, pt, p, "ws_bytes", NAN, &r->ws_bytes[i])) ||
+		if ((rc = num(c, pt, p, "ws_bytes", NAN, &bytes[i])) ||
 		    (rc = obj(c, pt, p, "gbps", &g)))
 			return rc;
-		if (i > 0 && r->ws_bytes[i] <= r->ws_bytes[i - 1])
+		if (i > 0 && bytes[i] <= bytes[i - 1])
 			return bad(c, "%s.ws_bytes: not ascending", p);
-		snprintf(p, sizeof(p), "%s.ws[%zu].gbps", at, i);
-		if ((rc = by_threads(c, g, p, all, r->ws_gbps[i])))
+		snprintf(p, sizeof(p), "%s.%s[%zu].gbps", at, key, i);
+		if ((rc = by_threads(c, g, p, all, gbps[i])))
 			return rc;
 	}
-	r->n_ws = (int)json_array_size(a);
+	*n = (int)json_array_size(a);
 	return 0;
+}
+
+/* the optional series of a kernel type: "ws" (huge pages) and
+ * "small_pages" (4 KiB pages, the mmap tier) */
+static int kern_ws(struct ld *c, json_t *t, const char *at, int all,
+		   struct sim_kern_rate *r)
+{
+	int rc = kern_series(c, t, at, "ws", all, &r->n_ws, r->ws_bytes, r->ws_gbps);
+
+	return rc ? rc : kern_series(c, t, at, "small_pages", all, &r->n_sp,
+				     r->sp_bytes, r->sp_gbps);
 }
 
 /* optional "ops": {"ns_per_elem": {name: ns}, "attention": {"positions":
@@ -288,6 +300,83 @@ static int load_kernels(struct ld *c, json_t *root, struct sim_profile *p)
 	return 0;
 }
 
+/* one thread count's array of a "mem" series: n numbers > 0 */
+static int mm_row(struct ld *c, json_t *g, const char *at, const char *key,
+		  int n, double *v)
+{
+	json_t *a = json_object_get(g, key);
+
+	if (!json_is_array(a) || (int)json_array_size(a) != n)
+		return bad(c, "%s.gmacs.%s: want an array of %d numbers", at, key, n);
+	for (int j = 0; j < n; j++) {
+		json_t *x = json_array_get(a, (size_t)j);
+		if (!json_is_number(x) || !(json_number_value(x) > 0) ||
+		    !isfinite(json_number_value(x)))
+			return bad(c, "%s.gmacs.%s[%d]: want a number > 0", at, key, j);
+		v[j] = json_number_value(x);
+	}
+	return 0;
+}
+
+/* optional "mem": {"tokens": [16, ...], "gmacs": {"1": [..], "<all>": [..]}},
+ * tokens ascending */
+static int mm_mem(struct ld *c, json_t *t, const char *at0, int all,
+		  struct sim_kern_rate *r)
+{
+	json_t *m = json_object_get(t, "mem"), *tok, *g;
+	double v[2][SIM_MAX_MM_TOK];
+	char at[200], k[16];
+	int n, rc;
+
+	r->n_mm_tok = 0;
+	if (!m || json_is_null(m))
+		return 0;
+	snprintf(at, sizeof(at), "%s.mem", at0);
+	if (!json_is_object(m))
+		return bad(c, "%s: not an object", at);
+	tok = json_object_get(m, "tokens");
+	n = json_is_array(tok) ? (int)json_array_size(tok) : 0;
+	if (n < 1 || n > SIM_MAX_MM_TOK)
+		return bad(c, "%s.tokens: want an array of 1 .. %d batch sizes", at,
+			   SIM_MAX_MM_TOK);
+	for (int j = 0; j < n; j++) {
+		json_t *x = json_array_get(tok, (size_t)j);
+		double d = json_is_number(x) ? json_number_value(x) : 0;
+		if (!(d >= 1) || (j && d <= r->mm_tok[j - 1]))
+			return bad(c, "%s.tokens[%d]: want ascending batch sizes >= 1",
+				   at, j);
+		r->mm_tok[j] = d;
+	}
+	if ((rc = obj(c, m, at, "gmacs", &g)) ||
+	    (rc = mm_row(c, g, at, "1", n, v[0])))
+		return rc;
+	snprintf(k, sizeof(k), "%d", all);
+	if (all > 1 && (rc = mm_row(c, g, at, k, n, v[1])))
+		return rc;
+	for (int j = 0; j < n; j++) {
+		r->mm_mem_gmacs[j][0] = v[0][j];
+		r->mm_mem_gmacs[j][1] = all > 1 ? v[1][j] : v[0][j];
+	}
+	r->n_mm_tok = n;
+	/* optional: the same series on 4 KiB pages */
+	r->have_mm_sp = false;
+	if ((g = json_object_get(m, "small_pages_gmacs")) && !json_is_null(g)) {
+		char at2[220];
+		snprintf(at2, sizeof(at2), "%s.small_pages", at);
+		if (!json_is_object(g))
+			return bad(c, "%s_gmacs: not an object", at2);
+		if ((rc = mm_row(c, g, at2, "1", n, v[0])) ||
+		    (all > 1 && (rc = mm_row(c, g, at2, k, n, v[1]))))
+			return rc;
+		for (int j = 0; j < n; j++) {
+			r->mm_sp_gmacs[j][0] = v[0][j];
+			r->mm_sp_gmacs[j][1] = all > 1 ? v[1][j] : v[0][j];
+		}
+		r->have_mm_sp = true;
+	}
+	return 0;
+}
+
 /* matmul: optional as a whole and per type */
 static int load_matmul(struct ld *c, json_t *root, struct sim_profile *p)
 {
@@ -313,6 +402,9 @@ static int load_matmul(struct ld *c, json_t *root, struct sim_profile *p)
 		if ((rc = by_threads(c, g, at, p->n_threads, p->kern[ty].mm_gmacs)))
 			return rc;
 		p->kern[ty].have_mm = true;
+		snprintf(at, sizeof(at), "matmul.types.%s", ti->name);
+		if ((rc = mm_mem(c, t, at, p->n_threads, &p->kern[ty])))
+			return rc;
 	}
 	return 0;
 }
@@ -486,6 +578,14 @@ static int load_rest(struct ld *c, json_t *root, struct sim_profile *p)
 		if (!json_is_object(pw))
 			return bad(c, "power: not an object");
 		if ((rc = num(c, pw, "power", "watts", NAN, &p->watts)))
+			return rc;
+	}
+	pw = json_object_get(root, "page_cache");
+	if (pw && !json_is_null(pw)) {
+		if (!json_is_object(pw))
+			return bad(c, "page_cache: not an object");
+		if ((rc = num(c, pw, "page_cache", "fault_ns_per_byte", 0,
+			      &p->pc_fault_ns_per_byte)))
 			return rc;
 	}
 	return 0;

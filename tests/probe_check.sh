@@ -54,6 +54,11 @@ for name, t in k["types"].items():
     assert ws[-1]["ws_bytes"] == k["dram_arena_bytes"] and ws[-1]["gbps"] == t["dram"]["gbps"], (name, ws)
     assert all(set(w["gbps"]) == threads and all(0.01 < g < 10000 for g in w["gbps"].values())
                for w in ws), (name, ws)
+    # the same series on 4 KiB pages (the mmap tier), the arena last
+    sp = t["small_pages"]
+    assert [w["ws_bytes"] for w in sp] == [w["ws_bytes"] for w in ws], (name, sp)
+    assert all(set(w["gbps"]) == threads and all(0.01 < g < 10000 for g in w["gbps"].values())
+               for w in sp), (name, sp)
     # a quarter of L2 (half at most), unless one row a thread is more
     assert t["l2"]["bytes"] <= max(k["l2_bytes"] // 2,
                                    k["threads"] * t["row_bytes"]), (name, t)
@@ -78,6 +83,16 @@ assert mm["tokens"] > 1 and mm["threads"] == m["cores"], mm
 assert {"q4_0", "q8_0", "q4_K", "q6_K"} <= set(mm["types"]), sorted(mm["types"])
 for name, t in mm["types"].items():
     assert set(t["gmacs"]) == threads and all(0.1 < g < 1e5 for g in t["gmacs"].values()), (name, t)
+    # weights from memory, by batch tokens
+    mem = t["mem"]
+    assert mem["rows"] > 0 and mem["tokens"] == [16, 32, 64, 128], (name, mem)
+    assert set(mem["gmacs"]) == threads, (name, mem)
+    assert all(len(v) == 4 and all(0.1 < g < 1e5 for g in v) for v in mem["gmacs"].values()), (name, mem)
+    assert set(mem["small_pages_gmacs"]) == threads, (name, mem)
+    assert all(len(v) == 4 and all(0.1 < g < 1e5 for g in v)
+               for v in mem["small_pages_gmacs"].values()), (name, mem)
+pc = p["page_cache"]
+assert pc["bytes"] > 0 and pc["fault_ns_per_byte"] > 0 and pc["cold_ns_per_byte"] > 0, pc
 bar = p["barrier"]["us_by_units"]
 assert set(bar) == {str(n) for n in range(1, m["cores"] + 1)}, bar
 assert all(0 <= v < 10000 for v in bar.values()), bar
@@ -163,6 +178,33 @@ assert "skipped" in p["fabric"] or p["fabric"]["allreduce"][0]["us"] > 0, p["fab
 then ok "--fabric-only: the fabric alone"
 else bad "--fabric-only: $(tail -n 2 "$tmp/err")"; fi
 
+# --kern-types: the named types' matvec and matmul only (the short
+# probe bench/validate runs before each configuration)
+if timeout 60 "$probe" --quick --no-dram --no-flash --no-kv --no-fabric \
+	--kern-types q4_0,q6_K -o "$tmp/kt.json" 2>"$tmp/err" &&
+	python3 -c '
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert set(p["kernels"]["types"]) == {"q4_0", "q6_K"}, sorted(p["kernels"]["types"])
+assert set(p["matmul"]["types"]) == {"q4_0", "q6_K"}, sorted(p["matmul"]["types"])
+assert p["barrier"]["us_by_units"] and p["ops"]["ns_per_elem"], p
+' "$tmp/kt.json"
+then ok "--kern-types q4_0,q6_K: those two types only"
+else bad "--kern-types: $(tail -n 2 "$tmp/err")"; fi
+# --no-small-pages: no series on 4 KiB pages
+if timeout 60 "$probe" --quick --no-dram --no-flash --no-kv --no-fabric \
+	--kern-types q8_0 --no-small-pages -o "$tmp/ns.json" 2>"$tmp/err" &&
+	python3 -c '
+import json, sys
+p = json.load(open(sys.argv[1]))
+t = p["kernels"]["types"]["q8_0"]
+assert "small_pages" not in t and t["ws"], t
+assert "small_pages_gmacs" not in p["matmul"]["types"]["q8_0"]["mem"], p["matmul"]
+assert p["page_cache"] is None, p["page_cache"]
+' "$tmp/ns.json"
+then ok "--no-small-pages: no 4 KiB-page series"
+else bad "--no-small-pages: $(tail -n 2 "$tmp/err")"; fi
+
 expect() { # expect STATUS TEXT ARGS...
 	local want=$1 text=$2 st
 	shift 2
@@ -180,6 +222,9 @@ expect 2 "--fabric-cpus" --fabric-cpus 1 --fabric-only
 expect 2 "--fabric-cpus" --fabric-cpus 0,0 --fabric-only
 expect 1 "cannot run on CPU" --fabric-cpus 1000,1 --fabric-only
 expect 1 "CPU 1000" --fabric-cpus 0,1000 --fabric-only
+expect 2 "'q9' is not a weight type" --kern-types q4_0,q9 --fabric-only
+expect 2 "--kern-types" --kern-types "" --fabric-only
+expect 2 "--kern-types" --kern-types , --fabric-only
 expect 1 "No such file" --no-dram --flash-dir "$tmp/none"
 expect 1 "not a directory" --no-dram --flash-dir "$tmp/file"
 expect 1 "not a directory" --no-dram --no-kern --no-flash --flash-dir "$tmp/file"

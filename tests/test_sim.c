@@ -283,6 +283,15 @@ static void test_ops(void **state)
 	NEAR(r.tok.ops_s, 1536e-9);
 	NEAR(r.tok.attention_s, 100e-9);
 	NEAR(r.median_step_ms, (360.448 + 0.1 + 1.536 + 0.256) * 1e-3);
+	/* prefill of 2 tokens runs each token's float ops (1536 ns less the
+	 * head's 64: 1472 ns a token, both layers) and attention per token
+	 * (1 and 2 positions: 100 / 16 x 1 + 100 / 16 x 2 = 18.75 ns a head,
+	 * x 4 heads x 2 layers = 150 ns) beside the f32 products: 36864 MACs
+	 * a layer and token x 2 x 2 at 10 GB/s / 4 B = 58.9824 us */
+	in.n_prompt = 2;
+	predict(&in, &p, &r);
+	NEAR(r.prefill_compute_s, 58.9824e-6 + 150e-9 + 2 * 1472e-9);
+	in.n_prompt = 1;
 
 	/* the dram class by working set: 4 GB/s (1 thread) at 1 MB, 2 at
 	 * 4 MB, linear in log2: 3 at 2 MB; flat outside */
@@ -301,12 +310,138 @@ static void test_ops(void **state)
 	predict(&in, &p, &r);
 	NEAR(r.tok.ws_bytes, 2 * 147968 + 65792 + 512 * 1);
 	NEAR(r.tok.matvec_s[KT_F32], 360448 / 4e9);
+	/* the mmap tier: the series on 4 KiB pages (2 GB/s at 1 MB, 1 at 4
+	 * MB: 1.5 at 2 MB); the tiny model's 362240 B working set is below
+	 * the first point, so 2 GB/s: 180.224 us. The dram tier keeps ws. */
+	snprintf(text, sizeof(text), fmt,
+		 ", \"ws\": [{\"ws_bytes\": 1000000, \"gbps\": {\"1\": 4, \"2\": 8}},"
+		 " {\"ws_bytes\": 4000000, \"gbps\": {\"1\": 2, \"2\": 4}}],"
+		 " \"small_pages\": [{\"ws_bytes\": 1000000, \"gbps\": {\"1\": 2, \"2\": 4}},"
+		 " {\"ws_bytes\": 4000000, \"gbps\": {\"1\": 1, \"2\": 2}}]");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
+	NEAR(sim_kern_mmap_gbps(&p, KT_F32, 1, 2e6), 1.5);
+	NEAR(sim_kern_mmap_gbps(&p, KT_F32, 2, 2e6), 3);
+	NEAR(sim_kern_ws_gbps(&p, KT_F32, 1, 2e6), 3);
+	in.tier = MEMTIER_MMAP;
+	predict(&in, &p, &r);
+	NEAR(r.tok.matvec_s[KT_F32], 360448 / 2e9);
+	in.tier = MEMTIER_DRAM;
+	predict(&in, &p, &r);
+	NEAR(r.tok.matvec_s[KT_F32], 360448 / 4e9);
 	/* a bad point is refused, naming it */
 	snprintf(text, sizeof(text), fmt,
 		 ", \"ws\": [{\"ws_bytes\": 4000000, \"gbps\": {\"1\": 4, \"2\": 8}},"
 		 " {\"ws_bytes\": 1000000, \"gbps\": {\"1\": 2, \"2\": 4}}]");
 	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "t.json: kernels.types.f32.ws[1].ws_bytes: not ascending");
+}
+
+/*
+ * Prefill of q8_0 matrices at the probe's batched rate from memory: the
+ * tiny model's layer matrices in q8_0 (34 B a block of 32), 32 prompt
+ * tokens in one batch, one unit, a profile without "ops". MACs: (4096 +
+ * 2048 + 2048 + 4096 + 3 x 8192) = 36864 a layer and token, x 2 layers
+ * x 32 = 2359296. matmul.types.q8_0.mem: 0.5 GMAC/s at 16 tokens, 2 at
+ * 64 (1 thread), so 1.25 at 32 (half way in log2): 1887.4368 us.
+ * Attention: 4 heads x 16 x 2 x (1 + ... + 32 = 528) x 2 layers = 135168
+ * MACs at the f32 L2 rate 10 GB/s / 4 B: 54.0672 us. Then the embedding
+ * rows 32 x 256 B at 1 GB/s = 8.192 us and the head once (the last
+ * position): 65536 B at 1 GB/s = 65.536 us.
+ */
+static void test_prefill_mm(void **state)
+{
+	static const char *fmt =
+		"{\"machine\": {\"cpu\": \"test\", \"kern_isa\": \"ref\"},"
+		" \"dram\": {\"read_gbps_by_threads\": {\"1\": 1, \"2\": 2}},"
+		" \"kernels\": {\"threads\": 2, \"l2_bytes\": 1048576, \"types\": {"
+		"   \"f32\": {\"dram\": {\"gbps\": {\"1\": 1, \"2\": 2}},"
+		"            \"l2\": {\"gbps\": {\"1\": 10, \"2\": 20}}},"
+		"   \"q8_0\": {\"dram\": {\"gbps\": {\"1\": 1, \"2\": 2}},"
+		"            \"l2\": {\"gbps\": {\"1\": 10, \"2\": 20}}}}},"
+		" \"matmul\": {\"types\": {\"q8_0\": {\"gmacs\": {\"1\": 1, \"2\": 2}%s}}},"
+		" \"barrier\": {\"us_by_units\": {\"1\": 0, \"2\": 10}},"
+		" \"sampler\": {\"ns_per_vocab\": 0, \"greedy_ns_per_vocab\": 0}}";
+	static const char *mem =
+		", \"mem\": {\"tokens\": [16, 64], \"gmacs\": {\"1\": [0.5, 2], \"2\": [1, 4]}}";
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result r;
+	char text[4096], err[256];
+
+	(void)state;
+	snprintf(text, sizeof(text), fmt, mem);
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
+	/* linear in log2 of tokens between the points, flat outside */
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 32, false), 1.25);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 2, 32, false), 2.5);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 8, false), 0.5);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 128, false), 2);
+	tiny(&in, 4, 2);
+	for (int l = 0; l < L; l++)
+		for (int i = 0; i < LT_COUNT; i++) {
+			struct sim_tensor *t = &T[l * LT_COUNT + i];
+			if (i == LT_ATTN_NORM || i == LT_FFN_NORM)
+				continue;
+			t->type = KT_Q8_0;
+			t->bytes = (uint64_t)(t->rows * t->cols / 32 * 34);
+		}
+	in.n_prompt = 32;
+	predict(&in, &p, &r);
+	NEAR(r.prefill_compute_s, (1887.4368 + 54.0672) * 1e-6);
+	NEAR(r.prefill_s, (1887.4368 + 54.0672 + 8.192 + 65.536) * 1e-6);
+	NEAR(r.prefill_tok_per_s, 32 / ((1887.4368 + 54.0672 + 8.192 + 65.536) * 1e-6));
+	/* two batches of 16: the head only after the second; batch 2 from
+	 * position 16: 4 x 16 x 2 x (17 + ... + 32 = 392) x 2 = 100352 MACs
+	 * of attention, batch 1 (136): 34816, at 2.5 GMAC/s; products at
+	 * 0.5 GMAC/s */
+	in.n_batch = 16;
+	predict(&in, &p, &r);
+	NEAR(r.prefill_s, (2359296 / 0.5e9 + (100352 + 34816) / 2.5e9) +
+			  (8.192 + 65.536) * 1e-6);
+	in.n_batch = 0;
+	/* the mmap tier: the first batch maps every weight page, at the
+	 * probe's 0.5 ns a byte: the layer matrices' 2 x 39168 B (q8_0:
+	 * 34 B a block of 32) = 39.168 us; the profile has no small-page
+	 * matmul series, so the products keep the mem series */
+	snprintf(text, sizeof(text), fmt, mem);
+	text[strlen(text) - 1] = '\0';
+	strcat(text, ", \"page_cache\": {\"fault_ns_per_byte\": 0.5}}");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
+	in.tier = MEMTIER_MMAP;
+	predict(&in, &p, &r);
+	NEAR(r.prefill_compute_s, (1887.4368 + 54.0672 + 39.168) * 1e-6);
+	/* ... and the series on 4 KiB pages where it has one: 0.25 / 1
+	 * GMAC/s at 16 / 64 tokens, 0.625 at 32 */
+	snprintf(text, sizeof(text), fmt,
+		 ", \"mem\": {\"tokens\": [16, 64], \"gmacs\": {\"1\": [0.5, 2], \"2\": [1, 4]},"
+		 " \"small_pages_gmacs\": {\"1\": [0.25, 1], \"2\": [0.5, 2]}}");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 32, true), 0.625);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 32, false), 1.25);
+	predict(&in, &p, &r);
+	NEAR(r.prefill_compute_s, 2359296 / 0.625e9 + 54.0672e-6);
+	in.tier = MEMTIER_DRAM;
+	/* without "mem": the in-cache figure, 1 GMAC/s at any batch */
+	snprintf(text, sizeof(text), fmt, "");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), 0);
+	NEAR(sim_mm_gmacs(&p, KT_Q8_0, 1, 32, false), 1);
+	predict(&in, &p, &r);
+	NEAR(r.prefill_compute_s, 2359296 / 1e9 + 54.0672e-6);
+	/* bad series are refused, naming the field */
+	snprintf(text, sizeof(text), fmt,
+		 ", \"mem\": {\"tokens\": [64, 16], \"gmacs\": {\"1\": [1, 2], \"2\": [1, 4]}}");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "t.json: matmul.types.q8_0.mem.tokens[1]: want ascending "
+			    "batch sizes >= 1");
+	snprintf(text, sizeof(text), fmt,
+		 ", \"mem\": {\"tokens\": [16, 64], \"gmacs\": {\"1\": [1], \"2\": [1, 4]}}");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "t.json: matmul.types.q8_0.mem.gmacs.1: want an array of 2 "
+			    "numbers");
+	snprintf(text, sizeof(text), fmt,
+		 ", \"mem\": {\"tokens\": [16, 64], \"gmacs\": {\"1\": [1, 0], \"2\": [1, 4]}}");
+	assert_int_equal(sim_profile_parse(&p, text, "t.json", err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "t.json: matmul.types.q8_0.mem.gmacs.1[1]: want a number > 0");
 }
 
 /* --dram-budget pins what memtier_budget_fit pins, and is not read */
@@ -637,6 +772,7 @@ int main(void)
 		cmocka_unit_test(test_kv_linear),
 		cmocka_unit_test(test_barriers),
 		cmocka_unit_test(test_ops),
+		cmocka_unit_test(test_prefill_mm),
 		cmocka_unit_test(test_budget),
 		cmocka_unit_test(test_replicated_kv),
 		cmocka_unit_test(test_chips),

@@ -74,5 +74,11 @@ refuse "build-llamacpp: bad flag" "unknown argument '--bogus'" -- \
 refuse "build-llamacpp --print-bin: no build" "llama.cpp is not built" \
 	"${nollama[@]}" -- bench/build-llamacpp.sh --print-bin
 
+# kbench's own refusals (the C program: exit 2 before any arena is mapped)
+refuse "kbench: -H with -M" "-H and -M are two different tables" -- \
+	bench/kbench -H -M
+refuse "kbench: arena too small" "need -n >= 1, -m >= 64" -- bench/kbench -m 8
+refuse "kbench: unknown type" "unknown weight type 'q3_x'" -- \
+	bench/kbench -t q3_x
 echo "$((n - failed))/$n passed"
 [ "$failed" -eq 0 ]

@@ -233,43 +233,26 @@ static int probe_dram(const struct probe_opts *o, struct dram_result *r)
 	const char *method;
 	mvbench_sum_fn sum = mvbench_pick_sum(&method);
 	size_t n = (o->dram_bytes / 8) & ~(size_t)(32 * CPU_SETSIZE - 1);
-	double *pass_gbps = xcalloc(o->passes, sizeof(double));
 	struct arena mem = {0};
-	uint64_t *buf;
-	volatile uint64_t sink = 0;
 	int n_cpu, err;
 
 	sched_getaffinity(0, sizeof(allowed), &allowed);
 	n_cpu = CPU_COUNT(&allowed);
 	err = probe_huge_alloc(&mem, n * 8, n_cpu);
 	if (err)
-		goto out;
-	buf = mem.base;
+		return err;
 	r->method = method;
 	r->n_threads = n_cpu;
-	r->thp_bytes = probe_thp_bytes(buf);
+	r->thp_bytes = probe_thp_bytes(mem.base);
 	for (int t = 1; t <= n_cpu; t++) {
-		/* slices a multiple of 32 elements: n is a multiple of 32*CPU_SETSIZE */
-		size_t slice = n / t;
-
 		probe_pin_team(&allowed, t);
-		sink += sum(buf, n / n_cpu); /* warm: TLB, pool, clocks */
-		for (int p = 0; p < o->passes; p++) {
-			int64_t t0 = now_ns();
-			uint64_t s = 0;
-
-#pragma omp parallel num_threads(t) reduction(+ : s)
-			s += sum(buf + slice * omp_get_thread_num(), slice);
-			pass_gbps[p] = (double)(slice * t * 8) / (now_ns() - t0);
-			sink += s;
-		}
-		r->gbps[t - 1] = median(pass_gbps, o->passes);
+		/* slices of n / t: n is a multiple of 32 * CPU_SETSIZE */
+		r->gbps[t - 1] = mvbench_dram_gbps(mem.base, n, t, o->passes, sum);
+		if (r->gbps[t - 1] < 0)
+			err = -ENOMEM;
 	}
 	sched_setaffinity(0, sizeof(allowed), &allowed);
 	arena_unmap(&mem);
-out:
-	free(pass_gbps);
-	(void)sink;
 	return err;
 }
 

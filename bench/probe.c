@@ -1136,8 +1136,8 @@ static void usage(FILE *f)
 		"  writes, for tests.\n");
 }
 
-/* --kern-types LIST: comma-separated type names (kern_type_info's
- * spelling, case-sensitive as GGUF's) into a mask; 0 or 2 with a message */
+/* --kern-types LIST: comma-separated weight type names (as kbench's -t,
+ * mvbench_type_by_name) into a mask; 0 or 2 with a message */
 static int parse_kern_types(const char *list, uint64_t *mask)
 {
 	char buf[256], *save = NULL;
@@ -1151,14 +1151,9 @@ static int parse_kern_types(const char *list, uint64_t *mask)
 	*mask = 0;
 	for (char *tok = strtok_r(buf, ",", &save); tok;
 	     tok = strtok_r(NULL, ",", &save)) {
-		uint32_t t;
-		for (t = 0; t < 64; t++) {
-			const struct kern_type_info *ti = kern_type_info(t);
-			if (ti && ti->name && !strcmp(ti->name, tok) &&
-			    kern_row_bytes(t, KERN_COLS) > 0)
-				break;
-		}
-		if (t == 64) {
+		uint32_t t = mvbench_type_by_name(tok);
+
+		if (t >= 64 || kern_row_bytes(t, KERN_COLS) <= 0) { /* the mask */
 			fprintf(stderr, "probe: --kern-types: '%s' is not a weight "
 				"type this probe measures (f32, f16, bf16, q4_0, "
 				"q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K)\n", tok);

@@ -540,9 +540,13 @@ int main(int argc, char **argv)
 	}
 	if ((o.n_chips > 1 || fc.backend == FABRIC_MPI) &&
 	    (rc = fabric_start(&g_fab, &fc, &g_chip, err, sizeof(err)))) {
-		if (g_chip == 0) /* (MPI: every rank has the same verdict) */
+		/* MPI: every rank has the same verdict; chip 0 says it and
+		 * fails the job. The others leave with 0 (MPI finalized): one
+		 * exiting non-zero first would have mpirun kill chip 0 before
+		 * it wrote the message */
+		if (g_chip == 0)
 			fprintf(stderr, "error: %s\n", err);
-		return 1;
+		return g_chip == 0 ? 1 : 0;
 	}
 	if (o.fabric == FABRIC_MPI && access(o.model, R_OK) != 0) {
 		snprintf(err, sizeof(err), "%s: %s", o.model, strerror(errno));

@@ -908,9 +908,29 @@ static int64_t spin_of(const struct fabric_config *cfg, int n_here)
 	return (long)n_here * units > n_cpu ? 0 : 1000000;
 }
 
+/* the checks a rank makes of its own flags against the job; "" if none */
+static void mpi_verdict(const struct fabric_config *cfg, int n, char *v,
+			size_t vlen)
+{
+	v[0] = '\0';
+	if (cfg->n_chips > 1 && cfg->n_chips != n)
+		snprintf(v, vlen, "--chips %d, but mpirun started %d rank%s "
+			 "(with --fabric mpi the ranks are the chips: leave "
+			 "--chips out, or give mpirun -np %d)", cfg->n_chips, n,
+			 n == 1 ? "" : "s", cfg->n_chips);
+	else if (n > FABRIC_MAX_CHIPS)
+		snprintf(v, vlen, "--fabric mpi: %d ranks; at most %d chips", n,
+			 FABRIC_MAX_CHIPS);
+	else if (cfg->latency_us > 0 || cfg->gbps > 0)
+		snprintf(v, vlen, "--fabric-latency-us and --fabric-gbps "
+			 "emulate links of the shm fabric; with --fabric mpi the "
+			 "links are real (add delay with tc netem)");
+}
+
 static int mpi_start(struct fabric *f, const struct fabric_config *cfg,
 		     int *chip, char *err, size_t errlen)
 {
+	enum { V = 240 };
 	int n = 0, rc;
 
 	if ((rc = fmpi_start(&f->m, &f->chip, &n, &f->local, &f->n_local,
@@ -919,26 +939,32 @@ static int mpi_start(struct fabric *f, const struct fabric_config *cfg,
 	snprintf(f->host, sizeof(f->host), "%s", fmpi_host(f->m));
 	*chip = f->chip;
 	fabric_stats_reset(f);
-	if (cfg->n_chips > 1 && cfg->n_chips != n) {
-		snprintf(err, errlen, "--chips %d, but mpirun started %d rank%s "
-			 "(with --fabric mpi the ranks are the chips: leave "
-			 "--chips out, or give mpirun -np %d)", cfg->n_chips, n,
-			 n == 1 ? "" : "s", cfg->n_chips);
-		return -EINVAL;
-	}
-	if (n > FABRIC_MAX_CHIPS) {
-		snprintf(err, errlen, "--fabric mpi: %d ranks; at most %d chips", n,
-			 FABRIC_MAX_CHIPS);
-		return -EINVAL;
-	}
-	if (cfg->latency_us > 0 || cfg->gbps > 0) {
-		snprintf(err, errlen, "--fabric-latency-us and --fabric-gbps "
-			 "emulate links of the shm fabric; with --fabric mpi the "
-			 "links are real (add delay with tc netem)");
-		return -EINVAL;
-	}
-	f->n_chips = n;
 	f->spin_ns = spin_of(cfg, f->n_local);
+	/* every rank's verdict to every rank (ranks of an MPMD job may have
+	 * other flags), so that all of them agree whether to go on */
+	char *v = xcalloc((size_t)n, V);
+	int *len = xcalloc((size_t)n, sizeof(int)), *disp = xcalloc((size_t)n, sizeof(int));
+	for (int c = 0; c < n; c++)
+		len[c] = V, disp[c] = c * V;
+	mpi_verdict(cfg, n, v + (size_t)f->chip * V, V);
+	struct fmpi_wait w = mpi_wait(f, false);
+	rc = fmpi_allgatherv(f->m, v, len, disp, -1, &w, err, errlen);
+	for (int c = 0; !rc && c < n; c++)
+		if (v[(size_t)c * V]) {
+			if (c == f->chip)
+				snprintf(err, errlen, "%s", v + (size_t)c * V);
+			else
+				snprintf(err, errlen, "chip %d: %.*s", c, V,
+					 v + (size_t)c * V);
+			rc = -EINVAL;
+			break;
+		}
+	free(v);
+	free(len);
+	free(disp);
+	if (rc)
+		return rc;
+	f->n_chips = n;
 	return 0;
 }
 

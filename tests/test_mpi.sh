@@ -184,6 +184,10 @@ expect_fail "--chips 3 with 2 ranks" "--chips 3, but mpirun started 2 ranks" \
 expect_fail "--fabric-latency-us with MPI" "emulate links of the shm fabric" \
 	"${MPI1[@]}" -np 2 "$bin" "${m[@]}" -p hi -n 2 --fabric mpi \
 	--fabric-latency-us 5
+# ranks of one job with other flags: every rank's verdict reaches chip 0
+expect_fail "a link flag on chip 1 only" "chip 1: --fabric-latency-us" \
+	"${MPI1[@]}" -np 1 "$bin" "${m[@]}" -p hi -n 2 --fabric mpi : \
+	-np 1 "$bin" "${m[@]}" -p hi -n 2 --fabric mpi --fabric-gbps 3
 # a model file that differs on one host (one byte of metadata): refused
 # before any work, by rank and host
 cp "$model" "$tmp/other.gguf"

@@ -1130,6 +1130,11 @@ static void usage(FILE *f)
 		"                    (comma list of names: q4_0,q6_K,f32); the\n"
 		"                    short probe bench/validate runs before each\n"
 		"                    configuration\n"
+		"  --kern-shapes LIST the matvec at these shapes too (comma list\n"
+		"                    of TYPE:ROWSxCOLS, a model's own: q4_0:256x2048)\n"
+		"  --kern-shape-ws LIST  the working sets (MiB, comma list) their\n"
+		"                    copies rotate through (default: the DRAM\n"
+		"                    class's arena, 4 x LLC)\n"
 		"  -h, --help        this text\n"
 		"  STRATA_KERNELS=ref|avx2 caps the ISA of the kernels and of the\n"
 		"  DRAM sum; STRATA_FAULT (nodirect:1, eio:N ...) breaks the KV\n"
@@ -1168,6 +1173,80 @@ static int parse_kern_types(const char *list, uint64_t *mask)
 	return 0;
 }
 
+/* --kern-shapes T:RxC,..: weight type and matrix shape; 0 or 2 with a
+ * message */
+static int parse_kern_shapes(const char *list, struct probe_opts *o)
+{
+	char buf[1024], *save = NULL;
+	int max = (int)(sizeof(o->shapes) / sizeof(o->shapes[0]));
+
+	if (strlen(list) >= sizeof(buf) || !*list)
+		goto bad;
+	strcpy(buf, list);
+	o->n_shapes = 0;
+	for (char *tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		char *colon = strchr(tok, ':'), tail;
+		long long r, c;
+		uint32_t t;
+
+		if (!colon)
+			goto bad;
+		*colon = '\0';
+		t = mvbench_type_by_name(tok);
+		if (t >= KT_COUNT || sscanf(colon + 1, "%lldx%lld%c", &r, &c,
+					     &tail) != 2 || r < 1 || c < 1 ||
+		    r > (1 << 20) || c > (1 << 20) || kern_row_bytes(t, c) <= 0) {
+			fprintf(stderr, "probe: --kern-shapes: '%s:%s' is not a "
+				"weight type and a shape it can hold (q4_0:256x2048; "
+				"columns a multiple of the type's block)\n", tok,
+				colon + 1);
+			return 2;
+		}
+		if (o->n_shapes == max) {
+			fprintf(stderr, "probe: --kern-shapes: at most %d shapes\n",
+				max);
+			return 2;
+		}
+		o->shapes[o->n_shapes++] = (struct probe_shape){t, r, c};
+	}
+	if (o->n_shapes)
+		return 0;
+bad:
+	fprintf(stderr, "probe: --kern-shapes '%s': want a comma list of "
+		"TYPE:ROWSxCOLS (q4_0:2048x2048,q4_0:256x2048)\n", list);
+	return 2;
+}
+
+/* --kern-shape-ws MIB,..: ascending working sets; 0 or 2 with a message */
+static int parse_shape_ws(const char *list, struct probe_opts *o)
+{
+	char buf[256], *save = NULL;
+	int max = (int)(sizeof(o->shape_ws) / sizeof(o->shape_ws[0]));
+
+	if (strlen(list) >= sizeof(buf) || !*list)
+		goto bad;
+	strcpy(buf, list);
+	o->n_shape_ws = 0;
+	for (char *tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		char *end;
+		double mib = strtod(tok, &end);
+
+		if (end == tok || *end || !(mib >= 1 && mib <= 65536) ||
+		    o->n_shape_ws == max ||
+		    (o->n_shape_ws && mib * MIB <= o->shape_ws[o->n_shape_ws - 1]))
+			goto bad;
+		o->shape_ws[o->n_shape_ws++] = (uint64_t)(mib * MIB);
+	}
+	if (o->n_shape_ws)
+		return 0;
+bad:
+	fprintf(stderr, "probe: --kern-shape-ws '%s': want up to 4 ascending "
+		"working sets in MiB, 1 to 65536 (96,512)\n", list);
+	return 2;
+}
+
 /* --flash-dir must be a directory; 0 or 1 with a message */
 static int check_dir(const char *dir)
 {
@@ -1202,6 +1281,8 @@ int main(int argc, char **argv)
 		{ "fabric-cpus", required_argument, NULL, 'C' },
 		{ "kern-types", required_argument, NULL, 'T' },
 		{ "no-small-pages", no_argument, NULL, 'P' },
+		{ "kern-shapes", required_argument, NULL, 'H' },
+		{ "kern-shape-ws", required_argument, NULL, 'W' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct probe_opts o = { 0 };
@@ -1260,11 +1341,23 @@ int main(int argc, char **argv)
 			if (parse_kern_types(optarg, &o.kern_mask))
 				return 2;
 			break;
+		case 'H':
+			if (parse_kern_shapes(optarg, &o))
+				return 2;
+			break;
+		case 'W':
+			if (parse_shape_ws(optarg, &o))
+				return 2;
+			break;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (optind < argc) {
 		usage(stderr);
+		return 2;
+	}
+	if (o.n_shape_ws && !o.n_shapes) {
+		fprintf(stderr, "probe: --kern-shape-ws without --kern-shapes\n");
 		return 2;
 	}
 	/* sizes chosen so the default run stays under a minute (flash at

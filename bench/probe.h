@@ -33,6 +33,10 @@ struct probe_opts {
 				* mpirun -np 2 (no floor, no pinning) */
 	uint64_t kern_mask;    /* --kern-types: bit t = measure type t's matvec
 				* and matmul; 0: every type */
+	int n_shapes;          /* --kern-shapes T:RxC,..: a model's own */
+	struct probe_shape { uint32_t type; int64_t rows, cols; } shapes[16];
+	int n_shape_ws;        /* --kern-shape-ws MIB,..: their working sets */
+	uint64_t shape_ws[4];  /* (0 given: the DRAM class's arena alone) */
 };
 
 /* true when --kern-types lets type t be measured */
@@ -98,6 +102,16 @@ struct probe_kern {
 	int small_pages;
 	uint64_t thp_small_bytes;   /* of that arena in huge pages: 0 wanted */
 	struct kern_point sp[KERN_MAX_TYPES][KERN_MAX_WS + 1];
+	/* --kern-shapes: the matvec at a model's own matrix shapes, the
+	 * copies rotating through each of the --kern-shape-ws working sets
+	 * (ascending; huge pages): short rows and small matrices stream
+	 * slower per byte than the 2048-column class above */
+	int n_shapes, n_shape_ws;
+	uint64_t shape_ws[4];
+	struct kern_point shape[16][4];
+	uint64_t shape_ws_bytes[16][4]; /* what the copies spanned */
+	uint32_t shape_type[16];
+	int64_t shape_cols[16];
 };
 
 /* Measure into *k (zeroed by the caller); restores the CPU affinity.

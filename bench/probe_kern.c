@@ -195,6 +195,59 @@ static int kern_type_run(const struct probe_opts *o, struct probe_kern *r,
 	return err;
 }
 
+/* The --kern-shapes matvecs: each shape with its copies rotating through
+ * each working set (at least one copy; at most the arena). Returns 0 or
+ * -errno. */
+static int kern_shapes_run(const struct probe_opts *o, struct probe_kern *r,
+			   const cpu_set_t *allowed, uint8_t *arena)
+{
+	struct mvbench_run run = { .warm = 2, .reps = 1, .min_iters = 31,
+				   .iters = o->quick ? 101 : 301,
+				   .max_s = o->quick ? 0.06 : 0.12 };
+	int err = 0;
+
+	r->n_shapes = o->n_shapes;
+	for (int s = 0; s < o->n_shapes; s++)
+		r->shape_type[s] = o->shapes[s].type, r->shape_cols[s] = o->shapes[s].cols;
+	r->n_shape_ws = o->n_shape_ws ? o->n_shape_ws : 1;
+	for (int w = 0; w < r->n_shape_ws; w++)
+		r->shape_ws[w] = o->n_shape_ws ? o->shape_ws[w] : r->arena_bytes;
+	for (int s = 0; s < o->n_shapes && !err; s++) {
+		const struct probe_shape *sh = &o->shapes[s];
+		const struct kern_ops *ops = kern_ops_isa(r->isa, sh->type);
+		void *act = ops ? mvbench_act(sh->type, r->isa, sh->cols) : NULL;
+		struct mvbench_mat m;
+
+		if (!act)
+			return ops ? -ENOMEM : -EINVAL;
+		fprintf(stderr, "\rkernels: %s %lldx%lld ...",
+			kern_type_info(sh->type)->name, (long long)sh->rows,
+			(long long)sh->cols);
+		for (int w = 0; w < r->n_shape_ws && !err; w++) {
+			size_t ws = r->shape_ws[w] < r->arena_bytes ? r->shape_ws[w]
+				    : r->arena_bytes;
+			size_t one = ((size_t)kern_row_bytes(sh->type, sh->cols) *
+				      (size_t)sh->rows + 4095) / 4096 * 4096;
+			if (ws < one)
+				ws = one;
+			err = mvbench_fill(&m, arena, ws, sh->type, sh->rows, sh->cols);
+			/* calls back to back on the next copies, ~2 MiB a sample,
+			 * as a phase's matvecs run between the engine's barriers
+			 * (which the simulator counts on their own): the
+			 * barriers around one short call are not its time */
+			run.reps = (int)((2 * MIB) / m.bytes);
+			run.reps = run.reps < 1 ? 1 : run.reps > m.copies ? (int)m.copies
+				   : run.reps;
+			if (!err)
+				err = kern_point_run(r, allowed, &m, ops, act, run,
+						     &r->shape[s][w]);
+			r->shape_ws_bytes[s][w] = (uint64_t)m.copies * m.stride;
+		}
+		free(act);
+	}
+	return err;
+}
+
 int probe_small_alloc(struct arena *a, size_t bytes)
 {
 	struct arena_config ac = {.bytes = bytes, .huge_pages = false, .node = -1};
@@ -257,6 +310,8 @@ int probe_kern(const struct probe_opts *o, struct probe_kern *r)
 		err = kern_type_run(o, r, &allowed, i, arena, small.base, dram_target,
 				    l2_target);
 	}
+	if (!err && o->n_shapes)
+		err = kern_shapes_run(o, r, &allowed, arena);
 	fprintf(stderr, "\n");
 	sched_setaffinity(0, sizeof(allowed), &allowed);
 	arena_unmap(&small);
@@ -288,6 +343,18 @@ void probe_kern_print(const struct probe_kern *k)
 			fprintf(stderr, " %6.1f", k->l2[i].gbps[1]);
 		fputc('\n', stderr);
 	}
+	for (int s = 0; s < k->n_shapes; s++)
+		for (int w = 0; w < k->n_shape_ws; w++) {
+			fprintf(stderr, "  %-5s %6lldx%-6lld in %4llu MiB %6.1f",
+				kern_type_info(k->shape_type[s])->name,
+				(long long)k->shape[s][w].rows,
+				(long long)k->shape_cols[s],
+				(unsigned long long)(k->shape_ws_bytes[s][w] / MIB),
+				k->shape[s][w].gbps[0]);
+			if (two)
+				fprintf(stderr, " %6.1f", k->shape[s][w].gbps[1]);
+			fputs(" GB/s\n", stderr);
+		}
 }
 
 /* {"1": a, "N": b}: a figure by thread count */
@@ -361,5 +428,33 @@ void probe_kern_json(FILE *f, const struct probe_kern *k)
 		}
 		fputc('}', f);
 	}
-	fprintf(f, "}},\n");
+	fputc('}', f);
+	/* "shapes": the matvec at a model's own shapes, by working set */
+	if (k->n_shapes) {
+		fprintf(f, ",\n    \"shapes\": [");
+		for (int s = 0; s < k->n_shapes; s++) {
+			const struct kern_point *p = &k->shape[s][0];
+			fprintf(f, "%s\n      {\"type\": \"%s\", \"rows\": %lld, "
+				"\"cols\": %lld, \"bytes\": %llu, \"ws\": [",
+				s ? "," : "", kern_type_info(k->shape_type[s])->name,
+				(long long)p->rows, (long long)k->shape_cols[s],
+				(unsigned long long)p->bytes);
+			for (int w = 0; w < k->n_shape_ws; w++) {
+				fprintf(f, "%s{\"ws_bytes\": %llu, \"gbps\": ",
+					w ? ", " : "",
+					(unsigned long long)k->shape_ws_bytes[s][w]);
+				json_by_threads(f, k, k->shape[s][w].gbps, "%.2f");
+				fprintf(f, ", \"us\": ");
+				double us[2];
+				for (int i = 0; i < 2; i++)
+					us[i] = k->shape[s][w].gbps[i] > 0
+						? (double)p->bytes / k->shape[s][w].gbps[i] * 1e-3 : 0;
+				json_by_threads(f, k, us, "%.2f");
+				fputc('}', f);
+			}
+			fprintf(f, "]}");
+		}
+		fputc(']', f);
+	}
+	fprintf(f, "},\n");
 }

@@ -106,6 +106,19 @@ double sim_kern_mmap_gbps(const struct sim_profile *p, uint32_t type, int n,
 			   (const double (*)[2])r->sp_gbps, n, ws);
 }
 
+double sim_shape_gbps(const struct sim_profile *p, uint32_t type, int64_t rows,
+		      int64_t cols, int n, double ws)
+{
+	for (int i = 0; i < p->n_shapes; i++) {
+		const struct sim_shape *s = &p->shape[i];
+		if (s->type == type && s->rows == rows && s->cols == cols)
+			return series_gbps(p, s->n_ws, s->ws_bytes,
+					   (const double (*)[2])s->gbps, n,
+					   ws > 0 ? ws : s->ws_bytes[s->n_ws - 1]);
+	}
+	return 0;
+}
+
 double sim_mm_gmacs(const struct sim_profile *p, uint32_t type, int n, int nb,
 		    bool small_pages)
 {
@@ -405,6 +418,24 @@ static double rate_bps(const struct ctx *c, uint32_t type, bool dram)
 	return g * 1e9 / c->n;
 }
 
+/* rate_bps from memory for tensor t: at its own shape where the profile
+ * measured it (on 4 KiB pages as much slower as the 2048-column class
+ * is), else the type's */
+static double tensor_bps(const struct ctx *c, const struct sim_tensor *t)
+{
+	double g = sim_shape_gbps(c->p, t->type, t->rows, t->cols, c->n,
+				  c->ws_bytes);
+
+	if (!(g > 0))
+		return rate_bps(c, t->type, true);
+	if (c->in->tier == MEMTIER_MMAP) {
+		double hp = sim_kern_ws_gbps(c->p, t->type, c->n, c->ws_bytes);
+		if (hp > 0)
+			g *= sim_kern_mmap_gbps(c->p, t->type, c->n, c->ws_bytes) / hp;
+	}
+	return g * 1e9 / c->n;
+}
+
 /* per unit: the f32 kernel's rate on the K/V cache (DRAM arenas on every
  * tier) at the token's working set, or in L2 */
 static double kv_rate_bps(const struct ctx *c, bool dram)
@@ -624,7 +655,7 @@ static void layer_weights(struct ctx *c, struct sim_breakdown *b,
 				continue;
 			for (int i = 0; i < c->nu; i++) {
 				double by = unit_bytes(c, i, t, k);
-				double s = by / rate_bps(c, t->type, true);
+				double s = by / tensor_bps(c, t);
 				ph[i][phase_of[k]] += s;
 				bytes_u[i] += (uint64_t)by;
 				b->matvec_bytes[t->type] += (uint64_t)by;
@@ -633,7 +664,7 @@ static void layer_weights(struct ctx *c, struct sim_breakdown *b,
 				}
 			}
 			/* the roofline's two sides, for the slowest unit's bytes */
-			double by = slowest * rate_bps(c, t->type, true);
+			double by = slowest * tensor_bps(c, t);
 			b->matvec_s[t->type] += slowest;
 			b->matvec_compute_s[t->type] += by / rate_bps(c, t->type, false);
 			b->matvec_memory_s[t->type] += by / dram_bps;
@@ -719,14 +750,14 @@ static void token_parts(struct ctx *c, struct sim_breakdown *b,
 
 	for (int i = 0; i < c->nu; i++) {
 		double by = c->u[i].vocab * row_bytes(out);
-		m = fmax(m, by / rate_bps(c, out->type, true));
+		m = fmax(m, by / tensor_bps(c, out));
 		bytes_u[i] += (uint64_t)by;
 		b->matvec_bytes[out->type] += (uint64_t)by;
 	}
 	b->matvec_s[out->type] += m;
-	b->matvec_compute_s[out->type] += m * rate_bps(c, out->type, true) /
+	b->matvec_compute_s[out->type] += m * tensor_bps(c, out) /
 					  rate_bps(c, out->type, false);
-	b->matvec_memory_s[out->type] += m * rate_bps(c, out->type, true) /
+	b->matvec_memory_s[out->type] += m * tensor_bps(c, out) /
 					 (dram_gbps(c->p, c->n) * 1e9 / c->n);
 	c->head_s = m + c->ops_head;
 	/* the embedding row: one unit reads it */

@@ -187,6 +187,18 @@ struct sim_kern_rate {
 	double sp_gbps[SIM_MAX_WS][2];
 };
 
+/* the matvec at one matrix shape (probe's kernels.shapes), by working
+ * set: a model's own shapes, where short rows and small matrices stream
+ * slower per byte than the 2048-column class */
+#define SIM_MAX_SHAPES 16
+struct sim_shape {
+	uint32_t type;
+	int64_t rows, cols;
+	int n_ws;
+	double ws_bytes[SIM_MAX_WS];
+	double gbps[SIM_MAX_WS][2];
+};
+
 /* the per-layer float ops and attention (probe's "ops"), one thread */
 enum sim_op { SIM_OP_RMSNORM, SIM_OP_ROPE, SIM_OP_SILU, SIM_OP_ADD,
 	      SIM_OP_COPY, SIM_OP_Q8A, SIM_OP_Q8K, SIM_OP_COUNT };
@@ -210,6 +222,8 @@ struct sim_profile {
 	double dram_gbps[SIM_MAX_UNITS];   /* read GB/s by threads 1..n_dram */
 	uint64_t l2_bytes;
 	struct sim_kern_rate kern[KT_COUNT];
+	int n_shapes;
+	struct sim_shape shape[SIM_MAX_SHAPES];
 	struct sim_ops ops;
 	int n_bar;
 	double barrier_us[SIM_MAX_UNITS];  /* by units 1..n_bar */
@@ -375,6 +389,11 @@ double sim_attn_ns(const struct sim_profile *p, int head_dim, double n_pos);
  * cache maps a file so): the probe's small_pages series, else ws */
 double sim_kern_mmap_gbps(const struct sim_profile *p, uint32_t type, int n,
 			  double ws);
+/* the matvec of a rows x cols matrix of type from memory at working set
+ * ws (kernels.shapes, linear in log2 of ws, flat beyond); 0: the profile
+ * did not measure that shape */
+double sim_shape_gbps(const struct sim_profile *p, uint32_t type, int64_t rows,
+		      int64_t cols, int n, double ws);
 /* aggregate prefill matmul GMAC/s of type at n threads for a batch of nb
  * tokens: the probe's rate with weights from memory at the batch size
  * (matmul.types.T.mem, linear in log2 of tokens between its points, flat

@@ -255,6 +255,51 @@ static int kern_rate(struct ld *c, json_t *t, const char *at, int all,
 	return kern_ws(c, t, at, all, r);
 }
 
+/* optional "kernels.shapes": [{"type": "q4_0", "rows": R, "cols": C,
+ * "ws": [{"ws_bytes": B, "gbps": {..}}, ..]}, ..] */
+static int load_shapes(struct ld *c, json_t *k, struct sim_profile *p)
+{
+	json_t *a = json_object_get(k, "shapes"), *e, *ty;
+	char at[160];
+	size_t i;
+	int rc;
+
+	p->n_shapes = 0;
+	if (!a || json_is_null(a))
+		return 0;
+	if (!json_is_array(a))
+		return bad(c, "kernels.shapes: not an array");
+	if (json_array_size(a) > SIM_MAX_SHAPES)
+		return bad(c, "kernels.shapes: more than %d shapes", SIM_MAX_SHAPES);
+	json_array_foreach(a, i, e) {
+		struct sim_shape *s = &p->shape[i];
+		double r, cl;
+		snprintf(at, sizeof(at), "kernels.shapes[%zu]", i);
+		if (!json_is_object(e))
+			return bad(c, "%s: not an object", at);
+		ty = json_object_get(e, "type");
+		s->type = KT_COUNT;
+		for (uint32_t t = 0; json_is_string(ty) && t < KT_COUNT; t++)
+			if (kern_type_info(t) && kern_type_info(t)->is_weight &&
+			    !strcmp(kern_type_info(t)->name, json_string_value(ty)))
+				s->type = t;
+		if (s->type == KT_COUNT)
+			return bad(c, "%s.type: not a weight type's name", at);
+		if ((rc = num(c, e, at, "rows", 1, &r)) ||
+		    (rc = num(c, e, at, "cols", 1, &cl)))
+			return rc;
+		s->rows = (int64_t)r;
+		s->cols = (int64_t)cl;
+		if ((rc = kern_series(c, e, at, "ws", p->n_threads, &s->n_ws,
+				      s->ws_bytes, s->gbps)))
+			return rc;
+		if (s->n_ws < 1)
+			return bad(c, "%s.ws: missing", at);
+		p->n_shapes = (int)i + 1;
+	}
+	return 0;
+}
+
 static int load_kernels(struct ld *c, json_t *root, struct sim_profile *p)
 {
 	json_t *k, *types, *def, *t;
@@ -297,7 +342,7 @@ static int load_kernels(struct ld *c, json_t *root, struct sim_profile *p)
 	if (!p->kern[KT_F32].have)
 		return bad(c, "kernels.types.f32: missing (attention is timed at "
 			   "the f32 rate)");
-	return 0;
+	return load_shapes(c, k, p);
 }
 
 /* one thread count's array of a "mem" series: n numbers > 0 */

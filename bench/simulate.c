@@ -383,6 +383,34 @@ static int write_json(const char *path, const struct sim_input *in,
 		"kv_write_bytes", b->kv_write_bytes,
 		"fabric_seconds", b->fabric_s,
 		"imbalance", b->imbalance, "step_seconds", b->total_s);
+	/* the matvecs' distinct shapes, and whether the profile measured
+	 * each (kernels.shapes): what bench/validate probes before a run */
+	json_t *shp = json_array();
+	for (int l = 0; l <= in->hp.n_layer; l++)
+		for (int k = 0; k < LT_COUNT; k++) {
+			const struct sim_tensor *t =
+				l < in->hp.n_layer ? &in->t[l * LT_COUNT + k]
+				: k ? NULL : &in->t[in->hp.n_layer * LT_COUNT + GT_OUTPUT];
+			bool dup = false;
+			size_t i;
+			json_t *e;
+			if (!t || (l < in->hp.n_layer && (k == LT_ATTN_NORM ||
+							 k == LT_FFN_NORM)) ||
+			    t->rows < 1 || !kern_type_info(t->type))
+				continue;
+			json_array_foreach(shp, i, e)
+				dup |= json_integer_value(json_object_get(e, "rows")) == t->rows &&
+				       json_integer_value(json_object_get(e, "cols")) == t->cols &&
+				       !strcmp(json_string_value(json_object_get(e, "type")),
+					       kern_type_info(t->type)->name);
+			if (!dup)
+				json_array_append_new(shp, json_pack("{s:s,s:I,s:I,s:b}",
+					"type", kern_type_info(t->type)->name,
+					"rows", (json_int_t)t->rows, "cols", (json_int_t)t->cols,
+					"measured", sim_shape_gbps(p, t->type, t->rows, t->cols,
+								   1, 0) > 0));
+		}
+	json_object_set_new(bd, "shapes", shp);
 	json_object_set_new(root, "breakdown", bd);
 	json_object_set_new(root, "capacity", json_pack("{s:f,s:f}", "weights_gb",
 		r->weights_gb, "kv_gb", r->kv_gb));

@@ -191,6 +191,25 @@ assert p["barrier"]["us_by_units"] and p["ops"]["ns_per_elem"], p
 ' "$tmp/kt.json"
 then ok "--kern-types q4_0,q6_K: those two types only"
 else bad "--kern-types: $(tail -n 2 "$tmp/err")"; fi
+# --kern-shapes: a model's own matvec shapes at each working set given
+if timeout 60 "$probe" --quick --no-dram --no-flash --no-kv --no-fabric --no-sys \
+	--no-small-pages --kern-types q4_1 --kern-shapes q4_1:576x576,q8_0:192x576 \
+	--kern-shape-ws 2,64 -o "$tmp/sh.json" 2>"$tmp/err" &&
+	python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))["kernels"]["shapes"]
+assert [(x["type"], x["rows"], x["cols"]) for x in s] == [("q4_1", 576, 576), ("q8_0", 192, 576)], s
+assert s[0]["bytes"] == 576 * 576 // 32 * 20 and s[1]["bytes"] == 192 * 576 // 32 * 34, s
+for x in s:
+    w = x["ws"]
+    assert len(w) == 2 and w[0]["ws_bytes"] <= 2 << 20 < w[1]["ws_bytes"] <= 64 << 20, w
+    for p in w:
+        for n, g in p["gbps"].items():
+            us = x["bytes"] / g * 1e-3
+            assert g > 0 and abs(p["us"][n] - us) <= 0.01 + 1e-3 * us, (p, us)
+' "$tmp/sh.json"
+then ok "--kern-shapes q4_1:576x576,q8_0:192x576 at 2 and 64 MiB"
+else bad "--kern-shapes: $(tail -n 2 "$tmp/err")"; fi
 # --no-small-pages: no series on 4 KiB pages
 if timeout 60 "$probe" --quick --no-dram --no-flash --no-kv --no-fabric \
 	--kern-types q8_0 --no-small-pages -o "$tmp/ns.json" 2>"$tmp/err" &&
@@ -225,6 +244,12 @@ expect 1 "CPU 1000" --fabric-cpus 0,1000 --fabric-only
 expect 2 "'q9' is not a weight type" --kern-types q4_0,q9 --fabric-only
 expect 2 "--kern-types" --kern-types "" --fabric-only
 expect 2 "--kern-types" --kern-types , --fabric-only
+expect 2 "'q4_0:100x20' is not" --kern-shapes q4_0:100x2048,q4_0:100x20 --fabric-only
+expect 2 "TYPE:ROWSxCOLS" --kern-shapes 2048x2048 --fabric-only
+expect 2 "'q9:1x32' is not" --kern-shapes q9:1x32 --fabric-only
+expect 2 "ascending" --kern-shapes q4_0:1x32 --kern-shape-ws 64,32 --fabric-only
+expect 2 "ascending" --kern-shapes q4_0:1x32 --kern-shape-ws 0 --fabric-only
+expect 2 "without --kern-shapes" --kern-shape-ws 64 --fabric-only
 expect 1 "No such file" --no-dram --flash-dir "$tmp/none"
 expect 1 "not a directory" --no-dram --flash-dir "$tmp/file"
 expect 1 "not a directory" --no-dram --no-kern --no-flash --flash-dir "$tmp/file"

@@ -130,6 +130,64 @@ static void test_known_layer(void **state)
 	NEAR(r.tok.matvec_s[KT_F32], 180.224e-6);
 }
 
+/* kernels.shapes: gate and up (both 128x64 f32, 32768 B a layer each) at
+ * their own rate. One point at 0.5 GB/s: 4 x 32768 B take 262.144 us, not
+ * 131.072, so the matvecs 360.448 + 131.072 us. Two points a factor 4 apart around the
+ * token's working set, 0.5 and 1.5 GB/s: at the middle in log2, 1 GB/s,
+ * the type's own rate again. Bad entries are refused by name. */
+static void test_shapes(void **state)
+{
+	struct sim_input in;
+	struct sim_profile p;
+	struct sim_result r;
+	char text[4096], err[256], shapes[512];
+	const char *cut = "}}}},";
+
+	(void)state;
+	tiny(&in, 4, 2);
+	profile(&p, 1, 1, 0);
+	predict(&in, &p, &r);
+	const double ws = r.tok.ws_bytes;
+	for (int k = 0; k < 4; k++) {
+		static const char *bad[] = {
+			"[{\"type\": \"q9_9\", \"rows\": 128, \"cols\": 64, \"ws\": "
+			"[{\"ws_bytes\": 1, \"gbps\": {\"1\": 1, \"2\": 1}}]}]",
+			"[{\"type\": \"f32\", \"rows\": 128, \"cols\": 64}]",
+		};
+		char base[2048];
+		if (k == 0)
+			snprintf(shapes, sizeof(shapes), "[{\"type\": \"f32\", \"rows\": "
+				 "128, \"cols\": 64, \"ws\": [{\"ws_bytes\": 4096, "
+				 "\"gbps\": {\"1\": 0.5, \"2\": 1}}]}]");
+		else if (k == 1)
+			snprintf(shapes, sizeof(shapes), "[{\"type\": \"f32\", \"rows\": "
+				 "128, \"cols\": 64, \"ws\": [{\"ws_bytes\": %.17g, "
+				 "\"gbps\": {\"1\": 0.5, \"2\": 1}}, {\"ws_bytes\": %.17g, "
+				 "\"gbps\": {\"1\": 1.5, \"2\": 3}}]}]", ws / 2, ws * 2);
+		else
+			snprintf(shapes, sizeof(shapes), "%s", bad[k - 2]);
+		snprintf(base, sizeof(base), PROFILE_FMT, 1.0, 2.0, 1.0, 0.0);
+		char *at = strstr(base, cut);
+		assert_non_null(at);
+		snprintf(text, sizeof(text), "%.*s}}}, \"shapes\": %s},%s",
+			 (int)(at - base), base, shapes, at + strlen(cut));
+		int rc = sim_profile_parse(&p, text, "s.json", err, sizeof(err));
+		if (k >= 2) {
+			assert_int_equal(rc, -EINVAL);
+			assert_non_null(strstr(err, k == 2 ? "kernels.shapes[0].type"
+						   : "kernels.shapes[0].ws"));
+			continue;
+		}
+		if (rc)
+			fail_msg("%s", err);
+		assert_int_equal(p.n_shapes, 1);
+		predict(&in, &p, &r);
+		NEAR(r.tok.matvec_s[KT_F32], (k == 0 ? 360.448 + 131.072 : 360.448) * 1e-6);
+		NEAR(sim_shape_gbps(&p, KT_F32, 128, 64, 1, ws), k == 0 ? 0.5 : 1.0);
+		assert_true(sim_shape_gbps(&p, KT_F32, 64, 128, 1, ws) == 0);
+	}
+}
+
 /* the bound switches where DRAM outruns the kernel's compute rate */
 static void test_bound_switch(void **state)
 {
@@ -767,6 +825,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_known_layer),
+		cmocka_unit_test(test_shapes),
 		cmocka_unit_test(test_bound_switch),
 		cmocka_unit_test(test_prefetch_stall),
 		cmocka_unit_test(test_kv_linear),

@@ -1135,6 +1135,8 @@ static void usage(FILE *f)
 		"  --kern-shape-ws LIST  the working sets (MiB, comma list) their\n"
 		"                    copies rotate through (default: the DRAM\n"
 		"                    class's arena, 4 x LLC)\n"
+		"  --kern-shape-pages huge|small  their arena on 2 MiB pages (the\n"
+		"                    dram tier's, default) or 4 KiB (the mmap tier's)\n"
 		"  -h, --help        this text\n"
 		"  STRATA_KERNELS=ref|avx2 caps the ISA of the kernels and of the\n"
 		"  DRAM sum; STRATA_FAULT (nodirect:1, eio:N ...) breaks the KV\n"
@@ -1283,6 +1285,7 @@ int main(int argc, char **argv)
 		{ "no-small-pages", no_argument, NULL, 'P' },
 		{ "kern-shapes", required_argument, NULL, 'H' },
 		{ "kern-shape-ws", required_argument, NULL, 'W' },
+		{ "kern-shape-pages", required_argument, NULL, 'G' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct probe_opts o = { 0 };
@@ -1349,6 +1352,14 @@ int main(int argc, char **argv)
 			if (parse_shape_ws(optarg, &o))
 				return 2;
 			break;
+		case 'G':
+			if (strcmp(optarg, "huge") && strcmp(optarg, "small")) {
+				fprintf(stderr, "probe: --kern-shape-pages %s: huge or "
+					"small\n", optarg);
+				return 2;
+			}
+			o.shape_small_pages = !strcmp(optarg, "small");
+			break;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -1356,8 +1367,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (o.n_shape_ws && !o.n_shapes) {
-		fprintf(stderr, "probe: --kern-shape-ws without --kern-shapes\n");
+	if ((o.n_shape_ws || o.shape_small_pages) && !o.n_shapes) {
+		fprintf(stderr, "probe: --kern-shape-ws and --kern-shape-pages "
+			"without --kern-shapes\n");
 		return 2;
 	}
 	/* sizes chosen so the default run stays under a minute (flash at

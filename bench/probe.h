@@ -37,6 +37,7 @@ struct probe_opts {
 	struct probe_shape { uint32_t type; int64_t rows, cols; } shapes[16];
 	int n_shape_ws;        /* --kern-shape-ws MIB,..: their working sets */
 	uint64_t shape_ws[4];  /* (0 given: the DRAM class's arena alone) */
+	int shape_small_pages; /* --kern-shape-pages small: on 4 KiB pages */
 };
 
 /* true when --kern-types lets type t be measured */
@@ -104,9 +105,11 @@ struct probe_kern {
 	struct kern_point sp[KERN_MAX_TYPES][KERN_MAX_WS + 1];
 	/* --kern-shapes: the matvec at a model's own matrix shapes, the
 	 * copies rotating through each of the --kern-shape-ws working sets
-	 * (ascending; huge pages): short rows and small matrices stream
-	 * slower per byte than the 2048-column class above */
-	int n_shapes, n_shape_ws;
+	 * (ascending; an arena of the largest, on huge pages or with
+	 * --kern-shape-pages small on 4 KiB ones): short rows and small
+	 * matrices stream slower per byte than the 2048-column class above,
+	 * and working sets past the TLB's reach slower than 512 MiB */
+	int n_shapes, n_shape_ws, shape_small_pages;
 	uint64_t shape_ws[4];
 	struct kern_point shape[16][4];
 	uint64_t shape_ws_bytes[16][4]; /* what the copies spanned */

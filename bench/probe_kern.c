@@ -196,55 +196,71 @@ static int kern_type_run(const struct probe_opts *o, struct probe_kern *r,
 }
 
 /* The --kern-shapes matvecs: each shape with its copies rotating through
- * each working set (at least one copy; at most the arena). Returns 0 or
- * -errno. */
+ * each working set (at least one copy), in an arena of the largest of
+ * them mapped for these alone. Returns 0 or -errno. */
 static int kern_shapes_run(const struct probe_opts *o, struct probe_kern *r,
-			   const cpu_set_t *allowed, uint8_t *arena)
+			   const cpu_set_t *allowed)
 {
 	struct mvbench_run run = { .warm = 2, .reps = 1, .min_iters = 31,
 				   .iters = o->quick ? 101 : 301,
 				   .max_s = o->quick ? 0.06 : 0.12 };
+	struct arena mem = { 0 };
+	size_t most = 0;
 	int err = 0;
 
 	r->n_shapes = o->n_shapes;
-	for (int s = 0; s < o->n_shapes; s++)
-		r->shape_type[s] = o->shapes[s].type, r->shape_cols[s] = o->shapes[s].cols;
+	r->shape_small_pages = o->shape_small_pages;
 	r->n_shape_ws = o->n_shape_ws ? o->n_shape_ws : 1;
 	for (int w = 0; w < r->n_shape_ws; w++)
 		r->shape_ws[w] = o->n_shape_ws ? o->shape_ws[w] : r->arena_bytes;
+	for (int s = 0; s < o->n_shapes; s++) {
+		size_t one = ((size_t)kern_row_bytes(o->shapes[s].type, o->shapes[s].cols) *
+			      (size_t)o->shapes[s].rows + 4095) / 4096 * 4096;
+		r->shape_type[s] = o->shapes[s].type;
+		r->shape_cols[s] = o->shapes[s].cols;
+		most = one > most ? one : most;
+	}
+	if (r->shape_ws[r->n_shape_ws - 1] > most)
+		most = r->shape_ws[r->n_shape_ws - 1];
+	err = r->shape_small_pages ? probe_small_alloc(&mem, most)
+				   : probe_huge_alloc(&mem, most, r->n_threads);
+	if (err)
+		return err;
 	for (int s = 0; s < o->n_shapes && !err; s++) {
 		const struct probe_shape *sh = &o->shapes[s];
 		const struct kern_ops *ops = kern_ops_isa(r->isa, sh->type);
 		void *act = ops ? mvbench_act(sh->type, r->isa, sh->cols) : NULL;
 		struct mvbench_mat m;
 
-		if (!act)
-			return ops ? -ENOMEM : -EINVAL;
+		if (!act) {
+			err = ops ? -ENOMEM : -EINVAL;
+			break;
+		}
 		fprintf(stderr, "\rkernels: %s %lldx%lld ...",
 			kern_type_info(sh->type)->name, (long long)sh->rows,
 			(long long)sh->cols);
 		for (int w = 0; w < r->n_shape_ws && !err; w++) {
-			size_t ws = r->shape_ws[w] < r->arena_bytes ? r->shape_ws[w]
-				    : r->arena_bytes;
+			size_t ws = r->shape_ws[w] < mem.bytes ? r->shape_ws[w] : mem.bytes;
 			size_t one = ((size_t)kern_row_bytes(sh->type, sh->cols) *
 				      (size_t)sh->rows + 4095) / 4096 * 4096;
 			if (ws < one)
 				ws = one;
-			err = mvbench_fill(&m, arena, ws, sh->type, sh->rows, sh->cols);
+			err = mvbench_fill(&m, mem.base, ws, sh->type, sh->rows, sh->cols);
 			/* calls back to back on the next copies, ~2 MiB a sample,
 			 * as a phase's matvecs run between the engine's barriers
 			 * (which the simulator counts on their own): the
 			 * barriers around one short call are not its time */
-			run.reps = (int)((2 * MIB) / m.bytes);
+			run.reps = err ? 1 : (int)((2 * MIB) / m.bytes);
 			run.reps = run.reps < 1 ? 1 : run.reps > m.copies ? (int)m.copies
 				   : run.reps;
 			if (!err)
 				err = kern_point_run(r, allowed, &m, ops, act, run,
 						     &r->shape[s][w]);
-			r->shape_ws_bytes[s][w] = (uint64_t)m.copies * m.stride;
+			r->shape_ws_bytes[s][w] = err ? 0 : (uint64_t)m.copies * m.stride;
 		}
 		free(act);
 	}
+	arena_unmap(&mem);
 	return err;
 }
 
@@ -310,12 +326,12 @@ int probe_kern(const struct probe_opts *o, struct probe_kern *r)
 		err = kern_type_run(o, r, &allowed, i, arena, small.base, dram_target,
 				    l2_target);
 	}
-	if (!err && o->n_shapes)
-		err = kern_shapes_run(o, r, &allowed, arena);
-	fprintf(stderr, "\n");
-	sched_setaffinity(0, sizeof(allowed), &allowed);
 	arena_unmap(&small);
 	arena_unmap(&mem);
+	if (!err && o->n_shapes)
+		err = kern_shapes_run(o, r, &allowed);
+	fprintf(stderr, "\n");
+	sched_setaffinity(0, sizeof(allowed), &allowed);
 	return err;
 }
 
@@ -435,10 +451,12 @@ void probe_kern_json(FILE *f, const struct probe_kern *k)
 		for (int s = 0; s < k->n_shapes; s++) {
 			const struct kern_point *p = &k->shape[s][0];
 			fprintf(f, "%s\n      {\"type\": \"%s\", \"rows\": %lld, "
-				"\"cols\": %lld, \"bytes\": %llu, \"ws\": [",
+				"\"cols\": %lld, \"bytes\": %llu, \"pages\": \"%s\", "
+				"\"ws\": [",
 				s ? "," : "", kern_type_info(k->shape_type[s])->name,
 				(long long)p->rows, (long long)k->shape_cols[s],
-				(unsigned long long)p->bytes);
+				(unsigned long long)p->bytes,
+				k->shape_small_pages ? "small" : "huge");
 			for (int w = 0; w < k->n_shape_ws; w++) {
 				fprintf(f, "%s{\"ws_bytes\": %llu, \"gbps\": ",
 					w ? ", " : "",

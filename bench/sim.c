@@ -107,11 +107,12 @@ double sim_kern_mmap_gbps(const struct sim_profile *p, uint32_t type, int n,
 }
 
 double sim_shape_gbps(const struct sim_profile *p, uint32_t type, int64_t rows,
-		      int64_t cols, int n, double ws)
+		      int64_t cols, bool small_pages, int n, double ws)
 {
 	for (int i = 0; i < p->n_shapes; i++) {
 		const struct sim_shape *s = &p->shape[i];
-		if (s->type == type && s->rows == rows && s->cols == cols)
+		if (s->type == type && s->rows == rows && s->cols == cols &&
+		    s->small_pages == small_pages)
 			return series_gbps(p, s->n_ws, s->ws_bytes,
 					   (const double (*)[2])s->gbps, n,
 					   ws > 0 ? ws : s->ws_bytes[s->n_ws - 1]);
@@ -419,21 +420,13 @@ static double rate_bps(const struct ctx *c, uint32_t type, bool dram)
 }
 
 /* rate_bps from memory for tensor t: at its own shape where the profile
- * measured it (on 4 KiB pages as much slower as the 2048-column class
- * is), else the type's */
+ * measured it on the tier's pages (4 KiB for mmap), else the type's */
 static double tensor_bps(const struct ctx *c, const struct sim_tensor *t)
 {
-	double g = sim_shape_gbps(c->p, t->type, t->rows, t->cols, c->n,
-				  c->ws_bytes);
+	double g = sim_shape_gbps(c->p, t->type, t->rows, t->cols,
+				  c->in->tier == MEMTIER_MMAP, c->n, c->ws_bytes);
 
-	if (!(g > 0))
-		return rate_bps(c, t->type, true);
-	if (c->in->tier == MEMTIER_MMAP) {
-		double hp = sim_kern_ws_gbps(c->p, t->type, c->n, c->ws_bytes);
-		if (hp > 0)
-			g *= sim_kern_mmap_gbps(c->p, t->type, c->n, c->ws_bytes) / hp;
-	}
-	return g * 1e9 / c->n;
+	return g > 0 ? g * 1e9 / c->n : rate_bps(c, t->type, true);
 }
 
 /* per unit: the f32 kernel's rate on the K/V cache (DRAM arenas on every

@@ -194,6 +194,7 @@ struct sim_kern_rate {
 struct sim_shape {
 	uint32_t type;
 	int64_t rows, cols;
+	bool small_pages;  /* "pages": "small" (4 KiB: the mmap tier's) */
 	int n_ws;
 	double ws_bytes[SIM_MAX_WS];
 	double gbps[SIM_MAX_WS][2];
@@ -390,10 +391,10 @@ double sim_attn_ns(const struct sim_profile *p, int head_dim, double n_pos);
 double sim_kern_mmap_gbps(const struct sim_profile *p, uint32_t type, int n,
 			  double ws);
 /* the matvec of a rows x cols matrix of type from memory at working set
- * ws (kernels.shapes, linear in log2 of ws, flat beyond); 0: the profile
- * did not measure that shape */
+ * ws on huge or (small_pages) 4 KiB pages (kernels.shapes, linear in log2
+ * of ws, flat beyond); 0: the profile did not measure that shape so */
 double sim_shape_gbps(const struct sim_profile *p, uint32_t type, int64_t rows,
-		      int64_t cols, int n, double ws);
+		      int64_t cols, bool small_pages, int n, double ws);
 /* aggregate prefill matmul GMAC/s of type at n threads for a batch of nb
  * tokens: the probe's rate with weights from memory at the batch size
  * (matmul.types.T.mem, linear in log2 of tokens between its points, flat

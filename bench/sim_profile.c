@@ -290,6 +290,12 @@ static int load_shapes(struct ld *c, json_t *k, struct sim_profile *p)
 			return rc;
 		s->rows = (int64_t)r;
 		s->cols = (int64_t)cl;
+		json_t *pg = json_object_get(e, "pages");
+		if (pg && !(json_is_string(pg) &&
+			    (!strcmp(json_string_value(pg), "huge") ||
+			     !strcmp(json_string_value(pg), "small"))))
+			return bad(c, "%s.pages: \"huge\" or \"small\"", at);
+		s->small_pages = pg && !strcmp(json_string_value(pg), "small");
 		if ((rc = kern_series(c, e, at, "ws", p->n_threads, &s->n_ws,
 				      s->ws_bytes, s->gbps)))
 			return rc;

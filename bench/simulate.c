@@ -408,6 +408,7 @@ static int write_json(const char *path, const struct sim_input *in,
 					"type", kern_type_info(t->type)->name,
 					"rows", (json_int_t)t->rows, "cols", (json_int_t)t->cols,
 					"measured", sim_shape_gbps(p, t->type, t->rows, t->cols,
+								   in->tier == MEMTIER_MMAP,
 								   1, 0) > 0));
 		}
 	json_object_set_new(bd, "shapes", shp);

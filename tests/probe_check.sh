@@ -194,12 +194,13 @@ else bad "--kern-types: $(tail -n 2 "$tmp/err")"; fi
 # --kern-shapes: a model's own matvec shapes at each working set given
 if timeout 60 "$probe" --quick --no-dram --no-flash --no-kv --no-fabric --no-sys \
 	--no-small-pages --kern-types q4_1 --kern-shapes q4_1:576x576,q8_0:192x576 \
-	--kern-shape-ws 2,64 -o "$tmp/sh.json" 2>"$tmp/err" &&
+	--kern-shape-ws 2,64 --kern-shape-pages small -o "$tmp/sh.json" 2>"$tmp/err" &&
 	python3 -c '
 import json, sys
 s = json.load(open(sys.argv[1]))["kernels"]["shapes"]
 assert [(x["type"], x["rows"], x["cols"]) for x in s] == [("q4_1", 576, 576), ("q8_0", 192, 576)], s
 assert s[0]["bytes"] == 576 * 576 // 32 * 20 and s[1]["bytes"] == 192 * 576 // 32 * 34, s
+assert all(x["pages"] == "small" for x in s), s
 for x in s:
     w = x["ws"]
     assert len(w) == 2 and w[0]["ws_bytes"] <= 2 << 20 < w[1]["ws_bytes"] <= 64 << 20, w
@@ -208,7 +209,7 @@ for x in s:
             us = x["bytes"] / g * 1e-3
             assert g > 0 and abs(p["us"][n] - us) <= 0.01 + 1e-3 * us, (p, us)
 ' "$tmp/sh.json"
-then ok "--kern-shapes q4_1:576x576,q8_0:192x576 at 2 and 64 MiB"
+then ok "--kern-shapes q4_1:576x576,q8_0:192x576 at 2 and 64 MiB, 4 KiB pages"
 else bad "--kern-shapes: $(tail -n 2 "$tmp/err")"; fi
 # --no-small-pages: no series on 4 KiB pages
 if timeout 60 "$probe" --quick --no-dram --no-flash --no-kv --no-fabric \
@@ -250,6 +251,7 @@ expect 2 "'q9:1x32' is not" --kern-shapes q9:1x32 --fabric-only
 expect 2 "ascending" --kern-shapes q4_0:1x32 --kern-shape-ws 64,32 --fabric-only
 expect 2 "ascending" --kern-shapes q4_0:1x32 --kern-shape-ws 0 --fabric-only
 expect 2 "without --kern-shapes" --kern-shape-ws 64 --fabric-only
+expect 2 "huge or small" --kern-shapes q4_0:1x32 --kern-shape-pages big --fabric-only
 expect 1 "No such file" --no-dram --flash-dir "$tmp/none"
 expect 1 "not a directory" --no-dram --flash-dir "$tmp/file"
 expect 1 "not a directory" --no-dram --no-kern --no-flash --flash-dir "$tmp/file"

@@ -134,7 +134,8 @@ static void test_known_layer(void **state)
  * their own rate. One point at 0.5 GB/s: 4 x 32768 B take 262.144 us, not
  * 131.072, so the matvecs 360.448 + 131.072 us. Two points a factor 4 apart around the
  * token's working set, 0.5 and 1.5 GB/s: at the middle in log2, 1 GB/s,
- * the type's own rate again. Bad entries are refused by name. */
+ * the type's own rate again. A shape measured on huge pages is not the
+ * mmap tier's. Bad entries are refused by name. */
 static void test_shapes(void **state)
 {
 	struct sim_input in;
@@ -148,11 +149,13 @@ static void test_shapes(void **state)
 	profile(&p, 1, 1, 0);
 	predict(&in, &p, &r);
 	const double ws = r.tok.ws_bytes;
-	for (int k = 0; k < 4; k++) {
+	for (int k = 0; k < 5; k++) {
 		static const char *bad[] = {
 			"[{\"type\": \"q9_9\", \"rows\": 128, \"cols\": 64, \"ws\": "
 			"[{\"ws_bytes\": 1, \"gbps\": {\"1\": 1, \"2\": 1}}]}]",
 			"[{\"type\": \"f32\", \"rows\": 128, \"cols\": 64}]",
+			"[{\"type\": \"f32\", \"rows\": 128, \"cols\": 64, \"pages\": "
+			"\"big\", \"ws\": [{\"ws_bytes\": 1, \"gbps\": {\"1\": 1, \"2\": 1}}]}]",
 		};
 		char base[2048];
 		if (k == 0)
@@ -174,8 +177,10 @@ static void test_shapes(void **state)
 		int rc = sim_profile_parse(&p, text, "s.json", err, sizeof(err));
 		if (k >= 2) {
 			assert_int_equal(rc, -EINVAL);
-			assert_non_null(strstr(err, k == 2 ? "kernels.shapes[0].type"
-						   : "kernels.shapes[0].ws"));
+			static const char *want[] = { "kernels.shapes[0].type",
+				"kernels.shapes[0].ws", "kernels.shapes[0].pages" };
+			if (!strstr(err, want[k - 2]))
+				fail_msg("bad shape %d: '%s', want '%s'", k, err, want[k - 2]);
 			continue;
 		}
 		if (rc)
@@ -183,8 +188,10 @@ static void test_shapes(void **state)
 		assert_int_equal(p.n_shapes, 1);
 		predict(&in, &p, &r);
 		NEAR(r.tok.matvec_s[KT_F32], (k == 0 ? 360.448 + 131.072 : 360.448) * 1e-6);
-		NEAR(sim_shape_gbps(&p, KT_F32, 128, 64, 1, ws), k == 0 ? 0.5 : 1.0);
-		assert_true(sim_shape_gbps(&p, KT_F32, 64, 128, 1, ws) == 0);
+		NEAR(sim_shape_gbps(&p, KT_F32, 128, 64, false, 1, ws), k == 0 ? 0.5 : 1.0);
+		assert_true(sim_shape_gbps(&p, KT_F32, 64, 128, false, 1, ws) == 0);
+		/* measured on huge pages: not the mmap tier's */
+		assert_true(sim_shape_gbps(&p, KT_F32, 128, 64, true, 1, ws) == 0);
 	}
 }
 

@@ -12,7 +12,8 @@
 # The last line on stdout is the directory holding llama-bench etc.; all
 # progress goes to stderr.  env: STRATA_CACHE (default ~/.cache/strata),
 # JOBS (default nproc), LLAMA_ISA: native (default, -DGGML_NATIVE=ON, in
-# build/) or avx2 (AVX2/FMA/F16C and no AVX-512, the fair peer for
+# build/; on a CPU with AMX every other extension it lists, in build-noamx/,
+# see below) or avx2 (AVX2/FMA/F16C and no AVX-512, the fair peer for
 # STRATA_KERNELS=avx2 on an AVX-512 machine, in build-avx2/).
 set -euo pipefail
 
@@ -28,12 +29,26 @@ TARGETS=(llama-bench llama-perplexity llama-tokenize llama-quantize
 cache=${STRATA_CACHE:-$HOME/.cache/strata}
 top=$cache/llama_cpp_python-$VERSION
 src=$top/vendor/llama.cpp
-case ${LLAMA_ISA:-native} in
+# ggml's AMX matmul (compiled in by -march=native where the CPU lists AMX)
+# crashed llama-bench's prefill with SIGSEGV in ggml_backend_amx_mul_mat on
+# a KVM Xeon (family 6 model 167, 2026-12-08): on such a CPU "native" is
+# every vector extension /proc/cpuinfo lists, AMX left out, in build-noamx/.
+has() { grep -qw "$1" /proc/cpuinfo 2>/dev/null; }
+onoff() { has "$1" && echo ON || echo OFF; }
+isa=${LLAMA_ISA:-native}
+[[ $isa == native ]] && has amx_int8 && isa=noamx
+case $isa in
 native) bdir=build isa_flags=(-DGGML_NATIVE=ON) ;;
+noamx) bdir=build-noamx isa_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=$(onoff avx)
+	-DGGML_AVX2=$(onoff avx2) -DGGML_FMA=$(onoff fma) -DGGML_F16C=$(onoff f16c)
+	-DGGML_BMI2=$(onoff bmi2) -DGGML_AVX_VNNI=$(onoff avx_vnni)
+	-DGGML_AVX512=$(onoff avx512bw) -DGGML_AVX512_VBMI=$(onoff avx512vbmi)
+	-DGGML_AVX512_VNNI=$(onoff avx512_vnni) -DGGML_AVX512_BF16=$(onoff avx512_bf16)
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF) ;;
 avx2) bdir=build-avx2 isa_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON
 	-DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF
 	-DGGML_AVX_VNNI=OFF) ;;
-*) echo "build-llamacpp: LLAMA_ISA=$LLAMA_ISA: native or avx2" >&2; exit 2 ;;
+*) echo "build-llamacpp: LLAMA_ISA=$isa: native or avx2" >&2; exit 2 ;;
 esac
 bin=$src/$bdir/bin
 

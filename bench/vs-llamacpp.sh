@@ -114,7 +114,7 @@ ver=$("$bin/llama-bench" --version 2>&1 | head -n 1 || true)
 [[ -n $ver ]] || ver=$(strings "$bin/llama-bench" 2>/dev/null | grep -m1 -o 'build: [0-9a-f]*' || true)
 cmd="${STRATA_KERNELS:+STRATA_KERNELS=$STRATA_KERNELS }${LLAMA_ISA:+LLAMA_ISA=$LLAMA_ISA }LB_REPS=$lb_reps ${DRAM_GBPS:+DRAM_GBPS=$DRAM_GBPS }bench/vs-llamacpp.sh -r $rounds -t $threads ${types[*]}"
 
-RAW=$raw OUT=$out MACHINE=$machine VER=${ver:-unknown} CMD=$cmd DRAM=$dram \
+RAW=$raw BIN=$bin OUT=$out MACHINE=$machine VER=${ver:-unknown} CMD=$cmd DRAM=$dram \
 	ROUNDS=$rounds THREADS=$threads DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" \
 	python3 - <<'EOF'
 import json, os, statistics as st
@@ -169,7 +169,11 @@ L.append(f"- date: {os.environ['DATE']}")
 L.append(os.environ["MACHINE"])
 L.append(f"- llama.cpp: {os.environ['VER']} (vendor/llama.cpp of the "
          "llama-cpp-python 0.3.36 sdist, bench/build-llamacpp.sh: Release, "
-         f"LLAMA_ISA={os.environ.get('LLAMA_ISA') or 'native'})")
+         f"LLAMA_ISA={os.environ.get('LLAMA_ISA') or 'native'}, built in "
+         f"{os.path.basename(os.path.dirname(os.environ['BIN']))}/"
+         + (": AMX left out, its matmul crashes on this CPU"
+            if os.environ['BIN'].rstrip('/').endswith('build-noamx/bin') else "")
+         + ")")
 L.append(f"- command: `{os.environ['CMD']}`; {os.environ['ROUNDS']} rounds, "
          "engines alternated (order flipped each round), medians over all "
          "samples (ours: one run per round; llama-bench: LB_REPS "

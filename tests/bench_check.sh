@@ -80,5 +80,22 @@ refuse "kbench: -H with -M" "-H and -M are two different tables" -- \
 refuse "kbench: arena too small" "need -n >= 1, -m >= 64" -- bench/kbench -m 8
 refuse "kbench: unknown type" "unknown weight type 'q3_x'" -- \
 	bench/kbench -t q3_x
+refuse "build-llamacpp: bad LLAMA_ISA" "LLAMA_ISA=sse9: native or avx2" \
+	LLAMA_ISA=sse9 -- bench/build-llamacpp.sh --print-bin
+refuse "experiments: bad flag" "unrecognized arguments: --bogus" -- \
+	python3 bench/experiments --bogus
+
+# kbench -H runs: a q4_0 row on the scalar kernels with four positive
+# GB/s figures (the in-L2 table; the only run here, it takes about 1 s)
+n=$((n + 1))
+if timeout 60 bench/kbench -H -t q4_0 -i ref -n 2 >"$tmp/out" 2>"$tmp/err" &&
+	awk '$1 == "q4_0" && $2 == "ref" && $3 > 0 && $5 > 0 && $7 > 0 && $9 > 0 { ok = 1 }
+		END { exit !ok }' "$tmp/out"; then
+	echo "ok $n - kbench -H: q4_0 ref row ($(grep -m1 '^q4_0' "$tmp/out" | tr -s ' '))"
+else
+	echo "not ok $n - kbench -H: no q4_0 ref row with four positive GB/s"
+	sed 's/^/#   /' "$tmp/out" "$tmp/err" | head -8
+	failed=$((failed + 1))
+fi
 echo "$((n - failed))/$n passed"
 [ "$failed" -eq 0 ]

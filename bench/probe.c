@@ -1143,35 +1143,86 @@ static void usage(FILE *f)
 		"  writes, for tests.\n");
 }
 
+/* item(tok, ctx) on each item of the comma list, in order (empty items
+ * skipped, as strtok does): -1 for an empty or over-long list, else the
+ * first non-zero item() result, else 0 */
+static int each_item(const char *list, int (*item)(char *tok, void *ctx),
+		     void *ctx)
+{
+	char buf[1024], *save = NULL;
+
+	if (!*list || strlen(list) >= sizeof(buf))
+		return -1;
+	strcpy(buf, list);
+	for (char *tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		int rc = item(tok, ctx);
+
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int kern_type_item(char *tok, void *ctx)
+{
+	uint32_t t = mvbench_type_by_name(tok);
+
+	if (t >= 64 || kern_row_bytes(t, KERN_COLS) <= 0) { /* the mask */
+		fprintf(stderr, "probe: --kern-types: '%s' is not a weight "
+			"type this probe measures (f32, f16, bf16, q4_0, "
+			"q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K)\n", tok);
+		return 2;
+	}
+	*(uint64_t *)ctx |= (uint64_t)1 << t;
+	return 0;
+}
+
 /* --kern-types LIST: comma-separated weight type names (as kbench's -t,
  * mvbench_type_by_name) into a mask; 0 or 2 with a message */
 static int parse_kern_types(const char *list, uint64_t *mask)
 {
-	char buf[256], *save = NULL;
+	int rc;
 
-	if (strlen(list) >= sizeof(buf) || !*list) {
+	*mask = 0;
+	rc = each_item(list, kern_type_item, mask);
+	if (rc > 0)
+		return rc;
+	if (rc < 0 || !*mask) {
 		fprintf(stderr, "probe: --kern-types '%s': want a comma list of "
 			"weight types (q4_0,q6_K,f32 ...)\n", list);
 		return 2;
 	}
-	strcpy(buf, list);
-	*mask = 0;
-	for (char *tok = strtok_r(buf, ",", &save); tok;
-	     tok = strtok_r(NULL, ",", &save)) {
-		uint32_t t = mvbench_type_by_name(tok);
+	return 0;
+}
 
-		if (t >= 64 || kern_row_bytes(t, KERN_COLS) <= 0) { /* the mask */
-			fprintf(stderr, "probe: --kern-types: '%s' is not a weight "
-				"type this probe measures (f32, f16, bf16, q4_0, "
-				"q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K)\n", tok);
-			return 2;
-		}
-		*mask |= (uint64_t)1 << t;
-	}
-	if (!*mask) {
-		fprintf(stderr, "probe: --kern-types '%s': no type named\n", list);
+/* one TYPE:ROWSxCOLS: 0, 1 for a malformed item, 2 with a message */
+static int kern_shape_item(char *tok, void *ctx)
+{
+	struct probe_opts *o = ctx;
+	int max = (int)(sizeof(o->shapes) / sizeof(o->shapes[0]));
+	char *colon = strchr(tok, ':'), tail;
+	long long r, c;
+	uint32_t t;
+
+	if (!colon)
+		return 1;
+	*colon = '\0';
+	t = mvbench_type_by_name(tok);
+	if (t >= KT_COUNT || sscanf(colon + 1, "%lldx%lld%c", &r, &c, &tail) != 2 ||
+	    r < 1 || c < 1 || r > (1 << 20) || c > (1 << 20) ||
+	    kern_row_bytes(t, c) <= 0) {
+		fprintf(stderr, "probe: --kern-shapes: '%s:%s' is not a "
+			"weight type and a shape it can hold (q4_0:256x2048; "
+			"columns a multiple of the type's block)\n", tok,
+			colon + 1);
 		return 2;
 	}
+	if (o->n_shapes == max) {
+		fprintf(stderr, "probe: --kern-shapes: at most %d shapes\n", max);
+		return 2;
+	}
+	o->shapes[o->n_shapes++] = (struct probe_shape){t, r, c};
 	return 0;
 }
 
@@ -1179,71 +1230,42 @@ static int parse_kern_types(const char *list, uint64_t *mask)
  * message */
 static int parse_kern_shapes(const char *list, struct probe_opts *o)
 {
-	char buf[1024], *save = NULL;
-	int max = (int)(sizeof(o->shapes) / sizeof(o->shapes[0]));
+	int rc;
 
-	if (strlen(list) >= sizeof(buf) || !*list)
-		goto bad;
-	strcpy(buf, list);
 	o->n_shapes = 0;
-	for (char *tok = strtok_r(buf, ",", &save); tok;
-	     tok = strtok_r(NULL, ",", &save)) {
-		char *colon = strchr(tok, ':'), tail;
-		long long r, c;
-		uint32_t t;
-
-		if (!colon)
-			goto bad;
-		*colon = '\0';
-		t = mvbench_type_by_name(tok);
-		if (t >= KT_COUNT || sscanf(colon + 1, "%lldx%lld%c", &r, &c,
-					     &tail) != 2 || r < 1 || c < 1 ||
-		    r > (1 << 20) || c > (1 << 20) || kern_row_bytes(t, c) <= 0) {
-			fprintf(stderr, "probe: --kern-shapes: '%s:%s' is not a "
-				"weight type and a shape it can hold (q4_0:256x2048; "
-				"columns a multiple of the type's block)\n", tok,
-				colon + 1);
-			return 2;
-		}
-		if (o->n_shapes == max) {
-			fprintf(stderr, "probe: --kern-shapes: at most %d shapes\n",
-				max);
-			return 2;
-		}
-		o->shapes[o->n_shapes++] = (struct probe_shape){t, r, c};
+	rc = each_item(list, kern_shape_item, o);
+	if (rc == 2)
+		return rc;
+	if (rc || !o->n_shapes) {
+		fprintf(stderr, "probe: --kern-shapes '%s': want a comma list of "
+			"TYPE:ROWSxCOLS (q4_0:2048x2048,q4_0:256x2048)\n", list);
+		return 2;
 	}
-	if (o->n_shapes)
-		return 0;
-bad:
-	fprintf(stderr, "probe: --kern-shapes '%s': want a comma list of "
-		"TYPE:ROWSxCOLS (q4_0:2048x2048,q4_0:256x2048)\n", list);
-	return 2;
+	return 0;
+}
+
+/* one working set in MiB, above the last: 0, or 1 */
+static int shape_ws_item(char *tok, void *ctx)
+{
+	struct probe_opts *o = ctx;
+	int max = (int)(sizeof(o->shape_ws) / sizeof(o->shape_ws[0]));
+	char *end;
+	double mib = strtod(tok, &end);
+
+	if (end == tok || *end || !(mib >= 1 && mib <= 65536) ||
+	    o->n_shape_ws == max ||
+	    (o->n_shape_ws && mib * MIB <= o->shape_ws[o->n_shape_ws - 1]))
+		return 1;
+	o->shape_ws[o->n_shape_ws++] = (uint64_t)(mib * MIB);
+	return 0;
 }
 
 /* --kern-shape-ws MIB,..: ascending working sets; 0 or 2 with a message */
 static int parse_shape_ws(const char *list, struct probe_opts *o)
 {
-	char buf[256], *save = NULL;
-	int max = (int)(sizeof(o->shape_ws) / sizeof(o->shape_ws[0]));
-
-	if (strlen(list) >= sizeof(buf) || !*list)
-		goto bad;
-	strcpy(buf, list);
 	o->n_shape_ws = 0;
-	for (char *tok = strtok_r(buf, ",", &save); tok;
-	     tok = strtok_r(NULL, ",", &save)) {
-		char *end;
-		double mib = strtod(tok, &end);
-
-		if (end == tok || *end || !(mib >= 1 && mib <= 65536) ||
-		    o->n_shape_ws == max ||
-		    (o->n_shape_ws && mib * MIB <= o->shape_ws[o->n_shape_ws - 1]))
-			goto bad;
-		o->shape_ws[o->n_shape_ws++] = (uint64_t)(mib * MIB);
-	}
-	if (o->n_shape_ws)
+	if (!each_item(list, shape_ws_item, o) && o->n_shape_ws)
 		return 0;
-bad:
 	fprintf(stderr, "probe: --kern-shape-ws '%s': want up to 4 ascending "
 		"working sets in MiB, 1 to 65536 (96,512)\n", list);
 	return 2;

@@ -13,7 +13,7 @@
 # progress goes to stderr.  env: STRATA_CACHE (default ~/.cache/strata),
 # JOBS (default nproc), LLAMA_ISA: native (default, -DGGML_NATIVE=ON, in
 # build/; on a CPU with AMX every other extension it lists, in build-noamx/,
-# see below) or avx2 (AVX2/FMA/F16C and no AVX-512, the fair peer for
+# unless LLAMA_AMX=1, see below) or avx2 (AVX2/FMA/F16C and no AVX-512, the fair peer for
 # STRATA_KERNELS=avx2 on an AVX-512 machine, in build-avx2/).
 set -euo pipefail
 
@@ -33,10 +33,13 @@ src=$top/vendor/llama.cpp
 # crashed llama-bench's prefill with SIGSEGV in ggml_backend_amx_mul_mat on
 # a KVM Xeon (family 6 model 167, 2026-12-08): on such a CPU "native" is
 # every vector extension /proc/cpuinfo lists, AMX left out, in build-noamx/.
+# The kernel granted AMX there (arch_prctl ARCH_REQ_XCOMP_PERM succeeded),
+# so the fault is ggml's, not the guest's. LLAMA_AMX=1 keeps -march=native
+# (build/) on such a CPU, for a host where that path works.
 has() { grep -qw "$1" /proc/cpuinfo 2>/dev/null; }
 onoff() { has "$1" && echo ON || echo OFF; }
 isa=${LLAMA_ISA:-native}
-[[ $isa == native ]] && has amx_int8 && isa=noamx
+[[ $isa == native && ${LLAMA_AMX:-0} != 1 ]] && has amx_int8 && isa=noamx
 case $isa in
 native) bdir=build isa_flags=(-DGGML_NATIVE=ON) ;;
 noamx) bdir=build-noamx isa_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=$(onoff avx)

@@ -195,6 +195,13 @@ static int kern_type_run(const struct probe_opts *o, struct probe_kern *r,
 	return err;
 }
 
+/* one copy of a --kern-shapes matrix, rounded up to a 4 KiB page */
+static size_t shape_copy_bytes(const struct probe_shape *sh)
+{
+	return ((size_t)kern_row_bytes(sh->type, sh->cols) * (size_t)sh->rows +
+		4095) / 4096 * 4096;
+}
+
 /* The --kern-shapes matvecs: each shape with its copies rotating through
  * each working set (at least one copy), in an arena of the largest of
  * them mapped for these alone. Returns 0 or -errno. */
@@ -214,8 +221,7 @@ static int kern_shapes_run(const struct probe_opts *o, struct probe_kern *r,
 	for (int w = 0; w < r->n_shape_ws; w++)
 		r->shape_ws[w] = o->n_shape_ws ? o->shape_ws[w] : r->arena_bytes;
 	for (int s = 0; s < o->n_shapes; s++) {
-		size_t one = ((size_t)kern_row_bytes(o->shapes[s].type, o->shapes[s].cols) *
-			      (size_t)o->shapes[s].rows + 4095) / 4096 * 4096;
+		size_t one = shape_copy_bytes(&o->shapes[s]);
 		r->shape_type[s] = o->shapes[s].type;
 		r->shape_cols[s] = o->shapes[s].cols;
 		most = one > most ? one : most;
@@ -241,8 +247,7 @@ static int kern_shapes_run(const struct probe_opts *o, struct probe_kern *r,
 			(long long)sh->cols);
 		for (int w = 0; w < r->n_shape_ws && !err; w++) {
 			size_t ws = r->shape_ws[w] < mem.bytes ? r->shape_ws[w] : mem.bytes;
-			size_t one = ((size_t)kern_row_bytes(sh->type, sh->cols) *
-				      (size_t)sh->rows + 4095) / 4096 * 4096;
+			size_t one = shape_copy_bytes(sh);
 			if (ws < one)
 				ws = one;
 			err = mvbench_fill(&m, mem.base, ws, sh->type, sh->rows, sh->cols);

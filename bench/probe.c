@@ -1178,6 +1178,21 @@ static int kern_type_item(char *tok, void *ctx)
 	return 0;
 }
 
+/* the verdict on each_item's rc for the list given to flag: 0; 2 where an
+ * item said why (rc 2); 2 with "want ..." for an empty, over-long or
+ * malformed list (rc -1 or 1) or one that kept nothing */
+static int list_verdict(int rc, int kept, const char *flag, const char *list,
+			const char *want)
+{
+	if (rc == 2)
+		return 2;
+	if (rc || !kept) {
+		fprintf(stderr, "probe: %s '%s': want %s\n", flag, list, want);
+		return 2;
+	}
+	return 0;
+}
+
 /* --kern-types LIST: comma-separated weight type names (as kbench's -t,
  * mvbench_type_by_name) into a mask; 0 or 2 with a message */
 static int parse_kern_types(const char *list, uint64_t *mask)
@@ -1186,14 +1201,8 @@ static int parse_kern_types(const char *list, uint64_t *mask)
 
 	*mask = 0;
 	rc = each_item(list, kern_type_item, mask);
-	if (rc > 0)
-		return rc;
-	if (rc < 0 || !*mask) {
-		fprintf(stderr, "probe: --kern-types '%s': want a comma list of "
-			"weight types (q4_0,q6_K,f32 ...)\n", list);
-		return 2;
-	}
-	return 0;
+	return list_verdict(rc, *mask != 0, "--kern-types", list,
+			    "a comma list of weight types (q4_0,q6_K,f32 ...)");
 }
 
 /* one TYPE:ROWSxCOLS: 0, 1 for a malformed item, 2 with a message */
@@ -1234,14 +1243,9 @@ static int parse_kern_shapes(const char *list, struct probe_opts *o)
 
 	o->n_shapes = 0;
 	rc = each_item(list, kern_shape_item, o);
-	if (rc == 2)
-		return rc;
-	if (rc || !o->n_shapes) {
-		fprintf(stderr, "probe: --kern-shapes '%s': want a comma list of "
-			"TYPE:ROWSxCOLS (q4_0:2048x2048,q4_0:256x2048)\n", list);
-		return 2;
-	}
-	return 0;
+	return list_verdict(rc, o->n_shapes, "--kern-shapes", list,
+			    "a comma list of TYPE:ROWSxCOLS "
+			    "(q4_0:2048x2048,q4_0:256x2048)");
 }
 
 /* one working set in MiB, above the last: 0, or 1 */
@@ -1263,12 +1267,13 @@ static int shape_ws_item(char *tok, void *ctx)
 /* --kern-shape-ws MIB,..: ascending working sets; 0 or 2 with a message */
 static int parse_shape_ws(const char *list, struct probe_opts *o)
 {
+	int rc;
+
 	o->n_shape_ws = 0;
-	if (!each_item(list, shape_ws_item, o) && o->n_shape_ws)
-		return 0;
-	fprintf(stderr, "probe: --kern-shape-ws '%s': want up to 4 ascending "
-		"working sets in MiB, 1 to 65536 (96,512)\n", list);
-	return 2;
+	rc = each_item(list, shape_ws_item, o);
+	return list_verdict(rc, o->n_shape_ws, "--kern-shape-ws", list,
+			    "up to 4 ascending working sets in MiB, 1 to "
+			    "65536 (96,512)");
 }
 
 /* --flash-dir must be a directory; 0 or 1 with a message */

@@ -14,8 +14,9 @@
  *   q4_1, q5_1: u = q, plus m_w * s_a eight blocks at a time;
  *   q8_0:       |q| times the activation with q's sign (pmaddubsw would
  *               saturate on q + 128).
- * q4_0 and q4_1 take two blocks a ymm (q32_pairs), the others one
- * (q32_singles). Block scales are read 8 at a time per row with scalar
+ * q4_0 and q4_1 take two blocks a ymm, a whole group of 8 blocks reduced
+ * to one int32 a block before the scales (q4_group8; q32_pairs for a
+ * row's last < 8 blocks), the others one (q32_singles). Block scales are read 8 at a time per row with scalar
  * loads (AVX2 gathers are slow on Zen), multiplied by the activation
  * scales into a small stack array and broadcast from there, which costs a
  * load rather than an ALU op. Four rows share each activation load; a
@@ -420,6 +421,138 @@ q32_group(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 		q32_singles(type, R, w, row_bytes, ag, b0, nblk, sc, acc);
 }
 
+/* The order 0 2 4 6 1 3 5 7 in which q4_group8's phaddw tree leaves the
+ * sums of a group's 8 blocks */
+static const int ord8[8] = { 0, 2, 4, 6, 1, 3, 5, 7 };
+
+/* The float at p + j * stride for the 8 blocks j of a group, in ord8 */
+static inline __attribute__((always_inline)) __m256
+load_f32_8p(const uint8_t *p, int stride)
+{
+	uint64_t q[4];
+
+	#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		uint32_t lo, hi;
+
+		memcpy(&lo, p + ord8[2 * i] * stride, 4);
+		memcpy(&hi, p + ord8[2 * i + 1] * stride, 4);
+		q[i] = lo | (uint64_t)hi << 32;
+	}
+	return _mm256_castsi256_ps(_mm256_set_epi64x(
+		(long long)q[3], (long long)q[2], (long long)q[1],
+		(long long)q[0]));
+}
+
+/* The f16 at p + j * stride for the 8 blocks j of a group, in ord8, as
+ * floats: put together in two 64-bit integers (the integer units have
+ * time here; the vector ones do not), so one vmovq each and a cvtph. */
+static inline __attribute__((always_inline)) __m256
+load_f16_8p(const uint8_t *p, int stride)
+{
+	uint64_t q[2];
+
+	#pragma GCC unroll 2
+	for (int i = 0; i < 2; i++) {
+		uint64_t v = 0;
+
+		#pragma GCC unroll 4
+		for (int j = 0; j < 4; j++) {
+			uint16_t h;
+
+			memcpy(&h, p + ord8[4 * i + j] * stride, 2);
+			v |= (uint64_t)h << (16 * j);
+		}
+		q[i] = v;
+	}
+	return _mm256_cvtph_ps(_mm_set_epi64x((long long)q[1],
+					      (long long)q[0]));
+}
+
+/*
+ * q4_0 and q4_1, a full group of 8 blocks for R rows. The int16 pair sums
+ * of the four block pairs (as q32_pairs makes them) meet in two phaddw
+ * rounds, 16 products a lane (at most 16 * 15 * 127 = 30480, no wrap),
+ * and one pmaddwd: one int32 per block, in lane order 0 2 4 6 1 3 5 7.
+ * Then one cvt and one fmadd by d_w d_a a row per group, where q32_pairs
+ * takes four of each plus the scale broadcasts. q4_0's offset goes the way
+ * of q4_1's min (and of the matmul): u = q + 8, so
+ *   d_w d_a sum(q a) = d_w d_a sum(u a) - 8 d_w s_a,   s_a = d_a sum(a).
+ */
+static inline __attribute__((always_inline)) void
+q4_group8(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+	  const uint8_t *act, int64_t b0, size_t ahead, __m256 *acc)
+{
+	const size_t ts = type_size(type);
+	const int qo = qs_off(type), as = sizeof(struct block_q8_a);
+	const uint8_t *ag = act + b0 * as;
+	const __m256i nib = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+	__m256i alo[4], ahi[4];
+	__m256 da, sa;
+
+	da = load_f32_8p(ag, as);
+	sa = load_f32_8p(ag + offsetof(struct block_q8_a, s), as);
+	if (type == KT_Q4_0)
+		sa = _mm256_mul_ps(sa, _mm256_set1_ps(-8.0f));
+	#pragma GCC unroll 4
+	for (int k = 0; k < 4; k++) {
+		__m256i a0 = _mm256_loadu_si256(act_qs(ag, 2 * k));
+		__m256i a1 = _mm256_loadu_si256(act_qs(ag, 2 * k + 1));
+
+		alo[k] = _mm256_permute2x128_si256(a0, a1, 0x20);
+		ahi[k] = _mm256_permute2x128_si256(a0, a1, 0x31);
+	}
+	#pragma GCC unroll 4
+	for (int r = 0; r < R; r++) {
+		const uint8_t *wr = w + r * row_bytes + b0 * ts;
+		const uint8_t *wq = wr + qo;
+		uintptr_t pf = (uintptr_t)wr + ahead;
+		__m256 dw, mw;
+		__m256i P[4], D;
+
+		if (type == KT_Q4_1) {
+			/* d and m side by side: one dword a block */
+			__m256 g = load_f32_8p(wr, (int)ts);
+			__m128i lo = _mm256_castsi256_si128(_mm256_castps_si256(g));
+			__m128i hi = _mm256_extracti128_si256(_mm256_castps_si256(g), 1);
+			const __m128i low16 = _mm_set1_epi32(0xffff);
+
+			dw = _mm256_cvtph_ps(_mm_packus_epi32(
+				_mm_and_si128(lo, low16), _mm_and_si128(hi, low16)));
+			mw = _mm256_cvtph_ps(_mm_packus_epi32(
+				_mm_srli_epi32(lo, 16), _mm_srli_epi32(hi, 16)));
+		} else {
+			dw = mw = load_f16_8p(wr, (int)ts);
+		}
+		for (size_t o = 0; o < 8 * ts; o += 64)
+			_mm_prefetch((const char *)(pf + o), _MM_HINT_T0);
+		_mm_prefetch((const char *)(pf + 8 * ts - 1), _MM_HINT_T0);
+
+		#pragma GCC unroll 4
+		for (int k = 0; k < 4; k++) {
+			__m256i v = _mm256_loadu2_m128i(
+				(const __m128i *)(wq + (2 * k + 1) * ts),
+				(const __m128i *)(wq + 2 * k * ts));
+
+			P[k] = _mm256_add_epi16(
+				_mm256_maddubs_epi16(_mm256_and_si256(v, nib),
+						     alo[k]),
+				_mm256_maddubs_epi16(
+					_mm256_and_si256(_mm256_srli_epi16(v, 4),
+							 nib),
+					ahi[k]));
+		}
+		D = _mm256_madd_epi16(
+			_mm256_hadd_epi16(_mm256_hadd_epi16(P[0], P[1]),
+					  _mm256_hadd_epi16(P[2], P[3])),
+			ones);
+
+		acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D),
+					 _mm256_mul_ps(dw, da), acc[r]);
+		acc[r] = _mm256_fmadd_ps(mw, sa, acc[r]);
+	}
+}
+
 static inline __attribute__((always_inline)) void
 mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 	    const uint8_t *act, float *y, int64_t nb)
@@ -431,6 +564,9 @@ mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 	#pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
 		acc[r] = _mm256_setzero_ps();
+	if (type == KT_Q4_0 || type == KT_Q4_1)
+		for (; b0 + 8 <= nb; b0 += 8)
+			q4_group8(type, R, w, row_bytes, act, b0, ahead, acc);
 	for (; b0 + 8 <= nb; b0 += 8)
 		q32_group(type, R, w, row_bytes, act, b0, 8, ahead, acc);
 	if (b0 < nb)

@@ -19,27 +19,17 @@
  * row's last < 8 blocks), the others one (q32_singles). Block scales are read 8 at a time per row with scalar
  * loads (AVX2 gathers are slow on Zen), multiplied by the activation
  * scales into a small stack array and broadcast from there, which costs a
- * load rather than an ALU op. Four rows share each activation load; a
- * later pass's rows are prefetched while a pass runs (kern_prefetch_ahead).
+ * load rather than an ALU op. Four rows share each activation load, one
+ * from each quarter of the row range (kern_passes: four streams far
+ * apart); the next rows are prefetched while a pass runs
+ * (kern_prefetch_ahead).
  */
 #include <immintrin.h>
 #include <string.h>
 
 #include "kernels/kern_impl.h"
 
-#define MV_ROWS 4 /* rows computed together, at most */
-/*
- * Rows shorter than this go two a pass, not four. Measured with
- * bench/kbench on 5632 x 2048 (rows of 2048 elements, 1152 to 4096
- * bytes) from DRAM, forced AVX2 on a Xeon model 167, 2026-12-07: two rows
- * a pass read 5-18% more GB/s than four for q4_0, q4_1, q5_0, q8_0 and
- * f16 (q5_1 at two threads 20.6 against 13.4), while rows of 5632
- * elements (3168 bytes and up) ran the same or up to 5% faster four a
- * pass (q4_0, which shares the activation loads most). Fewer rows a pass
- * are fewer concurrent streams with short runs for the prefetchers.
- */
-#define MV_SHORT_ROW 3072
-#define MV_SHORT_R 2 /* rows a pass below it (one: 2-7% slower again) */
+#define MV_ROWS 4 /* rows a pass, one from each quarter (kern_passes) */
 
 /* ---- float types ------------------------------------------------------- */
 
@@ -70,11 +60,10 @@ static inline __attribute__((always_inline)) float hsum8(__m256 v)
 }
 
 static inline __attribute__((always_inline)) void
-mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
-	      const float *x, float *y, int64_t n)
+mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t pitch,
+	      const float *x, float *y, int64_t ys, int64_t n, size_t ahead)
 {
 	const size_t es = type == KT_F32 ? 4 : 2;
-	const size_t ahead = kern_prefetch_ahead(R, row_bytes);
 	__m256 acc[MV_ROWS][2];
 	int64_t i = 0;
 
@@ -87,7 +76,7 @@ mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 
 		#pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
-			const uint8_t *p = w + r * row_bytes + i * es;
+			const uint8_t *p = w + r * pitch + i * es;
 
 			/* the same bytes of a later pass's rows */
 			_mm_prefetch((const char *)p + ahead, _MM_HINT_T0);
@@ -106,7 +95,7 @@ mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 		memcpy(xt, x + i, m * sizeof(float));
 		#pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
-			memcpy(wt, w + r * row_bytes + i * es, m * es);
+			memcpy(wt, w + r * pitch + i * es, m * es);
 			acc[r][0] = _mm256_fmadd_ps(load_w8(type, wt),
 						    _mm256_loadu_ps(xt),
 						    acc[r][0]);
@@ -114,7 +103,7 @@ mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 	}
 	#pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
-		y[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+		y[r * ys] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
 }
 
 static inline __attribute__((always_inline)) void
@@ -122,18 +111,17 @@ matvec_float(uint32_t type, const void *w, size_t row_bytes, const void *act,
 	     float *y, int64_t n, int64_t r0, int64_t r1)
 {
 	const uint8_t *wb = w;
-	int64_t r = r0;
+	const size_t ahead = kern_prefetch_ahead(1, row_bytes);
+	struct kern_passes ps = kern_passes(r0, r1, MV_ROWS);
+	int64_t r, q;
 
-	if (row_bytes >= MV_SHORT_ROW)
-		for (; r + MV_ROWS <= r1; r += MV_ROWS)
+	for (int k; (k = kern_pass_next(&ps, &r, &q));)
+		if (k == MV_ROWS)
 			mv_float_rows(type, MV_ROWS, wb + r * row_bytes,
-				      row_bytes, act, y + r, n);
-	for (; r + MV_SHORT_R <= r1; r += MV_SHORT_R)
-		mv_float_rows(type, MV_SHORT_R, wb + r * row_bytes, row_bytes, act,
-			      y + r, n);
-	for (; r < r1; r++)
-		mv_float_rows(type, 1, wb + r * row_bytes, row_bytes, act,
-			      y + r, n);
+				      q * row_bytes, act, y + r, q, n, ahead);
+		else
+			mv_float_rows(type, 1, wb + r * row_bytes, row_bytes,
+				      act, y + r, 1, n, ahead);
 }
 
 static void matvec_f32(const void *w, size_t row_bytes, const void *act,
@@ -299,7 +287,7 @@ static inline const __m256i *act_qs(const uint8_t *ag, int i)
 
 /* One block a step: acc[r] += d_w d_a sum(q a), sc[r][j] = d_w d_a */
 static inline __attribute__((always_inline)) void
-q32_singles(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+q32_singles(uint32_t type, int R, const uint8_t *w, size_t pitch,
 	    const uint8_t *ag, int64_t b0, int nblk, float sc[][8],
 	    __m256 *acc)
 {
@@ -313,7 +301,7 @@ q32_singles(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 		#pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
 			__m256i D = block_dot(type,
-					      w + r * row_bytes + (b0 + j) * ts,
+					      w + r * pitch + (b0 + j) * ts,
 					      A, corr);
 
 			acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D),
@@ -327,7 +315,7 @@ q32_singles(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
  * nibbles (elements 0..15 of each) and high nibbles (16..31) meet the two
  * activations rearranged the same way; four lanes a block. */
 static inline __attribute__((always_inline)) void
-q32_pairs(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+q32_pairs(uint32_t type, int R, const uint8_t *w, size_t pitch,
 	  const uint8_t *ag, int64_t b0, int nblk, float sc[][8],
 	  __m256 *acc)
 {
@@ -349,7 +337,7 @@ q32_pairs(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 
 		#pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
-			const uint8_t *wq = w + r * row_bytes + b0 * ts + qo;
+			const uint8_t *wq = w + r * pitch + b0 * ts + qo;
 			__m256i v, P;
 			__m256 S;
 
@@ -376,7 +364,7 @@ q32_pairs(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 
 /* One group of nblk <= 8 blocks from block b0 for R rows into acc[r]. */
 static inline __attribute__((always_inline)) void
-q32_group(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+q32_group(uint32_t type, int R, const uint8_t *w, size_t pitch,
 	  const uint8_t *act, int64_t b0, int nblk, size_t ahead, __m256 *acc)
 {
 	const size_t ts = type_size(type);
@@ -391,7 +379,7 @@ q32_group(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 			ag + offsetof(struct block_q8_a, s), as, nblk));
 	#pragma GCC unroll 4
 	for (int r = 0; r < R; r++) {
-		const uint8_t *wr = w + r * row_bytes + b0 * ts;
+		const uint8_t *wr = w + r * pitch + b0 * ts;
 		/* the group's lines in a later pass's rows (a prefetch never
 		 * faults) */
 		uintptr_t pf = (uintptr_t)wr + ahead;
@@ -416,9 +404,9 @@ q32_group(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 		_mm256_store_ps(sc[r], _mm256_mul_ps(dw, da));
 	}
 	if (type == KT_Q4_0 || type == KT_Q4_1)
-		q32_pairs(type, R, w, row_bytes, ag, b0, nblk, sc, acc);
+		q32_pairs(type, R, w, pitch, ag, b0, nblk, sc, acc);
 	else
-		q32_singles(type, R, w, row_bytes, ag, b0, nblk, sc, acc);
+		q32_singles(type, R, w, pitch, ag, b0, nblk, sc, acc);
 }
 
 /* The order 0 2 4 6 1 3 5 7 in which q4_group8's phaddw tree leaves the
@@ -480,7 +468,7 @@ load_f16_8p(const uint8_t *p, int stride)
  *   d_w d_a sum(q a) = d_w d_a sum(u a) - 8 d_w s_a,   s_a = d_a sum(a).
  */
 static inline __attribute__((always_inline)) void
-q4_group8(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+q4_group8(uint32_t type, int R, const uint8_t *w, size_t pitch,
 	  const uint8_t *act, int64_t b0, size_t ahead, __m256 *acc)
 {
 	const size_t ts = type_size(type);
@@ -504,7 +492,7 @@ q4_group8(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 	}
 	#pragma GCC unroll 4
 	for (int r = 0; r < R; r++) {
-		const uint8_t *wr = w + r * row_bytes + b0 * ts;
+		const uint8_t *wr = w + r * pitch + b0 * ts;
 		const uint8_t *wq = wr + qo;
 		uintptr_t pf = (uintptr_t)wr + ahead;
 		__m256 dw, mw;
@@ -553,11 +541,11 @@ q4_group8(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 	}
 }
 
+/* R rows, pitch bytes apart, into y[0], y[ys], ...; prefetching ahead */
 static inline __attribute__((always_inline)) void
-mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
-	    const uint8_t *act, float *y, int64_t nb)
+mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t pitch,
+	    const uint8_t *act, float *y, int64_t ys, int64_t nb, size_t ahead)
 {
-	const size_t ahead = kern_prefetch_ahead(R, row_bytes);
 	__m256 acc[MV_ROWS];
 	int64_t b0 = 0;
 
@@ -566,15 +554,15 @@ mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 		acc[r] = _mm256_setzero_ps();
 	if (type == KT_Q4_0 || type == KT_Q4_1)
 		for (; b0 + 8 <= nb; b0 += 8)
-			q4_group8(type, R, w, row_bytes, act, b0, ahead, acc);
+			q4_group8(type, R, w, pitch, act, b0, ahead, acc);
 	for (; b0 + 8 <= nb; b0 += 8)
-		q32_group(type, R, w, row_bytes, act, b0, 8, ahead, acc);
+		q32_group(type, R, w, pitch, act, b0, 8, ahead, acc);
 	if (b0 < nb)
-		q32_group(type, R, w, row_bytes, act, b0, (int)(nb - b0),
-			  ahead, acc);
+		q32_group(type, R, w, pitch, act, b0, (int)(nb - b0), ahead,
+			  acc);
 	#pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
-		y[r] = hsum8(acc[r]);
+		y[r * ys] = hsum8(acc[r]);
 }
 
 static inline __attribute__((always_inline)) void
@@ -582,18 +570,17 @@ matvec_q32(uint32_t type, const void *w, size_t row_bytes, const void *act,
 	   float *y, int64_t n, int64_t r0, int64_t r1)
 {
 	const uint8_t *wb = w;
-	int64_t r = r0;
+	const size_t ahead = kern_prefetch_ahead(1, row_bytes);
+	struct kern_passes ps = kern_passes(r0, r1, MV_ROWS);
+	int64_t r, q;
 
-	if (row_bytes >= MV_SHORT_ROW)
-		for (; r + MV_ROWS <= r1; r += MV_ROWS)
+	for (int k; (k = kern_pass_next(&ps, &r, &q));)
+		if (k == MV_ROWS)
 			mv_q32_rows(type, MV_ROWS, wb + r * row_bytes,
-				    row_bytes, act, y + r, n / 32);
-	for (; r + MV_SHORT_R <= r1; r += MV_SHORT_R)
-		mv_q32_rows(type, MV_SHORT_R, wb + r * row_bytes, row_bytes, act,
-			    y + r, n / 32);
-	for (; r < r1; r++)
-		mv_q32_rows(type, 1, wb + r * row_bytes, row_bytes, act, y + r,
-			    n / 32);
+				    q * row_bytes, act, y + r, q, n / 32, ahead);
+		else
+			mv_q32_rows(type, 1, wb + r * row_bytes, row_bytes, act,
+				    y + r, 1, n / 32, ahead);
 }
 
 static void matvec_q4_0(const void *w, size_t row_bytes, const void *act,

@@ -9,7 +9,8 @@
  * in its high nibbles, so the activation is read contiguously and every
  * product vector has a single sub-block scale; vpmaddubsw (u8 x s8 -> s16
  * pairs) then vpmaddwd against that scale. KROWS rows per pass share the
- * activation block, and the rows of the next pass are prefetched. The
+ * activation block, each from its own part of the row range (kern_passes),
+ * and every row is prefetched kern_prefetch_ahead(1, row_bytes) ahead. The
  * integer sums equal kern_ref_k.c's; only float rounding order differs.
  *
  * Prefill has a batched product, matmul_q*_k, at the end of the file.
@@ -196,10 +197,11 @@ step_k4(const uint8_t *blk, const struct act_k4 *act, const int q5,
 			       _mm256_mul_ps(dm, act->ad), acc);
 }
 
-/* nr (1..KROWS) rows of Q4_K/Q5_K at w, rb bytes apart, into y[0..nr) */
+/* nr (1..KROWS) rows of Q4_K/Q5_K at w, pitch bytes apart, into y[0],
+ * y[ys]; each row's lines prefetched ahead bytes on */
 static inline __attribute__((always_inline)) void
-rows_k4(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
-	float *y, const int nr, const int q5)
+rows_k4(const uint8_t *w, size_t pitch, size_t ahead, const uint8_t *a,
+	int64_t nb, float *y, int64_t ys, const int nr, const int q5)
 {
 	const size_t bsz = q5 ? sizeof(struct block_q5_k) :
 				sizeof(struct block_q4_k);
@@ -209,42 +211,46 @@ rows_k4(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
 		struct act_k4 act;
 		prep_act_k4(a + i * sizeof(struct block_q8_k), &act);
 		for (int r = 0; r < nr; r++)
-			prefetch_block((uintptr_t)w + (r + nr) * rb, bsz);
+			prefetch_block((uintptr_t)w + r * pitch + ahead, bsz);
 		acc0 = step_k4(w, &act, q5, acc0);
 		if (nr > 1)
-			acc1 = step_k4(w + rb, &act, q5, acc1);
+			acc1 = step_k4(w + pitch, &act, q5, acc1);
 	}
 	y[0] = hsum8(acc0);
 	if (nr > 1)
-		y[1] = hsum8(acc1);
+		y[ys] = hsum8(acc1);
+}
+
+/* Rows [r0, r1), KROWS a pass from separate parts of the range
+ * (kern_passes) */
+static inline __attribute__((always_inline)) void
+matvec_k4(const void *w, size_t row_bytes, const void *act, float *y,
+	  int64_t n, int64_t r0, int64_t r1, const int q5)
+{
+	const uint8_t *base = w;
+	const size_t ahead = kern_prefetch_ahead(1, row_bytes);
+	struct kern_passes ps = kern_passes(r0, r1, KROWS);
+	int64_t r, q;
+
+	for (int k; (k = kern_pass_next(&ps, &r, &q));)
+		if (k == KROWS)
+			rows_k4(base + r * row_bytes, q * row_bytes, ahead, act,
+				n / QK_K, y + r, q, KROWS, q5);
+		else
+			rows_k4(base + r * row_bytes, row_bytes, ahead, act,
+				n / QK_K, y + r, 1, 1, q5);
 }
 
 static void matvec_q4_k(const void *w, size_t row_bytes, const void *act,
 			float *y, int64_t n, int64_t r0, int64_t r1)
 {
-	const uint8_t *base = w;
-	int64_t r = r0;
-
-	for (; r + KROWS <= r1; r += KROWS)
-		rows_k4(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			KROWS, 0);
-	for (; r < r1; r++)
-		rows_k4(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			1, 0);
+	matvec_k4(w, row_bytes, act, y, n, r0, r1, 0);
 }
 
 static void matvec_q5_k(const void *w, size_t row_bytes, const void *act,
 			float *y, int64_t n, int64_t r0, int64_t r1)
 {
-	const uint8_t *base = w;
-	int64_t r = r0;
-
-	for (; r + KROWS <= r1; r += KROWS)
-		rows_k4(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			KROWS, 1);
-	for (; r < r1; r++)
-		rows_k4(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			1, 1);
+	matvec_k4(w, row_bytes, act, y, n, r0, r1, 1);
 }
 
 /* vpshufb control picking int16 lane j of each 128-bit half: lo in the
@@ -330,9 +336,10 @@ step_q6(const uint8_t *b, const uint8_t *aq, __m256i bsums,
 			       _mm256_set1_ps(ad * d), acc);
 }
 
+/* as rows_k4, for Q6_K */
 static inline __attribute__((always_inline)) void
-rows_q6(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
-	float *y, const int nr)
+rows_q6(const uint8_t *w, size_t pitch, size_t ahead, const uint8_t *a,
+	int64_t nb, float *y, int64_t ys, const int nr)
 {
 	const size_t bsz = sizeof(struct block_q6_k);
 	__m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
@@ -344,28 +351,31 @@ rows_q6(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
 		__m256i bsums =
 			load256(ab + offsetof(struct block_q8_k, bsums));
 		for (int r = 0; r < nr; r++)
-			prefetch_block((uintptr_t)w + (r + nr) * rb, bsz);
+			prefetch_block((uintptr_t)w + r * pitch + ahead, bsz);
 		acc0 = step_q6(w, aq, bsums, ad, acc0);
 		if (nr > 1)
-			acc1 = step_q6(w + rb, aq, bsums, ad, acc1);
+			acc1 = step_q6(w + pitch, aq, bsums, ad, acc1);
 	}
 	y[0] = hsum8(acc0);
 	if (nr > 1)
-		y[1] = hsum8(acc1);
+		y[ys] = hsum8(acc1);
 }
 
 static void matvec_q6_k(const void *w, size_t row_bytes, const void *act,
 			float *y, int64_t n, int64_t r0, int64_t r1)
 {
 	const uint8_t *base = w;
-	int64_t r = r0;
+	const size_t ahead = kern_prefetch_ahead(1, row_bytes);
+	struct kern_passes ps = kern_passes(r0, r1, KROWS);
+	int64_t r, q;
 
-	for (; r + KROWS <= r1; r += KROWS)
-		rows_q6(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			KROWS);
-	for (; r < r1; r++)
-		rows_q6(base + r * row_bytes, row_bytes, act, n / QK_K, y + r,
-			1);
+	for (int k; (k = kern_pass_next(&ps, &r, &q));)
+		if (k == KROWS)
+			rows_q6(base + r * row_bytes, q * row_bytes, ahead, act,
+				n / QK_K, y + r, q, KROWS);
+		else
+			rows_q6(base + r * row_bytes, row_bytes, ahead, act,
+				n / QK_K, y + r, 1, 1);
 }
 
 /* sum of the 8 int32 lanes */

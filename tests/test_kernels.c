@@ -870,7 +870,7 @@ static double check_matvec(const struct type_case *tc, int isa, int64_t n,
 	float *xd = xmalloc((size_t)n * sizeof(float));
 	float *d0 = xmalloc((size_t)n * sizeof(float));
 	float *d1 = xmalloc((size_t)n * sizeof(float));
-	float yref[N_ROWS], y[N_ROWS];
+	float yref[N_ROWS], y[N_ROWS], yall[N_ROWS];
 	double mag[N_ROWS], worst = 0;
 	const float untouched = -1.2345e30f;
 
@@ -929,6 +929,15 @@ static double check_matvec(const struct type_case *tc, int isa, int64_t n,
 					 ti->name, kern_isa_name(isa), (long long)n,
 					 mis, (long long)r0, (long long)r1, r,
 					 y[r], yref[r], mag[r]);
+			/* a row's bits do not depend on the range (ranges[0]
+			 * is the whole matrix): units and chips split rows */
+			if (g == 0)
+				yall[r] = y[r];
+			else if (memcmp(&y[r], &yall[r], sizeof(float)))
+				fail_msg("%s %s n=%lld mis=%d rows [%lld, %lld) y[%d] = %.9g, over all rows %.9g: not the same bits",
+					 ti->name, kern_isa_name(isa), (long long)n,
+					 mis, (long long)r0, (long long)r1, r,
+					 y[r], yall[r]);
 			if (mag[r] > 0)
 				worst = fmax(worst, err / mag[r]);
 		}

@@ -26,9 +26,9 @@
  * multiplied by the activation scales once; each step's int32 lanes are
  * converted and scaled (vpermps picks each lane's block scale) into one
  * float accumulator per row. Four rows run together so each activation
- * load is shared, and are reduced once at the end; while a pass of rows
- * runs, the same bytes of a later pass's rows are prefetched
- * (kern_prefetch_ahead).
+ * load is shared, one from each quarter of the row range (kern_passes:
+ * four streams far apart), and are reduced once at the end; each row is
+ * prefetched kern_prefetch_ahead(1, row_bytes) ahead.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -59,11 +59,10 @@ load_w16(uint32_t type, const uint8_t *p, __mmask16 k)
 /* y[0..R) for R rows of a float type starting at w (used for f32); two
  * accumulators a row hide the FMA latency. */
 static inline __attribute__((always_inline)) void
-mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
-	      const float *x, float *y, int64_t n)
+mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t pitch,
+	      const float *x, float *y, int64_t ys, int64_t n, size_t ahead)
 {
 	const size_t es = type == KT_F32 ? 4 : 2;
-	const size_t ahead = kern_prefetch_ahead(R, row_bytes);
 	__m512 acc[MV_ROWS][2];
 	int64_t i = 0;
 
@@ -73,9 +72,9 @@ mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 	for (; i + 32 <= n; i += 32) {
 		#pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
-			const uint8_t *p = w + r * row_bytes + i * es;
+			const uint8_t *p = w + r * pitch + i * es;
 
-			/* the same lines of a later pass's rows */
+			/* the same lines of a later row */
 			#pragma GCC unroll 2
 			for (size_t o = 0; o < 32 * es; o += 64)
 				_mm_prefetch((const char *)p + ahead + o,
@@ -94,12 +93,13 @@ mv_float_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 		#pragma GCC unroll 4
 		for (int r = 0; r < R; r++)
 			acc[r][0] = _mm512_fmadd_ps(
-				load_w16(type, w + r * row_bytes + i * es, k),
+				load_w16(type, w + r * pitch + i * es, k),
 				x0, acc[r][0]);
 	}
 	#pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
-		y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+		y[r * ys] = _mm512_reduce_add_ps(
+			_mm512_add_ps(acc[r][0], acc[r][1]));
 }
 
 static inline __attribute__((always_inline)) void
@@ -107,14 +107,17 @@ matvec_float(uint32_t type, const void *w, size_t row_bytes, const void *act,
 	     float *y, int64_t n, int64_t r0, int64_t r1)
 {
 	const uint8_t *wb = w;
-	int64_t r = r0;
+	const size_t ahead = kern_prefetch_ahead(1, row_bytes);
+	struct kern_passes ps = kern_passes(r0, r1, MV_ROWS);
+	int64_t r, q;
 
-	for (; r + MV_ROWS <= r1; r += MV_ROWS)
-		mv_float_rows(type, MV_ROWS, wb + r * row_bytes, row_bytes,
-			      act, y + r, n);
-	for (; r < r1; r++)
-		mv_float_rows(type, 1, wb + r * row_bytes, row_bytes, act,
-			      y + r, n);
+	for (int k; (k = kern_pass_next(&ps, &r, &q));)
+		if (k == MV_ROWS)
+			mv_float_rows(type, MV_ROWS, wb + r * row_bytes,
+				      q * row_bytes, act, y + r, q, n, ahead);
+		else
+			mv_float_rows(type, 1, wb + r * row_bytes, row_bytes,
+				      act, y + r, 1, n, ahead);
 }
 
 static void matvec_f32(const void *w, size_t row_bytes, const void *act,
@@ -345,7 +348,7 @@ q32_pairs(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
  * stack copy of sc. Measured to stream from DRAM ~20% faster than two
  * blocks a zmm, though it computes slower from cache. */
 static inline __attribute__((always_inline)) void
-q32_singles(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+q32_singles(uint32_t type, int R, const uint8_t *w, size_t pitch,
 	    const uint8_t *ag, int64_t b0, int nblk, const __m512 *scv,
 	    __m512 *acc)
 {
@@ -369,7 +372,7 @@ q32_singles(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 
 		#pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
-			const uint8_t *q = w + r * row_bytes + (b0 + j) * ts +
+			const uint8_t *q = w + r * pitch + (b0 + j) * ts +
 					   offsetof(struct block_q8_0, qs);
 			__m256i u = _mm256_xor_si256(
 				_mm256_loadu_si256((const __m256i *)q), flip);
@@ -396,7 +399,7 @@ static inline __m128i qs16(const uint8_t *p)
  * vpdpbusd leave four int32 lanes a block. Fewer ops a block than pairs,
  * which need a variable shift and a masked load each. */
 static inline __attribute__((always_inline)) void
-q32_quads(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+q32_quads(uint32_t type, int R, const uint8_t *w, size_t pitch,
 	  const uint8_t *ag, int64_t b0, int nblk, const __m512 *sc,
 	  __m512 *acc)
 {
@@ -436,7 +439,7 @@ q32_quads(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 		}
 		#pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
-			const uint8_t *wq = w + r * row_bytes + b0 * ts + qo;
+			const uint8_t *wq = w + r * pitch + b0 * ts + qo;
 			__m512i v, D;
 
 			__m512i lo, hi;
@@ -468,7 +471,7 @@ static inline __attribute__((always_inline)) int group_blocks(uint32_t type)
 /* One group of nblk <= group_blocks() blocks starting at block b0 of nb
  * for R rows, accumulated into acc[r]. */
 static inline __attribute__((always_inline)) void
-q32_group(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
+q32_group(uint32_t type, int R, const uint8_t *w, size_t pitch,
 	  const uint8_t *act, int64_t b0, int nblk, int64_t nb, size_t ahead,
 	  __m512 *acc)
 {
@@ -487,7 +490,7 @@ q32_group(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 			(nb - b0) * as));
 	#pragma GCC unroll 4
 	for (int r = 0; r < R; r++) {
-		const uint8_t *wr = w + r * row_bytes;
+		const uint8_t *wr = w + r * pitch;
 		/* the group's lines in a later pass's rows (an address past
 		 * the matrix end is formed as an integer; a prefetch never
 		 * faults) */
@@ -510,18 +513,17 @@ q32_group(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 		sc[r] = _mm512_mul_ps(dw, da);
 	}
 	if (type == KT_Q4_0 || type == KT_Q4_1)
-		q32_quads(type, R, w, row_bytes, ag, b0, nblk, sc, acc);
+		q32_quads(type, R, w, pitch, ag, b0, nblk, sc, acc);
 	else if (type == KT_Q8_0)
-		q32_singles(type, R, w, row_bytes, ag, b0, nblk, sc, acc);
+		q32_singles(type, R, w, pitch, ag, b0, nblk, sc, acc);
 	else
-		q32_pairs(type, R, w, row_bytes, ag, b0, nblk, sc, acc);
+		q32_pairs(type, R, w, pitch, ag, b0, nblk, sc, acc);
 }
 
 static inline __attribute__((always_inline)) void
-mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
-	    const uint8_t *act, float *y, int64_t nb)
+mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t pitch,
+	    const uint8_t *act, float *y, int64_t ys, int64_t nb, size_t ahead)
 {
-	const size_t ahead = kern_prefetch_ahead(R, row_bytes);
 	__m512 acc[MV_ROWS];
 	int64_t b0 = 0;
 
@@ -529,29 +531,29 @@ mv_q32_rows(uint32_t type, int R, const uint8_t *w, size_t row_bytes,
 	for (int r = 0; r < R; r++)
 		acc[r] = _mm512_setzero_ps();
 	for (; b0 + group_blocks(type) <= nb; b0 += group_blocks(type))
-		q32_group(type, R, w, row_bytes, act, b0, group_blocks(type),
+		q32_group(type, R, w, pitch, act, b0, group_blocks(type),
 			  nb, ahead, acc);
 	if (b0 < nb)
-		q32_group(type, R, w, row_bytes, act, b0, (int)(nb - b0), nb,
+		q32_group(type, R, w, pitch, act, b0, (int)(nb - b0), nb,
 			  ahead, acc);
 	#pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
-		y[r] = _mm512_reduce_add_ps(acc[r]);
+		y[r * ys] = _mm512_reduce_add_ps(acc[r]);
 }
 
 /*
- * One row at a time (decode). Four interleaved rows are four streams a
- * thread, which the prefetchers follow worse than one; a single row, in
- * turn, would repeat the activation work (loads, shuffles, offset sums)
- * for every row. So that work is done once a call into a stack buffer
- * that stays in L1 (prep_group), and each row is then one sequential
- * stream, prefetched kern_prefetch_ahead(1, row_bytes) ahead. Rows whose
- * prepared activation does not fit MV_PREP_BYTES take the 4-row passes.
- *
- * Only Q4_0 and Q4_1 take this path: it gained ~6% of TinyLlama Q4_0
- * decode (median step, 2 threads). With one accumulator chain a row (kept
- * so results stay bit-identical to the 4-row passes), Q8_0 and Q5 were
- * latency-bound below DRAM speed from one row and measured slower.
+ * Decode for Q4_0 and Q4_1: the activation work (loads, shuffles, offset
+ * sums) is done once a call into a stack buffer that stays in L1
+ * (prep_group), rather than once a pass, and each row then reads it with
+ * its own accumulator chain (so results stay bit-identical to the 4-row
+ * passes), four rows a pass from the four quarters of the range
+ * (kern_passes). Rows whose prepared activation does not fit MV_PREP_BYTES
+ * take the 4-row passes. History: this path began as one row at a time,
+ * one stream, when four neighbouring rows streamed worse (+6% of TinyLlama
+ * Q4_0 decode then); four far-apart rows read 30.3 GB/s where that one
+ * stream read 23.8 (kbench 2048 x 5632, two threads, Xeon model 167,
+ * 2026-12-08). Q8_0 and Q5 were latency-bound from one row and never
+ * took it.
  *
  * A group's prepared bytes: d_a (and s_a) of its blocks as 16 floats,
  * then per four blocks the zmm alo, ahi [, base].
@@ -671,8 +673,40 @@ row_group(uint32_t type, const uint8_t *wr, int64_t b0,
 	}
 	return acc;
 }
-/* Rows r0..r1 one at a time against a prepared activation; 0 (nothing
- * done) when that does not fit MV_PREP_BYTES. */
+/* R rows pitch bytes apart into y[0], y[ys], ... against the prepared
+ * activation, each with its own accumulator chain */
+static inline __attribute__((always_inline)) void
+single_rows(uint32_t type, int R, const uint8_t *w, size_t pitch, float *y,
+	    int64_t ys, int64_t nb, size_t ahead, const uint8_t *prep)
+{
+	const int G = group_blocks(type);
+	const size_t gb = prep_group_bytes(type);
+	const int64_t ng = (nb + G - 1) / G;
+	__m512 acc[MV_ROWS];
+	int64_t g = 0;
+
+	#pragma GCC unroll 4
+	for (int i = 0; i < R; i++)
+		acc[i] = _mm512_setzero_ps();
+	for (; g + 1 <= nb / G; g++)
+		#pragma GCC unroll 4
+		for (int i = 0; i < R; i++)
+			acc[i] = row_group(type, w + i * pitch, g * G, G, nb,
+					   ahead, prep + g * gb, acc[i]);
+	if (g < ng)
+		#pragma GCC unroll 4
+		for (int i = 0; i < R; i++)
+			acc[i] = row_group(type, w + i * pitch, g * G,
+					   (int)(nb - g * G), nb, ahead,
+					   prep + g * gb, acc[i]);
+	#pragma GCC unroll 4
+	for (int i = 0; i < R; i++)
+		y[i * ys] = _mm512_reduce_add_ps(acc[i]);
+}
+
+/* Rows r0..r1 against a prepared activation, MV_ROWS a pass from
+ * separate parts of the range (kern_passes); 0 (nothing done) when that
+ * does not fit MV_PREP_BYTES. */
 static inline __attribute__((always_inline)) int
 mv_q32_single_body(uint32_t type, const uint8_t *wb, size_t row_bytes,
 		   const uint8_t *act, float *y, int64_t n, int64_t r0,
@@ -690,19 +724,16 @@ mv_q32_single_body(uint32_t type, const uint8_t *wb, size_t row_bytes,
 		prep_group(type, act, g * G,
 			   nb - g * G < G ? (int)(nb - g * G) : G, nb,
 			   prep + g * gb);
-	for (int64_t r = r0; r < r1; r++) {
-		const uint8_t *wr = wb + r * row_bytes;
-		__m512 acc = _mm512_setzero_ps();
-		int64_t g = 0;
+	struct kern_passes ps = kern_passes(r0, r1, MV_ROWS);
+	int64_t r, q;
 
-		for (; g + 1 <= nb / G; g++)
-			acc = row_group(type, wr, g * G, G, nb, ahead,
-					prep + g * gb, acc);
-		if (g < ng)
-			acc = row_group(type, wr, g * G, (int)(nb - g * G),
-					nb, ahead, prep + g * gb, acc);
-		y[r] = _mm512_reduce_add_ps(acc);
-	}
+	for (int k; (k = kern_pass_next(&ps, &r, &q));)
+		if (k == MV_ROWS)
+			single_rows(type, MV_ROWS, wb + r * row_bytes,
+				    q * row_bytes, y + r, q, nb, ahead, prep);
+		else
+			single_rows(type, 1, wb + r * row_bytes, row_bytes,
+				    y + r, 1, nb, ahead, prep);
 	return 1;
 }
 
@@ -737,17 +768,19 @@ matvec_q32(uint32_t type, const void *w, size_t row_bytes, const void *act,
 	   float *y, int64_t n, int64_t r0, int64_t r1)
 {
 	const uint8_t *wb = w;
-	int64_t r = r0;
+	const size_t ahead = kern_prefetch_ahead(1, row_bytes);
+	struct kern_passes ps = kern_passes(r0, r1, MV_ROWS);
+	int64_t r, q;
 
 	if (r0 < r1 && mv_q32_single(type, wb, row_bytes, act, y, n, r0, r1))
 		return;
-
-	for (; r + MV_ROWS <= r1; r += MV_ROWS)
-		mv_q32_rows(type, MV_ROWS, wb + r * row_bytes, row_bytes, act,
-			    y + r, n / 32);
-	for (; r < r1; r++)
-		mv_q32_rows(type, 1, wb + r * row_bytes, row_bytes, act, y + r,
-			    n / 32);
+	for (int k; (k = kern_pass_next(&ps, &r, &q));)
+		if (k == MV_ROWS)
+			mv_q32_rows(type, MV_ROWS, wb + r * row_bytes,
+				    q * row_bytes, act, y + r, q, n / 32, ahead);
+		else
+			mv_q32_rows(type, 1, wb + r * row_bytes, row_bytes, act,
+				    y + r, 1, n / 32, ahead);
 }
 
 static void matvec_q4_0(const void *w, size_t row_bytes, const void *act,

@@ -6,14 +6,17 @@
  * Makefile; only called when kern_init found the CPU able to run it.
  *
  * Decode is memory-bound, so the loops are shaped to stream weights:
- *  - the weights are read as ONE stream: a row at a time, prefetched
- *    kern_prefetch_ahead(1, row_bytes) ahead. Interleaving KROWS rows (the
- *    earlier shape) makes KROWS streams a thread, which the prefetchers
- *    follow poorly (Q6_K ~30 GB/s one core and ~37 two, against ~40 and
- *    ~50 as one stream). Q4_K/Q5_K prepare the activation blocks (loads
- *    and shuffles) once a call into a stack buffer that stays in L1, so a
- *    single row costs no more compute than a row of a 4-row pass; rows
- *    longer than that buffer fall back to KROWS-row passes;
+ *  - KROWS rows a pass, one from each of KROWS parts of the row range
+ *    (kern_passes), each prefetched kern_prefetch_ahead(1, row_bytes)
+ *    ahead: KROWS streams far apart. An earlier shape interleaved KROWS
+ *    neighbouring rows, which the prefetchers followed poorly (Q6_K ~30
+ *    GB/s one core and ~37 two, against ~40 and ~50 as one stream, on a
+ *    faster host), so it went to one row at a time; four far-apart rows
+ *    beat that one stream on a Xeon model 167 (2026-12-08, two threads,
+ *    DRAM: Q4_K 25.4 -> 32.7 GB/s, Q6_K 27.0 -> 33.2). Q4_K/Q5_K prepare
+ *    the activation blocks (loads and shuffles) once a call into a stack
+ *    buffer that stays in L1; rows longer than that buffer prepare them
+ *    once a pass;
  *  - one float accumulator per row, reduced once at the end;
  *  - per 64 weight bytes: vpmaddubsw (u8 weight x s8 activation -> s16
  *    pairs) then vpdpwssd against the sub-block scales, so each block ends
@@ -242,43 +245,39 @@ step_k4(const uint8_t *blk, const struct act_k4 *act, const int q5,
 }
 
 /*
- * nr (1..KROWS) rows of Q4_K or Q5_K starting at w, rows rb bytes apart,
- * nb blocks each, into y[0..nr). Always inlined with constant nr and q5 so
- * that the per-row accumulators stay in registers. Each block's lines in
- * the rows of the next pass (nr rows further) are prefetched: the rows of
- * a pass are separate streams, which the hardware prefetcher alone
- * follows poorly.
+ * nr (1..KROWS) rows of Q4_K or Q5_K starting at w, pitch bytes apart, nb
+ * blocks each, into y[0], y[ys], ... Always inlined with constant nr and
+ * q5 so that the per-row accumulators stay in registers. The activation
+ * block is prepared here (pa == NULL) or comes prepared from pa[]. Each
+ * row's lines ahead bytes on are prefetched.
  */
 static inline __attribute__((always_inline)) void
-rows_k4(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
-	float *y, const int nr, const int q5)
+rows_k4(const uint8_t *w, size_t pitch, size_t ahead, const uint8_t *a,
+	const struct act_k4 *pa, int64_t nb, float *y, int64_t ys,
+	const int nr, const int q5)
 {
 	const size_t bsz = q5 ? sizeof(struct block_q5_k) :
 				sizeof(struct block_q4_k);
-	__m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0,
-	       acc3 = acc0;
+	__m512 acc[KROWS];
 
+	#pragma GCC unroll 4
+	for (int r = 0; r < nr; r++)
+		acc[r] = _mm512_setzero_ps();
 	for (int64_t i = 0; i < nb; i++, w += bsz) {
 		struct act_k4 act;
-		prep_act_k4(a + i * sizeof(struct block_q8_k), &act);
-		for (int r = 0; r < nr; r++)
-			prefetch_block((uintptr_t)w + (r + nr) * rb, bsz);
+		const struct act_k4 *ai = pa ? &pa[i] : &act;
 
-		acc0 = step_k4(w, &act, q5, acc0);
-		if (nr > 1)
-			acc1 = step_k4(w + rb, &act, q5, acc1);
-		if (nr > 2)
-			acc2 = step_k4(w + 2 * rb, &act, q5, acc2);
-		if (nr > 3)
-			acc3 = step_k4(w + 3 * rb, &act, q5, acc3);
+		if (!pa)
+			prep_act_k4(a + i * sizeof(struct block_q8_k), &act);
+		#pragma GCC unroll 4
+		for (int r = 0; r < nr; r++) {
+			prefetch_block((uintptr_t)w + r * pitch + ahead, bsz);
+			acc[r] = step_k4(w + r * pitch, ai, q5, acc[r]);
+		}
 	}
-	y[0] = _mm512_reduce_add_ps(acc0);
-	if (nr > 1)
-		y[1] = _mm512_reduce_add_ps(acc1);
-	if (nr > 2)
-		y[2] = _mm512_reduce_add_ps(acc2);
-	if (nr > 3)
-		y[3] = _mm512_reduce_add_ps(acc3);
+	#pragma GCC unroll 4
+	for (int r = 0; r < nr; r++)
+		y[r * ys] = _mm512_reduce_add_ps(acc[r]);
 }
 
 /* blocks of activation matvec_k4 prepares up front (24 KiB of stack,
@@ -286,45 +285,37 @@ rows_k4(const uint8_t *w, size_t rb, const uint8_t *a, int64_t nb,
 #define K4_PREP_MAX 64
 
 /*
- * Rows r0..r1 of Q4_K (q5 = 0) or Q5_K (q5 = 1). The activation blocks are
- * prepared once, then each row is one sequential stream, prefetched
- * kern_prefetch_ahead(1, row_bytes) ahead (see the top of the file).
+ * Rows r0..r1 of Q4_K (q5 = 0) or Q5_K (q5 = 1), KROWS a pass from
+ * separate parts of the range (kern_passes), each row prefetched
+ * kern_prefetch_ahead(1, row_bytes) ahead. The activation blocks are
+ * prepared once a call where they fit K4_PREP_MAX, else once a pass.
  */
 static inline __attribute__((always_inline)) void
 matvec_k4(const void *w, size_t row_bytes, const void *act, float *y,
 	  int64_t n, int64_t r0, int64_t r1, const int q5)
 {
-	const size_t bsz = q5 ? sizeof(struct block_q5_k) :
-				sizeof(struct block_q4_k);
 	const uint8_t *base = w;
 	const int64_t nb = n / QK_K;
-	int64_t r = r0;
+	const size_t ahead = kern_prefetch_ahead(1, row_bytes);
+	struct act_k4 prep[K4_PREP_MAX];
+	const struct act_k4 *pa = NULL;
+	struct kern_passes ps = kern_passes(r0, r1, KROWS);
+	int64_t r, q;
 
-	if (nb <= K4_PREP_MAX) {
-		struct act_k4 pa[K4_PREP_MAX];
-		const size_t ahead = kern_prefetch_ahead(1, row_bytes);
-
+	if (nb <= K4_PREP_MAX && r0 < r1) {
 		for (int64_t i = 0; i < nb; i++)
 			prep_act_k4((const uint8_t *)act +
 					    i * sizeof(struct block_q8_k),
-				    &pa[i]);
-		for (; r < r1; r++) {
-			const uint8_t *p = base + r * row_bytes;
-			__m512 acc = _mm512_setzero_ps();
-
-			for (int64_t i = 0; i < nb; i++, p += bsz) {
-				prefetch_block((uintptr_t)p + ahead, bsz);
-				acc = step_k4(p, &pa[i], q5, acc);
-			}
-			y[r] = _mm512_reduce_add_ps(acc);
-		}
-		return;
+				    &prep[i]);
+		pa = prep;
 	}
-	for (; r + KROWS <= r1; r += KROWS)
-		rows_k4(base + r * row_bytes, row_bytes, act, nb, y + r, KROWS,
-			q5);
-	for (; r < r1; r++)
-		rows_k4(base + r * row_bytes, row_bytes, act, nb, y + r, 1, q5);
+	for (int k; (k = kern_pass_next(&ps, &r, &q));)
+		if (k == KROWS)
+			rows_k4(base + r * row_bytes, q * row_bytes, ahead, act,
+				pa, nb, y + r, q, KROWS, q5);
+		else
+			rows_k4(base + r * row_bytes, row_bytes, ahead, act,
+				pa, nb, y + r, 1, 1, q5);
 }
 
 static void matvec_q4_k(const void *w, size_t row_bytes, const void *act,
@@ -415,17 +406,19 @@ step_q6(const uint8_t *b, const __m512i act[4], __m256i bs16,
 }
 
 /*
- * Row r of Q6_K at w, nb blocks, one sequential stream prefetched ahead
- * bytes ahead. The activation's loads and -16 * bsums are redone for
- * every row: they come from L1 and cost less than the 4-row interleave
- * loses in streaming (see the top of the file).
+ * nr (1..KROWS) rows of Q6_K pitch bytes apart into y[0], y[ys], ...,
+ * sharing the activation loads; each row prefetched ahead bytes on.
  */
-static inline __attribute__((always_inline)) float
-row_q6(const uint8_t *w, size_t ahead, const uint8_t *a, int64_t nb)
+static inline __attribute__((always_inline)) void
+rows_q6(const uint8_t *w, size_t pitch, size_t ahead, const uint8_t *a,
+	int64_t nb, float *y, int64_t ys, const int nr)
 {
 	const size_t bsz = sizeof(struct block_q6_k);
-	__m512 acc = _mm512_setzero_ps();
+	__m512 acc[KROWS];
 
+	#pragma GCC unroll 4
+	for (int r = 0; r < nr; r++)
+		acc[r] = _mm512_setzero_ps();
 	for (int64_t i = 0; i < nb; i++, w += bsz) {
 		const uint8_t *ab = a + i * sizeof(struct block_q8_k);
 		const uint8_t *aq = ab + offsetof(struct block_q8_k, qs);
@@ -439,10 +432,15 @@ row_q6(const uint8_t *w, size_t ahead, const uint8_t *a, int64_t nb)
 				ab + offsetof(struct block_q8_k, bsums))), 4));
 		float ad = load_f32(ab + offsetof(struct block_q8_k, d));
 
-		prefetch_block((uintptr_t)w + ahead, bsz);
-		step_q6(w, act, bs16, ad, &acc);
+		#pragma GCC unroll 4
+		for (int r = 0; r < nr; r++) {
+			prefetch_block((uintptr_t)w + r * pitch + ahead, bsz);
+			step_q6(w + r * pitch, act, bs16, ad, &acc[r]);
+		}
 	}
-	return _mm512_reduce_add_ps(acc);
+	#pragma GCC unroll 4
+	for (int r = 0; r < nr; r++)
+		y[r * ys] = _mm512_reduce_add_ps(acc[r]);
 }
 
 static void matvec_q6_k(const void *w, size_t row_bytes, const void *act,
@@ -450,9 +448,16 @@ static void matvec_q6_k(const void *w, size_t row_bytes, const void *act,
 {
 	const uint8_t *base = w;
 	const size_t ahead = kern_prefetch_ahead(1, row_bytes);
+	struct kern_passes ps = kern_passes(r0, r1, KROWS);
+	int64_t r, q;
 
-	for (int64_t r = r0; r < r1; r++)
-		y[r] = row_q6(base + r * row_bytes, ahead, act, n / QK_K);
+	for (int k; (k = kern_pass_next(&ps, &r, &q));)
+		if (k == KROWS)
+			rows_q6(base + r * row_bytes, q * row_bytes, ahead, act,
+				n / QK_K, y + r, q, KROWS);
+		else
+			rows_q6(base + r * row_bytes, row_bytes, ahead, act,
+				n / QK_K, y + r, 1, 1);
 }
 
 /* ---- dequantization (prefill feeds GEMM with it) ------------------------ */

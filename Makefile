@@ -92,7 +92,8 @@ TEST_NAMES = \
 	test_sim \
 	test_plan \
 	test_nmu \
-	test_fabric
+	test_fabric \
+	test_mvbench
 
 TEST_BINS = $(TEST_NAMES:%=$(BUILD)/tests/%)
 
@@ -169,6 +170,10 @@ bench/simulate: $(BUILD)/bench/simulate.o $(SIM_OBJS) $(LIB)
 $(BUILD)/tests/test_sim: $(BUILD)/tests/test_sim.o $(SIM_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ljansson -lcmocka
+
+$(BUILD)/tests/test_mvbench: $(BUILD)/tests/test_mvbench.o $(BENCH_OBJS) $(LIB)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 bench/kbench: $(BUILD)/bench/kbench.o $(BENCH_OBJS) $(LIB)
 	@$(if $(Q),echo "  LD $@")

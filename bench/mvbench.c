@@ -143,19 +143,49 @@ double mvbench_time(const struct mvbench_mat *m, const struct kern_ops *ops,
 
 /* ---- DRAM read ---------------------------------------------------------- */
 
-/* Sum of n uint64 (n a multiple of 32, p 64-byte aligned): four independent
- * accumulators so the adds never wait on each other; loads are the limit. */
+/*
+ * Sum of n uint64 (n a multiple of 32, p 64-byte aligned): four independent
+ * accumulators so the adds never wait on each other; loads are the limit.
+ * streams > 1: the n split into that many equal parts (multiples of 32),
+ * read in turn 256 bytes of each a step, each part prefetched
+ * SUM_AHEAD bytes ahead, as the matvecs read the rows of a pass
+ * (kern_passes); what is left past them is read as one stream after.
+ */
+#define SUM_AHEAD 8192
+#define SUM_STEP(LOAD, ADD, W)                                               \
+	do {                                                                 \
+		for (int k_ = 0; k_ < 32 / (W); k_ += 4) {                   \
+			a0 = ADD(a0, LOAD(q_ + k_ * (W)));                   \
+			a1 = ADD(a1, LOAD(q_ + (k_ + 1) * (W)));             \
+			a2 = ADD(a2, LOAD(q_ + (k_ + 2) * (W)));             \
+			a3 = ADD(a3, LOAD(q_ + (k_ + 3) * (W)));             \
+		}                                                            \
+	} while (0)
+#define SUM_BODY(LOAD, ADD, W)                                               \
+	do {                                                                 \
+		size_t part_ = streams > 1 ? n / streams / 32 * 32 : 0;      \
+		size_t done_ = part_ * streams;                              \
+		for (size_t i = 0; i < part_; i += 32)                       \
+			for (int s_ = 0; s_ < streams; s_++) {               \
+				const uint64_t *q_ = p + s_ * part_ + i;     \
+				for (int l_ = 0; l_ < 256; l_ += 64)         \
+					_mm_prefetch((const char *)q_ +      \
+							     SUM_AHEAD + l_, \
+						     _MM_HINT_T0);           \
+				SUM_STEP(LOAD, ADD, W);                      \
+			}                                                    \
+		for (size_t i = done_; i < n; i += 32) {                     \
+			const uint64_t *q_ = p + i;                          \
+			SUM_STEP(LOAD, ADD, W);                              \
+		}                                                            \
+	} while (0)
+
 __attribute__((target("avx512f")))
-static uint64_t sum_avx512(const uint64_t *p, size_t n)
+static uint64_t sum_avx512(const uint64_t *p, size_t n, int streams)
 {
 	__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
 
-	for (size_t i = 0; i < n; i += 32) {
-		a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
-		a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + i + 8));
-		a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + i + 16));
-		a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + i + 24));
-	}
+	SUM_BODY(_mm512_load_si512, _mm512_add_epi64, 8);
 	uint64_t lanes[8] __attribute__((aligned(64)));
 	uint64_t s = 0;
 
@@ -168,24 +198,14 @@ static uint64_t sum_avx512(const uint64_t *p, size_t n)
 	return s;
 }
 
+#define LD256(q) _mm256_load_si256((const __m256i *)(q))
 /* same contract as sum_avx512, for CPUs without AVX-512 */
 __attribute__((target("avx2")))
-static uint64_t sum_avx2(const uint64_t *p, size_t n)
+static uint64_t sum_avx2(const uint64_t *p, size_t n, int streams)
 {
 	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
 
-	for (size_t i = 0; i < n; i += 32) {
-		const __m256i *q = (const __m256i *)(p + i);
-
-		a0 = _mm256_add_epi64(a0, _mm256_load_si256(q));
-		a1 = _mm256_add_epi64(a1, _mm256_load_si256(q + 1));
-		a2 = _mm256_add_epi64(a2, _mm256_load_si256(q + 2));
-		a3 = _mm256_add_epi64(a3, _mm256_load_si256(q + 3));
-		a0 = _mm256_add_epi64(a0, _mm256_load_si256(q + 4));
-		a1 = _mm256_add_epi64(a1, _mm256_load_si256(q + 5));
-		a2 = _mm256_add_epi64(a2, _mm256_load_si256(q + 6));
-		a3 = _mm256_add_epi64(a3, _mm256_load_si256(q + 7));
-	}
+	SUM_BODY(LD256, _mm256_add_epi64, 4);
 	uint64_t lanes[4] __attribute__((aligned(32)));
 
 	a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
@@ -193,18 +213,15 @@ static uint64_t sum_avx2(const uint64_t *p, size_t n)
 	return lanes[0] + lanes[1] + lanes[2] + lanes[3];
 }
 
+#define LD64(q) (*(q))
+#define ADD64(a, b) ((a) + (b))
 /* the reference: same contract as sum_avx512 */
-static uint64_t sum_scalar(const uint64_t *p, size_t n)
+static uint64_t sum_scalar(const uint64_t *p, size_t n, int streams)
 {
-	uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+	uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
 
-	for (size_t i = 0; i < n; i += 4) {
-		s0 += p[i];
-		s1 += p[i + 1];
-		s2 += p[i + 2];
-		s3 += p[i + 3];
-	}
-	return s0 + s1 + s2 + s3;
+	SUM_BODY(LD64, ADD64, 1);
+	return a0 + a1 + a2 + a3;
 }
 
 mvbench_sum_fn mvbench_pick_sum(const char **name)
@@ -226,7 +243,7 @@ mvbench_sum_fn mvbench_pick_sum(const char **name)
 }
 
 double mvbench_dram_gbps(const uint64_t *buf, size_t n, int nth, int passes,
-			 mvbench_sum_fn sum)
+			 mvbench_sum_fn sum, int streams)
 {
 	size_t slice = n / (size_t)nth / 32 * 32;
 	double best[64], *g = passes <= 64 ? best : malloc(sizeof(double) * passes);
@@ -238,13 +255,13 @@ double mvbench_dram_gbps(const uint64_t *buf, size_t n, int nth, int passes,
 			free(g);
 		return -1;
 	}
-	sink += sum(buf, slice); /* warm: TLB, pool, clocks */
+	sink += sum(buf, slice, streams); /* warm: TLB, pool, clocks */
 	for (int p = 0; p < passes; p++) {
 		int64_t t0 = now_ns();
 		uint64_t s = 0;
 
 #pragma omp parallel num_threads(nth) reduction(+ : s)
-		s += sum(buf + slice * omp_get_thread_num(), slice);
+		s += sum(buf + slice * omp_get_thread_num(), slice, streams);
 		g[p] = (double)(slice * nth * 8) / (now_ns() - t0);
 		sink += s;
 	}
@@ -253,4 +270,16 @@ double mvbench_dram_gbps(const uint64_t *buf, size_t n, int nth, int passes,
 		free(g);
 	(void)sink;
 	return med;
+}
+
+double mvbench_dram_best(const uint64_t *buf, size_t n, int nth, int passes,
+			 mvbench_sum_fn sum, int *streams)
+{
+	double one = mvbench_dram_gbps(buf, n, nth, passes, sum, 1);
+	double four = mvbench_dram_gbps(buf, n, nth, passes, sum, 4);
+
+	if (one < 0 || four < 0)
+		return -1;
+	*streams = four > one ? 4 : 1;
+	return four > one ? four : one;
 }

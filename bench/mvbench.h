@@ -67,19 +67,26 @@ uint32_t mvbench_type_by_name(const char *name);
 
 /*
  * DRAM read: a sum of n uint64 at p (n a multiple of 32, p 64-byte
- * aligned) with four independent accumulators, so loads are the limit.
+ * aligned) with four independent accumulators, so loads are the limit;
+ * streams > 1 reads n as that many far-apart parts in turn, each
+ * prefetched ahead, the way the matvecs read a pass of rows.
  * mvbench_pick_sum gives the widest one this CPU runs (cpuid), no wider
  * than STRATA_KERNELS allows ("avx2": AVX2, "ref": scalar), and its name
  * ("avx512", "avx2", "scalar") in *name.
  */
-typedef uint64_t (*mvbench_sum_fn)(const uint64_t *p, size_t n);
+typedef uint64_t (*mvbench_sum_fn)(const uint64_t *p, size_t n, int streams);
 mvbench_sum_fn mvbench_pick_sum(const char **name);
 
 /* GB/s of nth threads each summing its own slice of buf (n uint64, the
- * slices rounded down to 32), median of `passes`, after one warm pass.
- * The caller pins the threads if it wants and touches buf first. -1 on
- * bad arguments or no memory. */
+ * slices rounded down to 32) in `streams` streams, median of `passes`,
+ * after one warm pass. The caller pins the threads if it wants and
+ * touches buf first. -1 on bad arguments or no memory. */
 double mvbench_dram_gbps(const uint64_t *buf, size_t n, int nth, int passes,
-			 mvbench_sum_fn sum);
+			 mvbench_sum_fn sum, int streams);
+
+/* The faster of one stream and four a thread (which in *streams): the
+ * DRAM read rate the rooflines divide by. -1 as above. */
+double mvbench_dram_best(const uint64_t *buf, size_t n, int nth, int passes,
+			 mvbench_sum_fn sum, int *streams);
 
 #endif

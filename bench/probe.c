@@ -85,6 +85,7 @@ static const int qd_list[N_QD] = { 1, 4, 16, 64 };
 struct dram_result {
 	int n_threads;            /* measured 1 .. n_threads */
 	double gbps[CPU_SETSIZE]; /* [t-1]: median GB/s with t threads */
+	int streams[CPU_SETSIZE]; /* [t-1]: streams a thread that gave it */
 	const char *method;       /* "avx512", "avx2" or "scalar" */
 	uint64_t thp_bytes;       /* of the buffer, backed by huge pages */
 };
@@ -247,7 +248,8 @@ static int probe_dram(const struct probe_opts *o, struct dram_result *r)
 	for (int t = 1; t <= n_cpu; t++) {
 		probe_pin_team(&allowed, t);
 		/* slices of n / t: n is a multiple of 32 * CPU_SETSIZE */
-		r->gbps[t - 1] = mvbench_dram_gbps(mem.base, n, t, o->passes, sum);
+		r->gbps[t - 1] = mvbench_dram_best(mem.base, n, t, o->passes,
+						   sum, &r->streams[t - 1]);
 		if (r->gbps[t - 1] < 0)
 			err = -ENOMEM;
 	}
@@ -933,12 +935,14 @@ static void print_table(const struct probe_opts *o,
 
 	if (d) {
 		fprintf(stderr, "\nDRAM read (%s sum, %llu MiB buffer, %llu MiB "
-			"in huge pages, median of %d)\n", d->method,
+			"in huge pages, median of %d, the faster of 1 and 4 "
+			"streams a thread)\n", d->method,
 			(unsigned long long)(o->dram_bytes / MIB),
 			(unsigned long long)(d->thp_bytes / MIB), o->passes);
-		fprintf(stderr, "  threads   GB/s\n");
+		fprintf(stderr, "  threads   GB/s  streams\n");
 		for (int t = 1; t <= d->n_threads; t++)
-			fprintf(stderr, "  %7d %6.1f\n", t, d->gbps[t - 1]);
+			fprintf(stderr, "  %7d %6.1f  %7d\n", t, d->gbps[t - 1],
+				d->streams[t - 1]);
 	}
 	if (pr->kern)
 		probe_kern_print(pr->kern);
@@ -1052,6 +1056,10 @@ static int write_json(FILE *f, const struct probe_opts *o,
 			(unsigned long long)d->thp_bytes, o->passes);
 		for (int t = 1; t <= d->n_threads; t++)
 			fprintf(f, "%s\"%d\": %.2f", t > 1 ? ", " : "", t, d->gbps[t - 1]);
+		fprintf(f, "}, \"streams_by_threads\": {");
+		for (int t = 1; t <= d->n_threads; t++)
+			fprintf(f, "%s\"%d\": %d", t > 1 ? ", " : "", t,
+				d->streams[t - 1]);
 		fprintf(f, "}},\n");
 	} else {
 		fprintf(f, "  \"dram\": null,\n");
